@@ -1,0 +1,916 @@
+//! The connection state machine: bytes in, events and bytes out.
+//!
+//! [`Connection::read`] takes the bytes of one read, *mutably*: payloads are
+//! unmasked in place, and a message that arrived whole in this input is handed
+//! out as a range of it ([`Payload::Input`]) with no copy. Anything cut by a
+//! read boundary is copied once, into the header scratch (at most 14 bytes),
+//! the control-frame scratch (at most 125) or the message [`Assembler`].
+//! Because of that, the connection never holds on to the caller's buffer:
+//! when `read` has consumed an input, the caller may reuse or release it.
+//!
+//! Replies the protocol requires (Pong for Ping, Close for Close, Close with
+//! an error code for a violation) are queued inside and collected with
+//! [`Connection::take_control`]. `read` returns after each event, so the
+//! caller can interleave those replies with its own messages in order.
+//!
+//! Time comes in as `now` arguments; the connection reads no clock.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use super::close::{self, CloseState};
+use super::error::ProtocolError;
+use super::frame::{FrameHeader, OpCode, RawHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use super::mask::apply_mask;
+use super::message::{Assembler, MessageKind};
+use super::utf8::{self, Utf8Validator};
+
+/// Limits the protocol core enforces. See [`crate::config::Config`] for the
+/// defaults and the attacks they stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest frame payload accepted, in bytes (1009 past it).
+    pub max_frame_size: u64,
+    /// Longest message accepted, summed over its fragments (1009 past it).
+    pub max_message_size: u64,
+    /// How long to wait for the peer's Close after sending ours.
+    pub close_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_size: 64 << 20,
+            max_message_size: 64 << 20,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which end of the connection this is. It decides the masking rules (5.1):
+/// clients mask every frame, servers none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Accepts masked frames, sends unmasked ones.
+    Server,
+    /// Accepts unmasked frames, sends masked ones.
+    Client,
+}
+
+/// Where a message's payload is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// In the input passed to this `read`, at this range, already unmasked.
+    Input(Range<usize>),
+    /// Reassembled from fragments or from several reads; now the caller's.
+    Owned(Vec<u8>),
+}
+
+/// Something the peer did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A complete, valid message.
+    Message {
+        /// Text (valid UTF-8) or binary.
+        kind: MessageKind,
+        /// The payload.
+        payload: Payload,
+    },
+    /// A Ping; its Pong is queued.
+    Ping,
+    /// A Pong.
+    Pong,
+    /// The peer's Close arrived. Any reply is queued, and the state is
+    /// [`CloseState::Closed`]: flush, then close the TCP connection.
+    Closed {
+        /// The peer's status code, if it sent one.
+        code: Option<u16>,
+    },
+}
+
+/// Refusal to send: the closing handshake has begun.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotOpen;
+
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    opcode: OpCode,
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    remaining: u64,
+    /// Offset of the next payload byte within the frame (for the mask phase).
+    pos: u64,
+    /// Drop the payload: the frame was rejected, or we are closing.
+    skip: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rx {
+    /// Between frames. `hbuf[..hlen]` holds a header cut by a read boundary.
+    Header,
+    /// Inside a frame's payload.
+    Payload(Frame),
+    /// Frame boundaries are lost (a length that cannot be read); drop all.
+    Lost,
+}
+
+/// One WebSocket connection after the handshake. Sans-IO: see the module docs.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    limits: Limits,
+    state: CloseState,
+    rx: Rx,
+    hbuf: [u8; MAX_HEADER_LEN],
+    hlen: u8,
+    ctrl: [u8; MAX_CONTROL_PAYLOAD],
+    ctrl_len: u8,
+    asm: Assembler,
+    utf8: Utf8Validator,
+    /// Queued control frames, in order.
+    out: Vec<u8>,
+    /// xorshift64 state for client mask keys (5.3 asks for unpredictable keys
+    /// to defeat proxy cache poisoning; the caller seeds it from a CSPRNG).
+    rng: u64,
+}
+
+impl Connection {
+    /// A server-side connection.
+    pub fn server(limits: Limits) -> Connection {
+        Connection::new(Role::Server, limits, 0)
+    }
+
+    /// A client-side connection; `seed` (non-zero, random) seeds mask keys.
+    pub fn client(limits: Limits, seed: u64) -> Connection {
+        Connection::new(Role::Client, limits, seed | 1)
+    }
+
+    fn new(role: Role, limits: Limits, rng: u64) -> Connection {
+        Connection {
+            role,
+            limits,
+            state: CloseState::Open,
+            rx: Rx::Header,
+            hbuf: [0; MAX_HEADER_LEN],
+            hlen: 0,
+            ctrl: [0; MAX_CONTROL_PAYLOAD],
+            ctrl_len: 0,
+            asm: Assembler::default(),
+            utf8: Utf8Validator::default(),
+            out: Vec::new(),
+            rng,
+        }
+    }
+
+    /// The closing-handshake state.
+    #[inline]
+    pub fn state(&self) -> CloseState {
+        self.state
+    }
+
+    /// True once the TCP connection should be closed (after flushing).
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.state == CloseState::Closed
+    }
+
+    /// True when there are queued control frames to send.
+    #[inline]
+    pub fn has_control(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Appends the queued control frames (Pong, Close) to `dst`.
+    pub fn take_control(&mut self, dst: &mut Vec<u8>) {
+        dst.extend_from_slice(&self.out);
+        // Control frames are rare: give the memory back rather than keep it
+        // for the life of a connection that may sit idle.
+        self.out = Vec::new();
+    }
+
+    /// When [`Connection::handle_timeout`] should be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            CloseState::CloseSent { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// Gives up on a peer that did not answer our Close in time.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let CloseState::CloseSent { deadline } = self.state {
+            if now >= deadline {
+                self.state = CloseState::Closed;
+            }
+        }
+    }
+
+    /// The peer closed its end of the TCP connection. Returns true if that
+    /// was abrupt (no closing handshake had begun).
+    pub fn handle_eof(&mut self) -> bool {
+        let abrupt = self.state == CloseState::Open;
+        self.state = CloseState::Closed;
+        abrupt
+    }
+
+    /// Starts the closing handshake with `code` (a valid one, see
+    /// [`close::is_valid_code`]). Does nothing once closing has begun.
+    pub fn close(&mut self, code: u16, reason: &str, now: Instant) {
+        if self.state == CloseState::Open {
+            debug_assert!(close::is_valid_code(code));
+            let mask = self.next_mask();
+            close::encode(Some(code), reason, mask, &mut self.out);
+            self.state = CloseState::CloseSent {
+                deadline: now + self.limits.close_timeout,
+            };
+        }
+    }
+
+    /// Appends the header of an unfragmented data message of `len` bytes to
+    /// `out`. For a client, returns the mask key the caller must apply to the
+    /// payload (with [`apply_mask`], offset 0) before sending it.
+    pub fn send_message(
+        &mut self,
+        kind: MessageKind,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<[u8; 4]>, NotOpen> {
+        if self.state != CloseState::Open {
+            return Err(NotOpen);
+        }
+        let mask = self.next_mask();
+        FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: match kind {
+                MessageKind::Text => OpCode::Text,
+                MessageKind::Binary => OpCode::Binary,
+            },
+            mask,
+            payload_len: len,
+        }
+        .encode_into(out);
+        Ok(mask)
+    }
+
+    fn next_mask(&mut self) -> Option<[u8; 4]> {
+        match self.role {
+            Role::Server => None,
+            Role::Client => {
+                let mut x = self.rng;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                self.rng = x;
+                Some((x as u32).to_ne_bytes())
+            }
+        }
+    }
+
+    /// Processes `input`, returning how much of it was consumed and what,
+    /// if anything, happened.
+    ///
+    /// Call it again with the unconsumed rest until all is consumed; it stops
+    /// after each event so the caller can act in order. A [`Payload::Input`]
+    /// range is relative to this call's `input`.
+    ///
+    /// On `Err` the connection has already begun to fail: a Close with the
+    /// error's code is queued (see [`Connection::take_control`]) and the rest
+    /// of the input is to be fed in as usual, so the peer's Close is found.
+    pub fn read(
+        &mut self,
+        input: &mut [u8],
+        now: Instant,
+    ) -> (usize, Result<Option<Event>, ProtocolError>) {
+        let mut off = 0;
+        match self.step(input, &mut off) {
+            Ok(ev) => (off, Ok(ev)),
+            Err(e) => {
+                self.fail(e, now);
+                (off, Err(e))
+            }
+        }
+    }
+
+    /// Reacts to a violation: queue our Close and stop accepting messages.
+    fn fail(&mut self, err: ProtocolError, now: Instant) {
+        self.asm.reset();
+        self.utf8.reset();
+        match self.state {
+            CloseState::Open => {
+                let mask = self.next_mask();
+                close::encode(
+                    Some(err.close_code()),
+                    &err.to_string(),
+                    mask,
+                    &mut self.out,
+                );
+                self.state = CloseState::CloseSent {
+                    deadline: now + self.limits.close_timeout,
+                };
+            }
+            // Already closing: nothing more to say.
+            CloseState::CloseSent { .. } | CloseState::Closed => {}
+        }
+    }
+
+    fn step(&mut self, input: &mut [u8], off: &mut usize) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            if self.state == CloseState::Closed {
+                // 5.5.1: after the peer's Close "the endpoint MUST NOT" expect
+                // more; anything that follows is dropped.
+                *off = input.len();
+                return Ok(None);
+            }
+            match self.rx {
+                Rx::Lost => {
+                    *off = input.len();
+                    return Ok(None);
+                }
+                Rx::Header => {
+                    if *off == input.len() {
+                        return Ok(None);
+                    }
+                    let Some(raw) = self.decode_header(input, off)? else {
+                        return Ok(None);
+                    };
+                    if let Some(ev) = self.begin_frame(raw, input, off)? {
+                        return Ok(Some(ev));
+                    }
+                }
+                Rx::Payload(mut f) => {
+                    let avail = (input.len() - *off)
+                        .min(usize::try_from(f.remaining).unwrap_or(usize::MAX));
+                    if avail == 0 && f.remaining > 0 {
+                        return Ok(None);
+                    }
+                    let chunk = &mut input[*off..*off + avail];
+                    *off += avail;
+                    f.remaining -= avail as u64;
+                    if !f.skip {
+                        if let Some(k) = f.mask {
+                            apply_mask(chunk, k, (f.pos & 3) as usize);
+                        }
+                        f.pos += avail as u64;
+                        if f.opcode.is_control() {
+                            let n = self.ctrl_len as usize;
+                            self.ctrl[n..n + avail].copy_from_slice(chunk);
+                            self.ctrl_len += avail as u8;
+                        } else {
+                            if self.asm.in_progress() == Some(MessageKind::Text) {
+                                // Fail fast: judge the bytes as they arrive.
+                                if self.utf8.feed(chunk).is_err() {
+                                    self.rx = Rx::Payload(Frame { skip: true, ..f });
+                                    return Err(ProtocolError::InvalidUtf8);
+                                }
+                            }
+                            self.asm.push(chunk);
+                        }
+                    }
+                    if f.remaining > 0 {
+                        self.rx = Rx::Payload(f);
+                        return Ok(None);
+                    }
+                    self.rx = Rx::Header;
+                    if let Some(ev) = self.end_frame(f)? {
+                        return Ok(Some(ev));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a header from the scratch plus `input[*off..]`; `Ok(None)` when
+    /// the input ran out first (what there was is kept in the scratch).
+    fn decode_header(
+        &mut self,
+        input: &[u8],
+        off: &mut usize,
+    ) -> Result<Option<RawHeader>, ProtocolError> {
+        let rest = &input[*off..];
+        let have = self.hlen as usize;
+        let res = if have == 0 {
+            RawHeader::decode(rest)
+        } else {
+            let take = (MAX_HEADER_LEN - have).min(rest.len());
+            self.hbuf[have..have + take].copy_from_slice(&rest[..take]);
+            RawHeader::decode(&self.hbuf[..have + take])
+        };
+        match res {
+            Ok(Some(raw)) => {
+                *off += raw.header_len - have;
+                self.hlen = 0;
+                Ok(Some(raw))
+            }
+            Ok(None) => {
+                // Fewer than MAX_HEADER_LEN bytes in all, or decode would have
+                // had enough: the whole rest fits in the scratch.
+                if have == 0 {
+                    self.hbuf[..rest.len()].copy_from_slice(rest);
+                }
+                self.hlen = (have + rest.len()) as u8;
+                *off = input.len();
+                Ok(None)
+            }
+            Err(e) => {
+                self.rx = Rx::Lost;
+                Err(e)
+            }
+        }
+    }
+
+    /// Judges a new frame's header and sets up reading its payload. A data
+    /// frame that is a whole message and wholly in `input` is delivered at
+    /// once, in place.
+    fn begin_frame(
+        &mut self,
+        raw: RawHeader,
+        input: &mut [u8],
+        off: &mut usize,
+    ) -> Result<Option<Event>, ProtocolError> {
+        // Until judged, the frame is to be skipped: if a check below fails,
+        // its payload is dropped and the next frame is found after it.
+        let skip = Frame {
+            opcode: OpCode::Binary,
+            fin: true,
+            mask: None,
+            remaining: raw.payload_len,
+            pos: 0,
+            skip: true,
+        };
+        self.rx = Rx::Payload(skip);
+        let h = raw.validate()?;
+        if h.rsv != 0 {
+            return Err(ProtocolError::ReservedBits(h.rsv));
+        }
+        match (self.role, h.mask.is_some()) {
+            // 5.1: "The server MUST close the connection upon receiving a frame
+            // that is not masked." And the converse for clients.
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if self.state != CloseState::Open {
+            // Closing: only the peer's Close matters now.
+            if h.opcode == OpCode::Close {
+                self.ctrl_len = 0;
+                self.rx = Rx::Payload(Frame {
+                    opcode: h.opcode,
+                    fin: true,
+                    mask: h.mask,
+                    remaining: h.payload_len,
+                    pos: 0,
+                    skip: false,
+                });
+            }
+            return Ok(None);
+        }
+        let len = h.payload_len;
+        match h.opcode {
+            OpCode::Continuation => {
+                if self.asm.in_progress().is_none() {
+                    return Err(ProtocolError::UnexpectedContinuation);
+                }
+                self.check_data_len(len)?;
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.asm.in_progress().is_some() {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                self.check_data_len(len)?;
+                let kind = if h.opcode == OpCode::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                let avail = (input.len() - *off) as u64;
+                if h.fin && len <= avail {
+                    // The zero-copy path: one frame, one read.
+                    let range = *off..*off + len as usize;
+                    *off = range.end;
+                    self.rx = Rx::Header;
+                    let payload = &mut input[range.clone()];
+                    if let Some(k) = h.mask {
+                        apply_mask(payload, k, 0);
+                    }
+                    if kind == MessageKind::Text && utf8::validate(payload).is_err() {
+                        return Err(ProtocolError::InvalidUtf8);
+                    }
+                    return Ok(Some(Event::Message {
+                        kind,
+                        payload: Payload::Input(range),
+                    }));
+                }
+                self.asm.begin(kind);
+                self.utf8.reset();
+            }
+            OpCode::Close | OpCode::Ping | OpCode::Pong => self.ctrl_len = 0,
+        }
+        self.rx = Rx::Payload(Frame {
+            opcode: h.opcode,
+            fin: h.fin,
+            mask: h.mask,
+            remaining: len,
+            pos: 0,
+            skip: false,
+        });
+        Ok(None)
+    }
+
+    fn check_data_len(&self, len: u64) -> Result<(), ProtocolError> {
+        if len > self.limits.max_frame_size {
+            return Err(ProtocolError::FrameTooBig {
+                len,
+                max: self.limits.max_frame_size,
+            });
+        }
+        self.asm.check_room(len, self.limits.max_message_size)
+    }
+
+    /// A frame's payload is complete.
+    fn end_frame(&mut self, f: Frame) -> Result<Option<Event>, ProtocolError> {
+        if f.skip {
+            return Ok(None);
+        }
+        match f.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if !f.fin {
+                    return Ok(None);
+                }
+                if self.asm.in_progress() == Some(MessageKind::Text) && self.utf8.finish().is_err()
+                {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                let (kind, data) = self.asm.finish();
+                Ok(Some(Event::Message {
+                    kind,
+                    payload: Payload::Owned(data),
+                }))
+            }
+            OpCode::Ping => {
+                // 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a
+                // Pong frame in response ... [with] identical Application data".
+                let mask = self.next_mask();
+                FrameHeader {
+                    fin: true,
+                    rsv: 0,
+                    opcode: OpCode::Pong,
+                    mask,
+                    payload_len: u64::from(self.ctrl_len),
+                }
+                .encode_into(&mut self.out);
+                let start = self.out.len();
+                self.out
+                    .extend_from_slice(&self.ctrl[..self.ctrl_len as usize]);
+                if let Some(k) = mask {
+                    apply_mask(&mut self.out[start..], k, 0);
+                }
+                Ok(Some(Event::Ping))
+            }
+            OpCode::Pong => Ok(Some(Event::Pong)),
+            OpCode::Close => self.peer_close(),
+        }
+    }
+
+    fn peer_close(&mut self) -> Result<Option<Event>, ProtocolError> {
+        let parsed = close::parse_payload(&self.ctrl[..self.ctrl_len as usize]);
+        let was_open = self.state == CloseState::Open;
+        // Either way the peer has said its last word: 7.1.1, the server
+        // closes TCP once our Close (if any is due) is out.
+        self.state = CloseState::Closed;
+        match parsed {
+            Ok(p) => {
+                let code = p.map(|(c, _)| c);
+                if was_open {
+                    // 5.5.1: "the endpoint typically echos the status code it
+                    // received"; an empty Close is answered with an empty one.
+                    let mask = self.next_mask();
+                    close::encode(code, "", mask, &mut self.out);
+                }
+                self.asm.reset();
+                Ok(Some(Event::Closed { code }))
+            }
+            Err(e) => {
+                if was_open {
+                    let mask = self.next_mask();
+                    close::encode(Some(e.close_code()), &e.to_string(), mask, &mut self.out);
+                }
+                self.asm.reset();
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::close::CloseState;
+
+    const KEY: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+    /// A client frame: masked with KEY.
+    fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let opcode = b0 & 0x0F;
+        let fin = b0 & 0x80 != 0;
+        let rsv = (b0 >> 4) & 7;
+        // Encode by hand so reserved opcodes and RSV bits can be produced too.
+        out.push((u8::from(fin) << 7) | (rsv << 4) | opcode);
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len <= 0xFFFF {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&KEY);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        crate::proto::mask::apply_mask_scalar(&mut out[start..], KEY, 0);
+        out
+    }
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Seen {
+        Text(Vec<u8>),
+        Binary(Vec<u8>),
+        Ping,
+        Pong,
+        Closed(Option<u16>),
+        Err(ProtocolError),
+    }
+
+    /// Feeds `wire` in pieces cut at `cuts`, collecting what happened and
+    /// the control bytes sent, in order.
+    fn drive(conn: &mut Connection, wire: &[u8], cuts: &[usize]) -> (Vec<Seen>, Vec<u8>) {
+        let now = Instant::now();
+        let mut seen = Vec::new();
+        let mut sent = Vec::new();
+        let mut bounds = vec![0];
+        bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < wire.len()));
+        bounds.push(wire.len());
+        for w in bounds.windows(2) {
+            let mut piece = wire[w[0]..w[1]].to_vec();
+            let mut off = 0;
+            while off < piece.len() {
+                let (n, r) = conn.read(&mut piece[off..], now);
+                match r {
+                    Ok(Some(Event::Message { kind, payload })) => {
+                        let data = match payload {
+                            Payload::Input(r) => piece[off + r.start..off + r.end].to_vec(),
+                            Payload::Owned(v) => v,
+                        };
+                        seen.push(match kind {
+                            MessageKind::Text => Seen::Text(data),
+                            MessageKind::Binary => Seen::Binary(data),
+                        });
+                    }
+                    Ok(Some(Event::Ping)) => seen.push(Seen::Ping),
+                    Ok(Some(Event::Pong)) => seen.push(Seen::Pong),
+                    Ok(Some(Event::Closed { code })) => seen.push(Seen::Closed(code)),
+                    Ok(None) => assert_eq!(off + n, piece.len(), "None before input ran out"),
+                    Err(e) => seen.push(Seen::Err(e)),
+                }
+                conn.take_control(&mut sent);
+                off += n;
+            }
+        }
+        (seen, sent)
+    }
+
+    fn server() -> Connection {
+        Connection::server(Limits::default())
+    }
+
+    fn every_cut(wire: &[u8], want: &[Seen], want_sent: &[u8]) {
+        for a in 0..=wire.len() {
+            for b in a..=wire.len() {
+                let mut c = server();
+                let (seen, sent) = drive(&mut c, wire, &[a, b]);
+                assert_eq!(seen, want, "cuts {a} {b}");
+                assert_eq!(sent, want_sent, "cuts {a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn whole_message_in_one_read_is_not_copied() {
+        let mut c = server();
+        let mut wire = frame(0x81, b"Hello");
+        let (n, r) = c.read(&mut wire, Instant::now());
+        assert_eq!(n, wire.len());
+        let Ok(Some(Event::Message {
+            kind: MessageKind::Text,
+            payload: Payload::Input(r),
+        })) = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(&wire[r], b"Hello");
+    }
+
+    #[test]
+    fn messages_survive_every_read_boundary() {
+        let mut wire = frame(0x81, "κόσμε".as_bytes());
+        wire.extend(frame(0x82, &[0u8; 130]));
+        wire.extend(frame(0x82, b""));
+        every_cut(
+            &wire,
+            &[
+                Seen::Text("κόσμε".as_bytes().to_vec()),
+                Seen::Binary(vec![0; 130]),
+                Seen::Binary(vec![]),
+            ],
+            b"",
+        );
+    }
+
+    #[test]
+    fn fragments_with_a_ping_between_them() {
+        // Autobahn 5.6: the Pong goes out before the message completes.
+        let mut wire = frame(0x01, b"frag1");
+        wire.extend(frame(0x89, b"ping!"));
+        wire.extend(frame(0x00, b"frag2"));
+        wire.extend(frame(0x80, b""));
+        every_cut(
+            &wire,
+            &[Seen::Ping, Seen::Text(b"frag1frag2".to_vec())],
+            b"\x8a\x05ping!",
+        );
+    }
+
+    #[test]
+    fn close_is_echoed_and_closes() {
+        let wire = frame(0x88, b"\x03\xe8bye");
+        every_cut(&wire, &[Seen::Closed(Some(1000))], b"\x88\x02\x03\xe8");
+        let wire = frame(0x88, b"");
+        every_cut(&wire, &[Seen::Closed(None)], b"\x88\x00");
+        // Anything after the peer's Close is dropped.
+        let mut wire = frame(0x88, b"\x0b\xb8");
+        wire.extend(frame(0x81, b"late"));
+        wire.extend(frame(0x89, b""));
+        every_cut(&wire, &[Seen::Closed(Some(3000))], b"\x88\x02\x0b\xb8");
+    }
+
+    fn sent_close_code(sent: &[u8]) -> u16 {
+        assert_eq!(sent[0], 0x88, "{sent:x?}");
+        u16::from_be_bytes([sent[2], sent[3]])
+    }
+
+    /// A violation: the error, our Close with `code`, and the peer's Close
+    /// reply still found behind the bad frame.
+    fn fails_with(bad: &[u8], err: ProtocolError, code: u16) {
+        let mut wire = bad.to_vec();
+        wire.extend(frame(0x81, b"dropped"));
+        wire.extend(frame(0x88, b"\x03\xe8"));
+        for cut in 0..=wire.len() {
+            let mut c = server();
+            let (seen, sent) = drive(&mut c, &wire, &[cut]);
+            assert_eq!(
+                seen,
+                [Seen::Err(err), Seen::Closed(Some(1000))],
+                "cut {cut}"
+            );
+            assert_eq!(sent_close_code(&sent), code);
+            assert!(c.is_closed());
+        }
+    }
+
+    #[test]
+    fn violations_fail_with_their_codes() {
+        use ProtocolError::*;
+        fails_with(&frame(0xC1, b"x"), ReservedBits(4), 1002);
+        fails_with(&frame(0x83, b"xyz"), ReservedOpcode(3), 1002);
+        fails_with(&frame(0x80, b"xyz"), UnexpectedContinuation, 1002);
+        fails_with(&frame(0x09, b""), FragmentedControlFrame, 1002);
+        fails_with(&frame(0x89, &[b'a'; 126]), ControlFrameTooLong(126), 1002);
+        fails_with(&frame(0x81, b"\xce\xba\xff"), InvalidUtf8, 1007);
+        let mut unmasked = b"\x81\x03abc".to_vec();
+        unmasked.truncate(5);
+        fails_with(&unmasked, UnmaskedFrame, 1002);
+        let mut two = frame(0x01, b"a");
+        two.extend(frame(0x81, b"b"));
+        fails_with(&two, ExpectedContinuation, 1002);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_the_frame_ends() {
+        // Autobahn 6.4.3: one frame, its bad bytes in the second of three chops.
+        let wire = frame(
+            0x81,
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited",
+        );
+        let mut c = server();
+        let (seen, _) = drive(&mut c, &wire[..17], &[]);
+        assert_eq!(seen, []);
+        let (seen, sent) = drive(&mut c, &wire[17..19], &[]);
+        assert_eq!(seen, [Seen::Err(ProtocolError::InvalidUtf8)]);
+        assert_eq!(sent_close_code(&sent), 1007);
+    }
+
+    #[test]
+    fn limits() {
+        let limits = Limits {
+            max_frame_size: 8,
+            max_message_size: 10,
+            ..Limits::default()
+        };
+        let mut c = Connection::server(limits);
+        let (seen, sent) = drive(&mut c, &frame(0x82, &[0; 9]), &[]);
+        assert_eq!(
+            seen,
+            [Seen::Err(ProtocolError::FrameTooBig { len: 9, max: 8 })]
+        );
+        assert_eq!(sent_close_code(&sent), 1009);
+
+        let mut c = Connection::server(limits);
+        let mut wire = frame(0x02, &[0; 6]);
+        wire.extend(frame(0x80, &[0; 6]));
+        let (seen, sent) = drive(&mut c, &wire, &[]);
+        assert_eq!(
+            seen,
+            [Seen::Err(ProtocolError::MessageTooBig { len: 12, max: 10 })]
+        );
+        assert_eq!(sent_close_code(&sent), 1009);
+    }
+
+    #[test]
+    fn bad_close_frames() {
+        for (payload, err, code) in [
+            (&b"\x03"[..], ProtocolError::CloseFrameTruncated, 1002),
+            (b"\x03\xed", ProtocolError::InvalidCloseCode(1005), 1002),
+            (b"\x03\xe8\xff", ProtocolError::InvalidUtf8, 1007),
+        ] {
+            let mut c = server();
+            let (seen, sent) = drive(&mut c, &frame(0x88, payload), &[]);
+            assert_eq!(seen, [Seen::Err(err)]);
+            assert_eq!(sent_close_code(&sent), code);
+            // The peer already sent its Close: nothing left to wait for.
+            assert!(c.is_closed());
+        }
+    }
+
+    #[test]
+    fn close_timeout_and_eof() {
+        let t0 = Instant::now();
+        let mut c = server();
+        c.close(1001, "shutting down", t0);
+        let mut sent = Vec::new();
+        c.take_control(&mut sent);
+        assert_eq!(sent_close_code(&sent), 1001);
+        let deadline = c.poll_timeout().unwrap();
+        assert_eq!(deadline, t0 + Limits::default().close_timeout);
+        assert_eq!(
+            c.send_message(MessageKind::Text, 1, &mut sent),
+            Err(NotOpen)
+        );
+        c.handle_timeout(deadline - Duration::from_millis(1));
+        assert!(matches!(c.state(), CloseState::CloseSent { .. }));
+        c.handle_timeout(deadline);
+        assert!(c.is_closed());
+
+        let mut c = server();
+        assert!(c.handle_eof());
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn length_with_top_bit_loses_framing() {
+        let mut c = server();
+        let mut wire = b"\x82\xFF\x80\x00\x00\x00\x00\x00\x00\x00".to_vec();
+        wire.extend(frame(0x88, b""));
+        let (seen, sent) = drive(&mut c, &wire, &[]);
+        assert_eq!(seen, [Seen::Err(ProtocolError::LengthTopBitSet)]);
+        assert_eq!(sent_close_code(&sent), 1002);
+        // The Close behind it cannot be found; the timeout or EOF ends it.
+        assert!(matches!(c.state(), CloseState::CloseSent { .. }));
+    }
+
+    #[test]
+    fn client_masks_and_reads_unmasked() {
+        let mut c = Connection::client(Limits::default(), 42);
+        let mut out = Vec::new();
+        let key = c
+            .send_message(MessageKind::Binary, 3, &mut out)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out[..2], [0x82, 0x83]);
+        assert_eq!(out[2..6], key);
+        let key2 = c
+            .send_message(MessageKind::Binary, 3, &mut out)
+            .unwrap()
+            .unwrap();
+        assert_ne!(key, key2);
+
+        let mut wire = b"\x81\x02hi".to_vec();
+        let (_, r) = c.read(&mut wire, Instant::now());
+        assert!(matches!(r, Ok(Some(Event::Message { .. }))));
+        let mut wire = frame(0x81, b"hi");
+        let (_, r) = c.read(&mut wire, Instant::now());
+        assert_eq!(r, Err(ProtocolError::MaskedFrame));
+    }
+}

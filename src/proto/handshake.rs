@@ -1,0 +1,296 @@
+//! The server side of the opening handshake (RFC 6455 section 4.2).
+//!
+//! [`parse_request`] looks at the bytes received so far. It returns `Ok(None)`
+//! until the request head (up to the blank line) is complete, then either the
+//! accepted request or the reason for refusing it. The response bytes come
+//! from [`Accepted::response`] or [`refusal`]. Bytes after the head belong to
+//! the WebSocket stream: a client may send its first frame in the same packet
+//! as its handshake, so the caller must feed `buf[head_len..]` to the
+//! connection.
+
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+
+use super::error::HandshakeError;
+
+/// The GUID of 4.2.2 item 5.4, appended to the key before hashing.
+const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// How many header lines a request may have before it is refused with 431.
+pub const MAX_HEADERS: usize = 64;
+
+/// A request that the server accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Length of the request head, including the final CRLF CRLF.
+    pub head_len: usize,
+    /// The `Sec-WebSocket-Accept` value.
+    pub accept: [u8; 28],
+}
+
+impl Accepted {
+    /// The 101 response. No extension or subprotocol is echoed: the server
+    /// supports none, and 4.2.2 says to list only those it selected.
+    pub fn response(&self) -> Vec<u8> {
+        let mut r = Vec::with_capacity(130);
+        r.extend_from_slice(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+        );
+        r.extend_from_slice(&self.accept);
+        r.extend_from_slice(b"\r\n\r\n");
+        r
+    }
+}
+
+/// `base64(sha1(key ++ GUID))`, the `Sec-WebSocket-Accept` value for `key`.
+pub fn accept_key(key: &[u8]) -> [u8; 28] {
+    let mut h = Sha1::new();
+    h.update(key);
+    h.update(WS_GUID);
+    let digest = h.finalize();
+    let mut out = [0u8; 28];
+    let n = base64::engine::general_purpose::STANDARD
+        .encode_slice(digest, &mut out)
+        .expect("20 bytes encode to 28");
+    debug_assert_eq!(n, 28);
+    out
+}
+
+/// Does the comma-separated header value contain `token` (any case)?
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Parses the request head in `buf`.
+///
+/// `max_head` bounds the head: a longer one is refused with 431, so a client
+/// cannot make the server buffer headers without end.
+pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<Accepted>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() >= max_head {
+                Err(HandshakeError::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders),
+        Err(_) => return Err(HandshakeError::Malformed),
+    };
+    if head_len > max_head {
+        return Err(HandshakeError::HeadTooLarge);
+    }
+    // 4.2.1 item 1: "An HTTP/1.1 or higher GET request".
+    if req.method != Some("GET") {
+        return Err(HandshakeError::NotGet);
+    }
+    if req.version != Some(1) {
+        return Err(HandshakeError::BadHttpVersion);
+    }
+    let (mut host, mut upgrade, mut connection) = (false, false, false);
+    let mut key: Option<&[u8]> = None;
+    let mut key_count = 0;
+    let mut version: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            host = true;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade |= has_token(h.value, "websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection |= has_token(h.value, "upgrade");
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            key = Some(h.value.trim_ascii());
+            key_count += 1;
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            // A repeated header with another value still fails the check below.
+            if version.is_none_or(|v| v == b"13") {
+                version = Some(h.value.trim_ascii());
+            }
+        }
+    }
+    if !host {
+        return Err(HandshakeError::MissingHost);
+    }
+    if !upgrade {
+        return Err(HandshakeError::MissingUpgrade);
+    }
+    if !connection {
+        return Err(HandshakeError::MissingConnectionUpgrade);
+    }
+    // 4.2.1 item 6 before item 5: a client of another version gets 426 and the
+    // version we speak, whatever its key looks like.
+    match version {
+        None => return Err(HandshakeError::MissingVersion),
+        Some(v) if v != b"13" => return Err(HandshakeError::UnsupportedVersion),
+        _ => {}
+    }
+    // 4.2.1 item 5: "a base64-encoded value that, when decoded, is 16 bytes".
+    let key = match key {
+        Some(k) if key_count == 1 => k,
+        _ => return Err(HandshakeError::BadKey),
+    };
+    let mut decoded = [0u8; 18];
+    match base64::engine::general_purpose::STANDARD.decode_slice(key, &mut decoded) {
+        Ok(16) => {}
+        _ => return Err(HandshakeError::BadKey),
+    }
+    Ok(Some(Accepted {
+        head_len,
+        accept: accept_key(key),
+    }))
+}
+
+/// The HTTP response refusing a handshake: status line, a one-line plain
+/// text body with the reason, and `Connection: close`. A 426 also names the
+/// version the server speaks (4.4).
+pub fn refusal(err: HandshakeError) -> Vec<u8> {
+    let status = err.status();
+    let text = match status {
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        _ => "Bad Request",
+    };
+    let extra = if status == 426 {
+        "Sec-WebSocket-Version: 13\r\n"
+    } else {
+        ""
+    };
+    let body = err.reason();
+    format!(
+        "HTTP/1.1 {status} {text}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
+        body.len() + 1
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RFC_REQ: &[u8] = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn rfc_example_key() {
+        // 1.3: the accept value for "dGhlIHNhbXBsZSBub25jZQ==".
+        assert_eq!(
+            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn accepts_rfc_request_and_keeps_trailing_bytes() {
+        let mut buf = RFC_REQ.to_vec();
+        buf.extend_from_slice(b"\x81\x80abcd");
+        let a = parse_request(&buf, 8192).unwrap().unwrap();
+        assert_eq!(a.head_len, RFC_REQ.len());
+        let resp = a.response();
+        assert_eq!(
+            resp,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+        // The subprotocol the client offered is not echoed.
+        assert!(!String::from_utf8_lossy(&resp).contains("Sec-WebSocket-Protocol"));
+    }
+
+    #[test]
+    fn incomplete_needs_more() {
+        for n in 0..RFC_REQ.len() {
+            assert_eq!(parse_request(&RFC_REQ[..n], 8192), Ok(None), "prefix {n}");
+        }
+    }
+
+    #[test]
+    fn token_lists_any_case() {
+        let req = b"GET / HTTP/1.1\r\nhost: x\r\nUPGRADE: foo, WebSocket\r\nconnection: keep-alive, UPGRADE\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n";
+        assert!(parse_request(req, 8192).unwrap().is_some());
+    }
+
+    fn with(replace: &str, by: &str) -> Vec<u8> {
+        String::from_utf8(RFC_REQ.to_vec())
+            .unwrap()
+            .replace(replace, by)
+            .into_bytes()
+    }
+
+    #[test]
+    fn refusals() {
+        use HandshakeError::*;
+        let cases: Vec<(Vec<u8>, HandshakeError)> = vec![
+            (with("GET", "POST"), NotGet),
+            (with("HTTP/1.1", "HTTP/1.0"), BadHttpVersion),
+            (with("Host: server.example.com\r\n", ""), MissingHost),
+            (with("Upgrade: websocket", "Upgrade: h2c"), MissingUpgrade),
+            (
+                with("Connection: Upgrade", "Connection: keep-alive"),
+                MissingConnectionUpgrade,
+            ),
+            (with("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZQ=="), BadKey),
+            (
+                with("dGhlIHNhbXBsZSBub25jZQ==", "!!notbase64!!!!!!!!!!!!"),
+                BadKey,
+            ),
+            (
+                with("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+                BadKey,
+            ),
+            (with("Sec-WebSocket-Version: 13\r\n", ""), MissingVersion),
+            (with("Version: 13", "Version: 8"), UnsupportedVersion),
+            (b"GET / HTTP/1.1\r\nHost x\r\n\r\n".to_vec(), Malformed),
+        ];
+        for (req, want) in cases {
+            assert_eq!(
+                parse_request(&req, 8192),
+                Err(want),
+                "{}",
+                String::from_utf8_lossy(&req)
+            );
+        }
+        let twice = with(
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13",
+        );
+        assert_eq!(parse_request(&twice, 8192), Err(BadKey));
+    }
+
+    #[test]
+    fn head_limit() {
+        assert_eq!(
+            parse_request(RFC_REQ, 64),
+            Err(HandshakeError::HeadTooLarge)
+        );
+        // An endless header line is refused once the limit is reached.
+        let mut endless = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        endless.resize(100, b'a');
+        assert_eq!(
+            parse_request(&endless, 100),
+            Err(HandshakeError::HeadTooLarge)
+        );
+        assert_eq!(parse_request(&endless, 101), Ok(None));
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(
+            parse_request(&many, 1 << 20),
+            Err(HandshakeError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn refusal_bytes() {
+        let r = String::from_utf8(refusal(HandshakeError::UnsupportedVersion)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(r.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        assert!(r.ends_with("\r\n\r\nunsupported Sec-WebSocket-Version (13 required)\n"));
+        let r = String::from_utf8(refusal(HandshakeError::HeadTooLarge)).unwrap();
+        assert!(r.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"));
+    }
+}

@@ -1,0 +1,17 @@
+//! The sans-IO RFC 6455 core: no sockets, no runtime, no clock.
+//!
+//! Bytes go in, events and bytes come out; time arrives as `now` arguments.
+//! Everything here can be tested and fuzzed with byte literals alone.
+
+pub mod close;
+pub mod conn;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod message;
+pub mod utf8;
+
+pub use conn::{Connection, Event, Limits, Payload, Role};
+pub use error::{HandshakeError, ProtocolError};
+pub use message::MessageKind;
