@@ -1,3 +1,9 @@
-//! ringws: a WebSocket server for Linux on io_uring (work in progress).
+//! ringws: a WebSocket server for Linux on io_uring, thread-per-core.
 
+pub mod config;
+pub mod log;
 pub mod proto;
+pub mod runtime;
+
+pub use config::Config;
+pub use runtime::{Server, StartError};

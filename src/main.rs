@@ -1,1 +1,169 @@
-fn main() {}
+//! The `ringws` binary: command line to [`ringws::Config`] to a running
+//! echo server, and nothing else.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ringws::log::{self, Level};
+use ringws::{Config, Server};
+
+/// A WebSocket echo server on io_uring, one thread per core.
+///
+/// Every flag can also be set with the environment variable shown.
+/// Sizes take K, M or G suffixes (powers of 1024); durations take ms or s
+/// (seconds when bare).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "RINGWS_LISTEN", default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Worker threads [default: number of available cores].
+    #[arg(long, env = "RINGWS_THREADS")]
+    threads: Option<usize>,
+    /// Pin worker i to core i.
+    #[arg(long, env = "RINGWS_PIN")]
+    pin: bool,
+    /// Largest message, summed over its fragments (close 1009 past it).
+    #[arg(long, env = "RINGWS_MAX_MESSAGE_SIZE", default_value = "64M", value_parser = size)]
+    max_message_size: u64,
+    /// Largest single frame payload (close 1009 past it).
+    #[arg(long, env = "RINGWS_MAX_FRAME_SIZE", default_value = "64M", value_parser = size)]
+    max_frame_size: u64,
+    /// Largest HTTP request head (431 past it).
+    #[arg(long, env = "RINGWS_MAX_HANDSHAKE_SIZE", default_value = "8K", value_parser = size)]
+    max_handshake_size: u64,
+    /// Time allowed from accept to a complete request head.
+    #[arg(long, env = "RINGWS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    handshake_timeout: Duration,
+    /// Time to wait for the peer's Close after sending ours.
+    #[arg(long, env = "RINGWS_CLOSE_TIMEOUT", default_value = "5s", value_parser = duration)]
+    close_timeout: Duration,
+    /// Most connections open at once, over all threads (503 past it).
+    #[arg(long, env = "RINGWS_MAX_CONNECTIONS", default_value_t = 100_000)]
+    max_connections: usize,
+    /// Size of each pooled read buffer.
+    #[arg(long, env = "RINGWS_READ_BUFFER_SIZE", default_value = "32K", value_parser = size)]
+    read_buffer_size: u64,
+    /// Pooled read buffers per thread (1 to 65535).
+    #[arg(long, env = "RINGWS_READ_BUFFERS", default_value_t = 256)]
+    read_buffers: usize,
+    /// io_uring submission queue entries per thread.
+    #[arg(long, env = "RINGWS_RING_ENTRIES", default_value_t = 1024)]
+    ring_entries: u32,
+    /// Listen backlog per thread.
+    #[arg(long, env = "RINGWS_BACKLOG", default_value_t = 1024)]
+    backlog: u32,
+    /// error, warn, info or debug.
+    #[arg(long, env = "RINGWS_LOG", default_value = "info")]
+    log_level: Level,
+}
+
+fn size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, true)
+    } else {
+        (s.strip_suffix('s').unwrap_or(s), false)
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(format!("'{s}' is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(if ms { n / 1000.0 } else { n }))
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    log::set_level(a.log_level);
+    let defaults = Config::default();
+    let cfg = Config {
+        listen: a.listen,
+        threads: a.threads.unwrap_or(defaults.threads),
+        pin: a.pin,
+        max_frame_size: a.max_frame_size,
+        max_message_size: a.max_message_size,
+        max_handshake_size: usize::try_from(a.max_handshake_size).unwrap_or(usize::MAX),
+        handshake_timeout: a.handshake_timeout,
+        close_timeout: a.close_timeout,
+        max_connections: a.max_connections,
+        read_buffer_size: usize::try_from(a.read_buffer_size).unwrap_or(usize::MAX),
+        read_buffers: a.read_buffers,
+        ring_entries: a.ring_entries,
+        backlog: a.backlog,
+    };
+    let threads = cfg.threads;
+    let server = match Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            ringws::log!(Error, "{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    ringws::log!(
+        Info,
+        "ringws {} echo server listening on ws://{} ({threads} threads, io_uring)",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr()
+    );
+    wait_for_signal();
+    ringws::log!(Info, "shutting down: closing connections (1001)");
+    server.shutdown();
+    ringws::log!(Info, "stopped");
+    ExitCode::SUCCESS
+}
+
+/// Blocks until SIGINT or SIGTERM.
+fn wait_for_signal() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a signal-handling runtime");
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(size("64M"), Ok(64 << 20));
+        assert_eq!(size("8k"), Ok(8192));
+        assert_eq!(size("100"), Ok(100));
+        assert!(size("x").is_err());
+        assert!(size("99999999999G").is_err());
+        assert_eq!(duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("2"), Ok(Duration::from_secs(2)));
+        assert!(duration("-1").is_err());
+    }
+}

@@ -129,6 +129,8 @@ pub struct Connection {
     utf8: Utf8Validator,
     /// Queued control frames, in order.
     out: Vec<u8>,
+    /// The frame being read is a Close.
+    peer_sent_close: bool,
     /// xorshift64 state for client mask keys (5.3 asks for unpredictable keys
     /// to defeat proxy cache poisoning; the caller seeds it from a CSPRNG).
     rng: u64,
@@ -158,6 +160,7 @@ impl Connection {
             asm: Assembler::default(),
             utf8: Utf8Validator::default(),
             out: Vec::new(),
+            peer_sent_close: false,
             rng,
         }
     }
@@ -287,6 +290,9 @@ impl Connection {
             Ok(ev) => (off, Ok(ev)),
             Err(e) => {
                 self.fail(e, now);
+                if self.peer_sent_close {
+                    self.state = CloseState::Closed;
+                }
                 (off, Err(e))
             }
         }
@@ -439,6 +445,10 @@ impl Connection {
             skip: true,
         };
         self.rx = Rx::Payload(skip);
+        // A Close, even a malformed one (Autobahn 7.3.6: 126 bytes long), is
+        // the peer's last word: if it is rejected, answer and close instead of
+        // waiting for another.
+        self.peer_sent_close = raw.b0 & 0x0F == OpCode::Close as u8;
         let h = raw.validate()?;
         if h.rsv != 0 {
             return Err(ProtocolError::ReservedBits(h.rsv));
@@ -844,6 +854,11 @@ mod tests {
             (&b"\x03"[..], ProtocolError::CloseFrameTruncated, 1002),
             (b"\x03\xed", ProtocolError::InvalidCloseCode(1005), 1002),
             (b"\x03\xe8\xff", ProtocolError::InvalidUtf8, 1007),
+            (
+                &[b'a'; 126][..],
+                ProtocolError::ControlFrameTooLong(126),
+                1002,
+            ),
         ] {
             let mut c = server();
             let (seen, sent) = drive(&mut c, &frame(0x88, payload), &[]);

@@ -1,0 +1,106 @@
+//! Every limit and knob of the server, with its default and what it is for.
+//!
+//! The binary fills a [`Config`] from flags and environment variables
+//! (`ringws --help`); embedders build one directly, starting from
+//! `Config::default()`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::proto::Limits;
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:9001`.
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own io_uring, listener (SO_REUSEPORT)
+    /// and connections. Default: the number of available cores.
+    pub threads: usize,
+    /// Pin worker `i` to core `i % cores`. Default off.
+    pub pin: bool,
+    /// Longest frame payload accepted. Default 64 MiB. Stops a peer from
+    /// declaring a huge frame that ties up memory; past it: close 1009.
+    pub max_frame_size: u64,
+    /// Longest message accepted, summed over all its fragments. Default
+    /// 64 MiB. Stops memory exhaustion by endless fragments; past it: 1009.
+    pub max_message_size: u64,
+    /// Longest HTTP request head accepted. Default 8 KiB. Stops a client from
+    /// making the server buffer headers without end; past it: 431.
+    pub max_handshake_size: usize,
+    /// Time allowed from accept to a complete request head. Default 10 s.
+    /// Stops slowloris-style clients from holding connections open.
+    pub handshake_timeout: Duration,
+    /// Time to wait for the peer's Close after sending ours. Default 5 s.
+    /// Stops a peer that never answers from holding the connection.
+    pub close_timeout: Duration,
+    /// Most connections open at once, over all threads. Default 100,000.
+    /// Past it new connections get a 503 and are closed, instead of the
+    /// process running out of file descriptors or memory.
+    pub max_connections: usize,
+    /// Size of one read buffer in the per-thread pool. Default 32 KiB. A
+    /// message that fits in one read (with its header) is echoed without a
+    /// copy; a longer one is copied once.
+    pub read_buffer_size: usize,
+    /// Read buffers per thread, shared by all its connections and lent to
+    /// the kernel (IORING_OP_PROVIDE_BUFFERS). Default 256 (8 MiB at the
+    /// default size, mapped lazily). When all are in use, reads fall back to
+    /// a buffer allocated for that read.
+    pub read_buffers: usize,
+    /// Listen backlog of each thread's socket. Default 1024 (the kernel caps
+    /// it at `net.core.somaxconn`).
+    pub backlog: u32,
+    /// Submission queue entries of each thread's io_uring. Default 1024.
+    pub ring_entries: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin: false,
+            max_frame_size: 64 << 20,
+            max_message_size: 64 << 20,
+            max_handshake_size: 8 << 10,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            max_connections: 100_000,
+            read_buffer_size: 32 << 10,
+            read_buffers: 256,
+            ring_entries: 1024,
+            backlog: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// The limits the protocol core enforces.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_size: self.max_frame_size,
+            max_message_size: self.max_message_size,
+            close_timeout: self.close_timeout,
+        }
+    }
+
+    /// Rejects settings the server cannot run with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threads == 0 {
+            return Err("threads must be at least 1".into());
+        }
+        if self.read_buffers == 0 || self.read_buffers > u16::MAX as usize {
+            return Err(format!("read-buffers must be 1..={}", u16::MAX));
+        }
+        if self.read_buffer_size < 1024 || self.read_buffer_size > i32::MAX as usize {
+            return Err("read-buffer-size must be at least 1024".into());
+        }
+        if self.max_handshake_size < 256 {
+            return Err("max-handshake-size must be at least 256".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max-connections must be at least 1".into());
+        }
+        Ok(())
+    }
+}

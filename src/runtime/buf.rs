@@ -1,0 +1,470 @@
+//! Buffers and the io_uring operations that move them: the only module of
+//! the runtime with `unsafe`.
+//!
+//! # The read pool: provided buffers
+//!
+//! Each worker thread owns one [`BufPool`]: `read_buffers` buffers of
+//! `read_buffer_size` bytes in one allocation, lent to the kernel as buffer
+//! group 0 of that thread's ring (`IORING_OP_PROVIDE_BUFFERS`). Every
+//! connection keeps one `RECV` with `IOSQE_BUFFER_SELECT` in flight; the
+//! kernel picks a buffer from the group only when data arrives. An idle
+//! connection therefore pins no read buffer at all, however many there are.
+//!
+//! Ownership of buffer `i`, in turn:
+//! 1. the kernel, after it was provided: it may write into it at any time
+//!    while a buffer-select op on this ring is in flight;
+//! 2. a [`PooledBuf`], once a `RECV` completion names `i` (the kernel will not
+//!    touch it again until it is provided again);
+//! 3. the pool's `returned` list, when the `PooledBuf` drops;
+//! 4. the kernel again, when [`BufPool::replenish`] provides the returned ids,
+//!    which every [`recv`] does before it submits.
+//!
+//! Memory safety rests on the allocation outliving every op that could write
+//! into it: each in-flight `RECV` holds an `Rc` of the pool as its stable
+//! data, which tokio-uring keeps until the op's completion arrives (also when
+//! the future is dropped, and at runtime shutdown, where it cancels and
+//! reaps every op). A completion for a dropped `RECV` would lose its buffer
+//! id, so the driver never drops one in flight: it shuts the socket down and
+//! awaits the completion instead.
+//!
+//! When every buffer is out, `RECV` fails with `ENOBUFS` and [`recv`] falls
+//! back to a read into a buffer allocated for that one read.
+//!
+//! # Writes
+//!
+//! [`send_all`] writes a [`WriteBatch`]: a gather list of frame headers and
+//! payloads (borrowed from the read buffer or owned) with one `SENDMSG` per
+//! attempt, so several frames go out in one submission and payloads are not
+//! copied.
+
+use std::cell::RefCell;
+use std::io;
+use std::ops::Range;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::rc::Rc;
+
+use io_uring::{cqueue, opcode, squeue, types};
+use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
+
+/// The buffer group id used on every worker's ring (one pool per ring).
+const GROUP: u16 = 0;
+
+/// The most iovecs one `sendmsg` takes (Linux `UIO_MAXIOV`).
+const IOV_MAX: usize = 1024;
+
+struct PoolInner {
+    base: NonNull<u8>,
+    buf_size: usize,
+    count: u16,
+    /// Ids handed back by dropped [`PooledBuf`]s, to be provided again.
+    returned: RefCell<Vec<u16>>,
+}
+
+impl PoolInner {
+    fn buf_ptr(&self, id: u16) -> *mut u8 {
+        assert!(id < self.count, "buffer id {id} out of range");
+        // SAFETY: `id < count`, so the offset stays inside the allocation of
+        // `count * buf_size` bytes.
+        unsafe { self.base.as_ptr().add(id as usize * self.buf_size) }
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        let len = self.buf_size * self.count as usize;
+        // SAFETY: `base` came from `Box::into_raw` of a boxed slice of exactly
+        // `len` bytes in `BufPool::new`, and this is the only place that frees
+        // it. No op can write into it any more: every buffer-select op held an
+        // `Rc` of this pool, and the last one is gone.
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), len)) });
+    }
+}
+
+/// A worker thread's read buffers. Cheap to clone (an `Rc`).
+#[derive(Clone)]
+pub struct BufPool {
+    inner: Rc<PoolInner>,
+}
+
+impl BufPool {
+    /// Allocates `count` buffers of `buf_size` bytes and provides them to the
+    /// ring of the current tokio-uring runtime. The allocation is zeroed
+    /// lazily by the OS: pages cost memory only once the kernel writes them.
+    pub fn new(buf_size: usize, count: u16) -> BufPool {
+        let len = buf_size * count as usize;
+        let mem: Box<[u8]> = vec![0u8; len].into_boxed_slice();
+        let base = NonNull::new(Box::into_raw(mem) as *mut u8).expect("non-null allocation");
+        let pool = BufPool {
+            inner: Rc::new(PoolInner {
+                base,
+                buf_size,
+                count,
+                returned: RefCell::new((0..count).collect()),
+            }),
+        };
+        pool.replenish();
+        pool
+    }
+
+    /// Provides every returned buffer to the kernel again, one op per run
+    /// of consecutive ids.
+    pub fn replenish(&self) {
+        let mut ids = self.inner.returned.borrow_mut();
+        if ids.is_empty() {
+            return;
+        }
+        ids.sort_unstable();
+        let mut i = 0;
+        while i < ids.len() {
+            let start = ids[i];
+            let mut n: u16 = 1;
+            while i + (n as usize) < ids.len() && ids[i + n as usize] == start + n {
+                n += 1;
+            }
+            let addr = self.buf_ptr(start);
+            let sqe =
+                opcode::ProvideBuffers::new(addr, self.inner.buf_size as i32, n, GROUP, start)
+                    .build();
+            // The op completes at once and nobody needs its result: drop the
+            // in-flight handle; tokio-uring reaps the completion. The memory
+            // it names lives as long as `inner`, which buffer-select ops hold.
+            drop(UnsubmittedOneshot::new((), Ignore, sqe).submit());
+            i += n as usize;
+        }
+        ids.clear();
+    }
+
+    fn buf_ptr(&self, id: u16) -> *mut u8 {
+        self.inner.buf_ptr(id)
+    }
+
+    /// Buffers currently lent out or waiting to be provided: for tests and
+    /// diagnostics.
+    pub fn returned_len(&self) -> usize {
+        self.inner.returned.borrow().len()
+    }
+}
+
+/// One read buffer taken from the kernel by a `RECV` completion, holding
+/// `len` received bytes. Goes back to the pool when dropped.
+pub struct PooledBuf {
+    pool: Rc<PoolInner>,
+    id: u16,
+    len: usize,
+}
+
+impl PooledBuf {
+    /// The received bytes.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let ptr = self.pool.buf_ptr(self.id);
+        // SAFETY: the completion that created this `PooledBuf` handed buffer
+        // `id` to us; the kernel will not write it until it is provided again,
+        // which happens only after this value drops. `len <= buf_size` (the
+        // kernel wrote `len` bytes into a buffer of that size), so the slice
+        // is inside the allocation, and `&mut self` makes it exclusive.
+        unsafe { std::slice::from_raw_parts_mut(ptr, self.len) }
+    }
+
+    /// The received bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        let ptr = self.pool.buf_ptr(self.id);
+        // SAFETY: as in `as_mut_slice`; shared access through `&self`.
+        unsafe { std::slice::from_raw_parts(ptr, self.len) }
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        self.pool.returned.borrow_mut().push(self.id);
+    }
+}
+
+/// Bytes received by one read: from the pool, or (when the pool is dry, or
+/// during the handshake) from an allocation of their own.
+pub enum InputBuf {
+    /// A provided buffer.
+    Pooled(PooledBuf),
+    /// A plain allocation.
+    Heap(Vec<u8>),
+}
+
+impl InputBuf {
+    /// The received bytes.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            InputBuf::Pooled(p) => p.as_mut_slice(),
+            InputBuf::Heap(v) => v.as_mut_slice(),
+        }
+    }
+
+    /// The received bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            InputBuf::Pooled(p) => p.as_slice(),
+            InputBuf::Heap(v) => v.as_slice(),
+        }
+    }
+}
+
+struct Ignore;
+
+impl OneshotOutputTransform for Ignore {
+    type Output = ();
+    type StoredData = ();
+    fn transform_oneshot_output(self, _: (), _: cqueue::Entry) {}
+}
+
+/// What a [`recv`] brought.
+pub enum Received {
+    /// Bytes.
+    Data(InputBuf),
+    /// The peer closed its end (or the socket was shut down locally).
+    Eof,
+}
+
+struct RecvSelect;
+
+enum RecvOutcome {
+    Buf(PooledBuf),
+    Eof,
+    NoBufs,
+}
+
+impl OneshotOutputTransform for RecvSelect {
+    type Output = io::Result<RecvOutcome>;
+    type StoredData = Rc<PoolInner>;
+
+    fn transform_oneshot_output(self, pool: Rc<PoolInner>, cqe: cqueue::Entry) -> Self::Output {
+        let res = cqe.result();
+        // Take ownership of a selected buffer first, whatever the result, so
+        // that it finds its way back to the pool.
+        let buf = cqueue::buffer_select(cqe.flags()).map(|id| PooledBuf {
+            pool,
+            id,
+            len: res.max(0) as usize,
+        });
+        match (res, buf) {
+            (n, Some(b)) if n > 0 => Ok(RecvOutcome::Buf(b)),
+            (0, _) => Ok(RecvOutcome::Eof),
+            (e, _) if -e == libc::ENOBUFS => Ok(RecvOutcome::NoBufs),
+            (e, _) if e < 0 => Err(io::Error::from_raw_os_error(-e)),
+            (n, _) => Err(io::Error::other(format!(
+                "recv returned {n} bytes without a buffer"
+            ))),
+        }
+    }
+}
+
+/// Receives from `stream` into a buffer the kernel picks from `pool` when
+/// data arrives. Falls back to a one-off allocation when the pool is dry.
+///
+/// Do not drop the returned future before it completes (see the module docs):
+/// to stop waiting, shut the socket down and await it.
+pub async fn recv(stream: &tokio_uring::net::TcpStream, pool: &BufPool) -> io::Result<Received> {
+    use std::os::fd::AsRawFd;
+    pool.replenish();
+    let fd: RawFd = stream.as_raw_fd();
+    let sqe = opcode::Recv::new(
+        types::Fd(fd),
+        std::ptr::null_mut(),
+        pool.inner.buf_size as u32,
+    )
+    .buf_group(GROUP)
+    .build()
+    .flags(squeue::Flags::BUFFER_SELECT);
+    match UnsubmittedOneshot::new(pool.inner.clone(), RecvSelect, sqe)
+        .submit()
+        .await?
+    {
+        RecvOutcome::Buf(b) => Ok(Received::Data(InputBuf::Pooled(b))),
+        RecvOutcome::Eof => Ok(Received::Eof),
+        RecvOutcome::NoBufs => {
+            let (res, mut v) = stream.read(Vec::with_capacity(pool.inner.buf_size)).await;
+            match res? {
+                0 => Ok(Received::Eof),
+                n => {
+                    v.truncate(n);
+                    Ok(Received::Data(InputBuf::Heap(v)))
+                }
+            }
+        }
+    }
+}
+
+/// One piece of a [`WriteBatch`].
+#[derive(Debug, Clone)]
+enum Seg {
+    /// Bytes of the batch's header buffer.
+    Hdr(Range<usize>),
+    /// Bytes of the batch's input buffer.
+    Input(Range<usize>),
+    /// One of the batch's owned payloads.
+    Owned(usize),
+}
+
+/// Frames to send in one go, and everything their bytes live in. Reused:
+/// [`WriteBatch::clear`] keeps the allocations, drops the contents.
+pub struct WriteBatch {
+    /// Encoded frame headers and control frames.
+    pub hdr: Vec<u8>,
+    segs: Vec<Seg>,
+    owned: Vec<Vec<u8>>,
+    input: Option<InputBuf>,
+    iov: Vec<libc::iovec>,
+    /// Boxed: the kernel reads it through a pointer while the batch moves.
+    msg: Box<libc::msghdr>,
+}
+
+impl Default for WriteBatch {
+    fn default() -> Self {
+        WriteBatch {
+            hdr: Vec::new(),
+            segs: Vec::new(),
+            owned: Vec::new(),
+            input: None,
+            iov: Vec::new(),
+            // SAFETY: msghdr is a plain C struct; all-zero is a valid empty
+            // value (no name, no iovecs, no control data).
+            msg: Box::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+}
+
+impl WriteBatch {
+    /// Marks `hdr[start..]` (just appended) as the next piece to send.
+    pub fn push_hdr_from(&mut self, start: usize) {
+        if start < self.hdr.len() {
+            // Merge with a header piece right before it: fewer iovecs.
+            if let Some(Seg::Hdr(r)) = self.segs.last_mut() {
+                if r.end == start {
+                    r.end = self.hdr.len();
+                    return;
+                }
+            }
+            self.segs.push(Seg::Hdr(start..self.hdr.len()));
+        }
+    }
+
+    /// Sends `range` of the input buffer next (see [`WriteBatch::set_input`]).
+    pub fn push_input(&mut self, range: Range<usize>) {
+        if !range.is_empty() {
+            self.segs.push(Seg::Input(range));
+        }
+    }
+
+    /// Sends `data` next.
+    pub fn push_owned(&mut self, data: Vec<u8>) {
+        if !data.is_empty() {
+            self.segs.push(Seg::Owned(self.owned.len()));
+            self.owned.push(data);
+        }
+    }
+
+    /// The read buffer that `push_input` ranges refer to; kept until sent.
+    pub fn set_input(&mut self, input: InputBuf) {
+        debug_assert!(self.input.is_none());
+        self.input = Some(input);
+    }
+
+    /// Takes the input buffer back (when nothing was queued from it).
+    pub fn take_input(&mut self) -> Option<InputBuf> {
+        self.input.take()
+    }
+
+    /// Nothing to send?
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    /// Drops the contents (returning the input buffer to its pool), keeping
+    /// the allocations for the next batch.
+    pub fn clear(&mut self) {
+        self.hdr.clear();
+        self.segs.clear();
+        self.owned.clear();
+        self.input = None;
+        self.iov.clear();
+    }
+
+    /// Builds the iovecs. After this the batch's byte buffers must not change
+    /// until the send is over.
+    fn build_iov(&mut self) {
+        self.iov.clear();
+        let input = self.input.as_ref().map(|i| i.as_slice());
+        for s in &self.segs {
+            let bytes: &[u8] = match s {
+                Seg::Hdr(r) => &self.hdr[r.clone()],
+                Seg::Input(r) => &input.expect("input set for input segments")[r.clone()],
+                Seg::Owned(i) => &self.owned[*i],
+            };
+            self.iov.push(libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            });
+        }
+    }
+}
+
+struct SendMsg;
+
+impl OneshotOutputTransform for SendMsg {
+    type Output = (io::Result<usize>, WriteBatch);
+    type StoredData = WriteBatch;
+
+    fn transform_oneshot_output(self, batch: WriteBatch, cqe: cqueue::Entry) -> Self::Output {
+        let r = cqe.result();
+        let res = if r < 0 {
+            Err(io::Error::from_raw_os_error(-r))
+        } else {
+            Ok(r as usize)
+        };
+        (res, batch)
+    }
+}
+
+/// Writes every byte of `batch` to `stream`, resubmitting after short writes.
+/// The batch comes back (for reuse) whatever the outcome.
+pub async fn send_all(
+    stream: &tokio_uring::net::TcpStream,
+    mut batch: WriteBatch,
+) -> (io::Result<()>, WriteBatch) {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    batch.build_iov();
+    let mut first = 0;
+    while first < batch.iov.len() {
+        let n_iov = (batch.iov.len() - first).min(IOV_MAX);
+        // SAFETY: `first < iov.len()`, so the pointer is inside the vector.
+        batch.msg.msg_iov = unsafe { batch.iov.as_mut_ptr().add(first) };
+        batch.msg.msg_iovlen = n_iov as _;
+        let sqe = opcode::SendMsg::new(types::Fd(fd), &*batch.msg as *const libc::msghdr)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build();
+        // The msghdr (boxed), the iovecs (a Vec's heap buffer) and every byte
+        // they point to are owned by `batch`, which the op keeps as stable
+        // data until its completion: moving the batch moves none of them.
+        let (res, b) = UnsubmittedOneshot::new(batch, SendMsg, sqe).submit().await;
+        batch = b;
+        let mut n = match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), batch),
+            Ok(n) => n,
+            Err(e) => return (Err(e), batch),
+        };
+        // Skip what was written: whole iovecs, then part of the next.
+        while n > 0 {
+            let v = &mut batch.iov[first];
+            if n >= v.iov_len {
+                n -= v.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: `n < iov_len`, so the new base stays inside the
+                // same buffer.
+                v.iov_base = unsafe { (v.iov_base as *mut u8).add(n) } as *mut libc::c_void;
+                v.iov_len -= n;
+                n = 0;
+            }
+        }
+    }
+    (Ok(()), batch)
+}

@@ -1,0 +1,283 @@
+//! The per-connection task: handshake, then the read-process-write loop.
+//!
+//! One task per connection, on the worker thread that accepted it. Each turn
+//! of the loop:
+//! 1. `RECV` with buffer select: the kernel fills a pool buffer when data
+//!    comes ([`super::buf`]); nothing is pinned while the peer is silent.
+//! 2. The sans-IO [`Connection`] consumes the whole buffer, unmasking in
+//!    place; each echoed message becomes a header in the batch plus a range
+//!    of the read buffer (or, if it was reassembled, its own buffer).
+//! 3. One `SENDMSG` sends every frame of the batch; then the read buffer goes
+//!    back to the pool.
+//!
+//! Reading and writing alternate: while a write is blocked the connection
+//! reads nothing, which is the backpressure an echo needs.
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::Instant;
+
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
+
+use super::buf::{recv, send_all, InputBuf, Received};
+use super::ThreadCtx;
+use crate::log;
+use crate::proto::error::close_code;
+use crate::proto::handshake::{parse_request, refusal};
+use crate::proto::{Connection, Event, Payload};
+
+/// Serves one accepted connection to its end.
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<ThreadCtx>) {
+    let Some((input, start)) = handshake(&stream, peer, &ctx).await else {
+        return;
+    };
+    let mut ws = Ws {
+        conn: Connection::server(ctx.cfg.limits()),
+        stream,
+        peer,
+        ctx,
+    };
+    ws.run(input, start).await;
+}
+
+/// Reads and answers the opening handshake. On success returns the buffer
+/// holding the request and where the WebSocket bytes after it start.
+async fn handshake(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    ctx: &ThreadCtx,
+) -> Option<(InputBuf, usize)> {
+    let max = ctx.cfg.max_handshake_size;
+    let deadline = tokio::time::Instant::now() + ctx.cfg.handshake_timeout;
+    let mut buf: Vec<u8> = Vec::with_capacity(max);
+    loop {
+        let len = buf.len();
+        let read = stream.read(buf.slice(len..));
+        let (res, slice) = match tokio::time::timeout_at(deadline, read).await {
+            Ok(r) => r,
+            Err(_) => {
+                log!(Info, "{peer}: handshake timed out");
+                // The dropped read owns the buffer until its completion,
+                // which the shutdown brings at once.
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return None;
+            }
+        };
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => {
+                log!(Debug, "{peer}: closed during the handshake");
+                return None;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                log!(Debug, "{peer}: read error during the handshake: {e}");
+                return None;
+            }
+        }
+        match parse_request(&buf, max) {
+            Ok(None) => continue,
+            Ok(Some(accepted)) => {
+                let (res, _) = stream.write_all(accepted.response()).await;
+                if let Err(e) = res {
+                    log!(Debug, "{peer}: write error during the handshake: {e}");
+                    return None;
+                }
+                return Some((InputBuf::Heap(buf), accepted.head_len));
+            }
+            Err(e) => {
+                log!(Info, "{peer}: refused handshake: {e}");
+                refuse(stream, refusal(e)).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Sends an HTTP error response and closes gracefully: half-close, then read
+/// and drop what the client still sends, for at most a second. Closing with
+/// unread data would send a RST, which can destroy the response before the
+/// client reads it.
+pub(super) async fn refuse(stream: &TcpStream, response: Vec<u8>) {
+    let (res, _) = stream.write_all(response).await;
+    if res.is_err() {
+        return;
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => buf = b,
+            Ok(_) => return,
+            Err(_) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
+
+struct Ws {
+    conn: Connection,
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Rc<ThreadCtx>,
+}
+
+impl Ws {
+    async fn run(&mut self, first: InputBuf, start: usize) {
+        let mut pending = Some((first, start));
+        let mut shutdown = pin!(self.ctx.shutdown.wait());
+        let mut shutdown_seen = false;
+        loop {
+            if let Some((input, start)) = pending.take() {
+                if let Err(e) = self.process(input, start).await {
+                    log!(Debug, "{}: write error: {e}", self.peer);
+                    return;
+                }
+            }
+            if self.conn.is_closed() {
+                // 7.1.1: the server closes the TCP connection first. Dropping
+                // the stream closes it; every byte queued before went out.
+                return;
+            }
+            let mut rx = pin!(recv(&self.stream, &self.ctx.pool));
+            let mut timed_out = false;
+            let res = loop {
+                let deadline = self.conn.poll_timeout().filter(|_| !timed_out);
+                let close_timer = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    r = &mut rx => break r,
+                    _ = &mut shutdown, if !shutdown_seen => {
+                        shutdown_seen = true;
+                        self.conn.close(close_code::GOING_AWAY, "server shutting down", Instant::now());
+                        if flush_control(&mut self.conn, &self.stream, &self.ctx).await.is_err() {
+                            self.abort();
+                        }
+                    }
+                    _ = close_timer => {
+                        timed_out = true;
+                        self.conn.handle_timeout(Instant::now());
+                        log!(Debug, "{}: no Close from the peer in time", self.peer);
+                        // The pending recv must complete before we go.
+                        self.abort();
+                    }
+                }
+            };
+            match res {
+                Ok(Received::Data(input)) => pending = Some((input, 0)),
+                Ok(Received::Eof) => {
+                    if self.conn.handle_eof() {
+                        log!(
+                            Debug,
+                            "{}: connection closed without a Close frame",
+                            self.peer
+                        );
+                    }
+                    return;
+                }
+                Err(e) => {
+                    log!(Debug, "{}: read error: {e}", self.peer);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Shuts the socket down both ways, which completes a pending recv.
+    fn abort(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Feeds `input[start..]` to the connection, echoes every message, and
+    /// sends the echoes with the protocol's own replies in one batch.
+    async fn process(&mut self, mut input: InputBuf, start: usize) -> std::io::Result<()> {
+        let now = Instant::now();
+        let mut batch = self.ctx.take_batch();
+        let len = input.as_slice().len();
+        let mut off = start;
+        let mut borrows_input = false;
+        while off < len {
+            let (n, res) = self.conn.read(&mut input.as_mut_slice()[off..], now);
+            match res {
+                Ok(Some(Event::Message { kind, payload })) => {
+                    let plen = match &payload {
+                        Payload::Input(r) => r.len(),
+                        Payload::Owned(v) => v.len(),
+                    };
+                    let h = batch.hdr.len();
+                    if self
+                        .conn
+                        .send_message(kind, plen as u64, &mut batch.hdr)
+                        .is_ok()
+                    {
+                        batch.push_hdr_from(h);
+                        match payload {
+                            Payload::Input(r) => {
+                                batch.push_input(off + r.start..off + r.end);
+                                borrows_input = true;
+                            }
+                            Payload::Owned(v) => batch.push_owned(v),
+                        }
+                    }
+                }
+                Ok(Some(Event::Closed { code })) => {
+                    log!(Debug, "{}: closed by peer ({code:?})", self.peer);
+                }
+                Ok(Some(Event::Ping | Event::Pong) | None) => {}
+                Err(e) => {
+                    log!(
+                        Info,
+                        "{}: protocol error: {e}; closing with {}",
+                        self.peer,
+                        e.close_code()
+                    );
+                }
+            }
+            if self.conn.has_control() {
+                let h = batch.hdr.len();
+                self.conn.take_control(&mut batch.hdr);
+                batch.push_hdr_from(h);
+            }
+            off += n;
+        }
+        if borrows_input {
+            batch.set_input(input);
+        } else {
+            // Back to the pool before the write, not after it.
+            drop(input);
+        }
+        let res = if batch.is_empty() {
+            Ok(())
+        } else {
+            let (res, b) = send_all(&self.stream, batch).await;
+            batch = b;
+            res
+        };
+        self.ctx.put_batch(batch);
+        res
+    }
+}
+
+/// Sends whatever control frames `conn` has queued.
+async fn flush_control(
+    conn: &mut Connection,
+    stream: &TcpStream,
+    ctx: &ThreadCtx,
+) -> std::io::Result<()> {
+    let mut batch = ctx.take_batch();
+    conn.take_control(&mut batch.hdr);
+    batch.push_hdr_from(0);
+    let (res, batch) = send_all(stream, batch).await;
+    ctx.put_batch(batch);
+    res
+}
