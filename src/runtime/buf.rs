@@ -279,15 +279,19 @@ pub async fn recv(stream: &tokio_uring::net::TcpStream, pool: &BufPool) -> io::R
     {
         RecvOutcome::Buf(b) => Ok(Received::Data(InputBuf::Pooled(b))),
         RecvOutcome::Eof => Ok(Received::Eof),
-        RecvOutcome::NoBufs => {
-            let (res, mut v) = stream.read(Vec::with_capacity(pool.inner.buf_size)).await;
-            match res? {
-                0 => Ok(Received::Eof),
-                n => {
-                    v.truncate(n);
-                    Ok(Received::Data(InputBuf::Heap(v)))
-                }
-            }
+        // Boxed: this rare path would otherwise add its state to every
+        // connection's future, idle or not.
+        RecvOutcome::NoBufs => Box::pin(read_heap(stream, pool.inner.buf_size)).await,
+    }
+}
+
+async fn read_heap(stream: &tokio_uring::net::TcpStream, size: usize) -> io::Result<Received> {
+    let (res, mut v) = stream.read(Vec::with_capacity(size)).await;
+    match res? {
+        0 => Ok(Received::Eof),
+        n => {
+            v.truncate(n);
+            Ok(Received::Data(InputBuf::Heap(v)))
         }
     }
 }
@@ -304,7 +308,8 @@ enum Seg {
 }
 
 /// Frames to send in one go, and everything their bytes live in. Reused:
-/// [`WriteBatch::clear`] keeps the allocations, drops the contents.
+/// [`WriteBatch::clear`] keeps the allocations, drops the contents. Always
+/// handled boxed, so that futures that carry one stay small.
 pub struct WriteBatch {
     /// Encoded frame headers and control frames.
     pub hdr: Vec<u8>,
@@ -409,10 +414,10 @@ impl WriteBatch {
 struct SendMsg;
 
 impl OneshotOutputTransform for SendMsg {
-    type Output = (io::Result<usize>, WriteBatch);
-    type StoredData = WriteBatch;
+    type Output = (io::Result<usize>, Box<WriteBatch>);
+    type StoredData = Box<WriteBatch>;
 
-    fn transform_oneshot_output(self, batch: WriteBatch, cqe: cqueue::Entry) -> Self::Output {
+    fn transform_oneshot_output(self, batch: Box<WriteBatch>, cqe: cqueue::Entry) -> Self::Output {
         let r = cqe.result();
         let res = if r < 0 {
             Err(io::Error::from_raw_os_error(-r))
@@ -427,8 +432,8 @@ impl OneshotOutputTransform for SendMsg {
 /// The batch comes back (for reuse) whatever the outcome.
 pub async fn send_all(
     stream: &tokio_uring::net::TcpStream,
-    mut batch: WriteBatch,
-) -> (io::Result<()>, WriteBatch) {
+    mut batch: Box<WriteBatch>,
+) -> (io::Result<()>, Box<WriteBatch>) {
     use std::os::fd::AsRawFd;
     let fd = stream.as_raw_fd();
     batch.build_iov();

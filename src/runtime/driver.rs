@@ -21,7 +21,7 @@ use std::time::Instant;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::TcpStream;
 
-use super::buf::{recv, send_all, InputBuf, Received};
+use super::buf::{recv, send_all, InputBuf, Received, WriteBatch};
 use super::ThreadCtx;
 use crate::log;
 use crate::proto::error::close_code;
@@ -30,7 +30,9 @@ use crate::proto::{Connection, Event, Payload};
 
 /// Serves one accepted connection to its end.
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<ThreadCtx>) {
-    let Some((input, start)) = handshake(&stream, peer, &ctx).await else {
+    // Boxed: its state is dead once the handshake is over and would
+    // otherwise stay in the future of every connection.
+    let Some((input, start)) = Box::pin(handshake(&stream, peer, &ctx)).await else {
         return;
     };
     let mut ws = Ws {
@@ -134,7 +136,16 @@ impl Ws {
         let mut shutdown_seen = false;
         loop {
             if let Some((input, start)) = pending.take() {
-                if let Err(e) = self.process(input, start).await {
+                let batch = self.process(input, start);
+                let res = if batch.is_empty() {
+                    self.ctx.put_batch(batch);
+                    Ok(())
+                } else {
+                    let (res, batch) = send_all(&self.stream, batch).await;
+                    self.ctx.put_batch(batch);
+                    res
+                };
+                if let Err(e) = res {
                     log!(Debug, "{}: write error: {e}", self.peer);
                     return;
                 }
@@ -148,9 +159,11 @@ impl Ws {
             let mut timed_out = false;
             let res = loop {
                 let deadline = self.conn.poll_timeout().filter(|_| !timed_out);
+                // Boxed: a timer is only needed while closing, and its
+                // state would otherwise sit in every idle connection.
                 let close_timer = async {
                     match deadline {
-                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        Some(d) => Box::pin(tokio::time::sleep_until(d.into())).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -198,9 +211,10 @@ impl Ws {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 
-    /// Feeds `input[start..]` to the connection, echoes every message, and
-    /// sends the echoes with the protocol's own replies in one batch.
-    async fn process(&mut self, mut input: InputBuf, start: usize) -> std::io::Result<()> {
+    /// Feeds `input[start..]` to the connection and returns the batch to
+    /// send: the echo of every message and the protocol's own replies, in
+    /// order. Synchronous, so that its state is not part of the future.
+    fn process(&mut self, mut input: InputBuf, start: usize) -> Box<WriteBatch> {
         let now = Instant::now();
         let mut batch = self.ctx.take_batch();
         let len = input.as_slice().len();
@@ -256,15 +270,7 @@ impl Ws {
             // Back to the pool before the write, not after it.
             drop(input);
         }
-        let res = if batch.is_empty() {
-            Ok(())
-        } else {
-            let (res, b) = send_all(&self.stream, batch).await;
-            batch = b;
-            res
-        };
-        self.ctx.put_batch(batch);
-        res
+        batch
     }
 }
 
