@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every test of the project, from a fresh checkout: formatting, lints, docs,
+# unit and integration tests, a short fuzz run of every target, and
+# Autobahn|Testsuite cases 1-11 against the release server. Installs what it
+# needs (cargo-fuzz, wstest in a cached virtualenv) on the way.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+step "unit and integration tests"
+cargo test --workspace
+step "fuzz smoke run"
+scripts/fuzz-smoke.sh
+step "Autobahn|Testsuite 1.* to 11.*"
+scripts/autobahn.sh
+step "all passed"
