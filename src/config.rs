@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::proto::handshake::HandshakeLimits;
 use crate::proto::Limits;
 
 /// Server configuration.
@@ -28,9 +29,15 @@ pub struct Config {
     /// Longest HTTP request head accepted. Default 8 KiB. Stops a client from
     /// making the server buffer headers without end; past it: 431.
     pub max_handshake_size: usize,
+    /// Most header lines in a request head. Default 64. Past it: 431.
+    pub max_headers: usize,
     /// Time allowed from accept to a complete request head. Default 10 s.
     /// Stops slowloris-style clients from holding connections open.
     pub handshake_timeout: Duration,
+    /// Time allowed for one batch of frames to be written. Default 30 s. A
+    /// peer that sends but stops reading would otherwise hold its
+    /// connection, and the buffers of the pending write, forever.
+    pub write_timeout: Duration,
     /// Time to wait for the peer's Close after sending ours. Default 5 s.
     /// Stops a peer that never answers from holding the connection.
     pub close_timeout: Duration,
@@ -63,7 +70,9 @@ impl Default for Config {
             max_frame_size: 64 << 20,
             max_message_size: 64 << 20,
             max_handshake_size: 8 << 10,
+            max_headers: 64,
             handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
             max_connections: 100_000,
             read_buffer_size: 32 << 10,
@@ -84,6 +93,14 @@ impl Config {
         }
     }
 
+    /// The limits on a request head.
+    pub fn handshake_limits(&self) -> HandshakeLimits {
+        HandshakeLimits {
+            max_head: self.max_handshake_size,
+            max_headers: self.max_headers,
+        }
+    }
+
     /// Rejects settings the server cannot run with.
     pub fn validate(&self) -> Result<(), String> {
         if self.threads == 0 {
@@ -97,6 +114,9 @@ impl Config {
         }
         if self.max_handshake_size < 256 {
             return Err("max-handshake-size must be at least 256".into());
+        }
+        if self.max_headers < 8 {
+            return Err("max-headers must be at least 8".into());
         }
         if self.max_connections == 0 {
             return Err("max-connections must be at least 1".into());

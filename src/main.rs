@@ -35,9 +35,16 @@ struct Args {
     /// Largest HTTP request head (431 past it).
     #[arg(long, env = "RINGWS_MAX_HANDSHAKE_SIZE", default_value = "8K", value_parser = size)]
     max_handshake_size: u64,
+    /// Most header lines in a request head (431 past it).
+    #[arg(long, env = "RINGWS_MAX_HEADERS", default_value_t = 64)]
+    max_headers: usize,
     /// Time allowed from accept to a complete request head.
     #[arg(long, env = "RINGWS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration)]
     handshake_timeout: Duration,
+    /// Time allowed to write one batch of frames; a peer that stops reading
+    /// is disconnected after it.
+    #[arg(long, env = "RINGWS_WRITE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    write_timeout: Duration,
     /// Time to wait for the peer's Close after sending ours.
     #[arg(long, env = "RINGWS_CLOSE_TIMEOUT", default_value = "5s", value_parser = duration)]
     close_timeout: Duration,
@@ -105,7 +112,9 @@ fn main() -> ExitCode {
         max_frame_size: a.max_frame_size,
         max_message_size: a.max_message_size,
         max_handshake_size: usize::try_from(a.max_handshake_size).unwrap_or(usize::MAX),
+        max_headers: a.max_headers,
         handshake_timeout: a.handshake_timeout,
+        write_timeout: a.write_timeout,
         close_timeout: a.close_timeout,
         max_connections: a.max_connections,
         read_buffer_size: usize::try_from(a.read_buffer_size).unwrap_or(usize::MAX),

@@ -423,3 +423,35 @@ fn address_in_use_is_reported() {
     assert!(err.to_string().contains("already in use"), "{err}");
     server.shutdown();
 }
+
+#[test]
+fn a_peer_that_stops_reading_is_disconnected_after_the_write_timeout() {
+    let server = start(Config {
+        write_timeout: Duration::from_millis(300),
+        ..config()
+    });
+    // A small receive buffer, so the echoes back up quickly.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&server.local_addr().into()).unwrap();
+    let mut c = Client { s: sock.into() };
+    c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.send(KEY_REQ.as_bytes());
+    assert_eq!(c.read_exact(KEY_RESP.len()), KEY_RESP);
+    let msg = frame(0x82, &[7u8; 16 << 10]);
+    let t = Instant::now();
+    let failed = loop {
+        if c.s.write_all(&msg).is_err() {
+            break true;
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            break false;
+        }
+    };
+    assert!(
+        failed,
+        "the server kept the connection of a peer that never reads"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    server.shutdown();
+}

@@ -16,8 +16,24 @@ use super::error::HandshakeError;
 /// The GUID of 4.2.2 item 5.4, appended to the key before hashing.
 const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/// How many header lines a request may have before it is refused with 431.
-pub const MAX_HEADERS: usize = 64;
+/// Bounds on a request head; past either one it is refused with 431, so a
+/// client cannot make the server buffer or scan headers without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    /// Longest request head, in bytes, including the final CRLF CRLF.
+    pub max_head: usize,
+    /// Most header lines.
+    pub max_headers: usize,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        HandshakeLimits {
+            max_head: 8 << 10,
+            max_headers: 64,
+        }
+    }
+}
 
 /// A request that the server accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,12 +79,14 @@ fn has_token(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Parses the request head in `buf`.
-///
-/// `max_head` bounds the head: a longer one is refused with 431, so a client
-/// cannot make the server buffer headers without end.
-pub fn parse_request(buf: &[u8], max_head: usize) -> Result<Option<Accepted>, HandshakeError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+/// Parses the request head in `buf`, within `limits`.
+pub fn parse_request(
+    buf: &[u8],
+    limits: HandshakeLimits,
+) -> Result<Option<Accepted>, HandshakeError> {
+    let max_head = limits.max_head;
+    // Once per handshake attempt, sized by the configured limit.
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -173,6 +191,13 @@ pub fn refusal(err: HandshakeError) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    fn lim(max_head: usize) -> HandshakeLimits {
+        HandshakeLimits {
+            max_head,
+            ..HandshakeLimits::default()
+        }
+    }
+
     const RFC_REQ: &[u8] = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
     #[test]
@@ -188,7 +213,7 @@ mod tests {
     fn accepts_rfc_request_and_keeps_trailing_bytes() {
         let mut buf = RFC_REQ.to_vec();
         buf.extend_from_slice(b"\x81\x80abcd");
-        let a = parse_request(&buf, 8192).unwrap().unwrap();
+        let a = parse_request(&buf, lim(8192)).unwrap().unwrap();
         assert_eq!(a.head_len, RFC_REQ.len());
         let resp = a.response();
         assert_eq!(
@@ -202,14 +227,18 @@ mod tests {
     #[test]
     fn incomplete_needs_more() {
         for n in 0..RFC_REQ.len() {
-            assert_eq!(parse_request(&RFC_REQ[..n], 8192), Ok(None), "prefix {n}");
+            assert_eq!(
+                parse_request(&RFC_REQ[..n], lim(8192)),
+                Ok(None),
+                "prefix {n}"
+            );
         }
     }
 
     #[test]
     fn token_lists_any_case() {
         let req = b"GET / HTTP/1.1\r\nhost: x\r\nUPGRADE: foo, WebSocket\r\nconnection: keep-alive, UPGRADE\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n";
-        assert!(parse_request(req, 8192).unwrap().is_some());
+        assert!(parse_request(req, lim(8192)).unwrap().is_some());
     }
 
     fn with(replace: &str, by: &str) -> Vec<u8> {
@@ -246,7 +275,7 @@ mod tests {
         ];
         for (req, want) in cases {
             assert_eq!(
-                parse_request(&req, 8192),
+                parse_request(&req, lim(8192)),
                 Err(want),
                 "{}",
                 String::from_utf8_lossy(&req)
@@ -256,31 +285,47 @@ mod tests {
             "Sec-WebSocket-Version: 13",
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13",
         );
-        assert_eq!(parse_request(&twice, 8192), Err(BadKey));
+        assert_eq!(parse_request(&twice, lim(8192)), Err(BadKey));
     }
 
     #[test]
     fn head_limit() {
         assert_eq!(
-            parse_request(RFC_REQ, 64),
+            parse_request(RFC_REQ, lim(64)),
             Err(HandshakeError::HeadTooLarge)
         );
         // An endless header line is refused once the limit is reached.
         let mut endless = b"GET / HTTP/1.1\r\nX: ".to_vec();
         endless.resize(100, b'a');
         assert_eq!(
-            parse_request(&endless, 100),
+            parse_request(&endless, lim(100)),
             Err(HandshakeError::HeadTooLarge)
         );
-        assert_eq!(parse_request(&endless, 101), Ok(None));
+        assert_eq!(parse_request(&endless, lim(101)), Ok(None));
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..=MAX_HEADERS {
+        for i in 0..65 {
             many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(
-            parse_request(&many, 1 << 20),
+            parse_request(
+                &many,
+                HandshakeLimits {
+                    max_head: 1 << 20,
+                    max_headers: 64
+                }
+            ),
             Err(HandshakeError::TooManyHeaders)
+        );
+        // With one more allowed, the 65 lines parse and the missing Host is
+        // what fails.
+        let limits = HandshakeLimits {
+            max_head: 1 << 20,
+            max_headers: 65,
+        };
+        assert_eq!(
+            parse_request(&many, limits),
+            Err(HandshakeError::MissingHost)
         );
     }
 

@@ -10,6 +10,7 @@
 //! close.
 
 pub mod buf;
+pub mod deadline;
 mod driver;
 pub mod shutdown;
 
@@ -81,6 +82,7 @@ pub(crate) struct ThreadCtx {
     )]
     batches: RefCell<Vec<Box<WriteBatch>>>,
     shutdown: Rc<LocalShutdown>,
+    deadlines: Rc<deadline::Deadlines>,
     shared: Arc<Shared>,
     /// Connections open on this thread.
     open: Cell<usize>,
@@ -92,6 +94,21 @@ const MAX_SPARE_BATCHES: usize = 64;
 const MAX_SPARE_HDR: usize = 64 << 10;
 
 impl ThreadCtx {
+    #[cfg(test)]
+    pub(crate) fn for_tests(cfg: Arc<Config>) -> Rc<ThreadCtx> {
+        Rc::new(ThreadCtx {
+            pool: BufPool::new(cfg.read_buffer_size, 4),
+            deadlines: deadline::Deadlines::new(Duration::from_millis(10)),
+            cfg,
+            batches: RefCell::new(Vec::new()),
+            shutdown: Rc::new(LocalShutdown::default()),
+            shared: Arc::new(Shared {
+                open: AtomicUsize::new(0),
+            }),
+            open: Cell::new(0),
+        })
+    }
+
     fn take_batch(&self) -> Box<WriteBatch> {
         self.batches.borrow_mut().pop().unwrap_or_default()
     }
@@ -247,9 +264,23 @@ fn worker(
             cfg: cfg.clone(),
             batches: RefCell::new(Vec::new()),
             shutdown: Rc::new(LocalShutdown::default()),
+            // A tenth of the write timeout: a write is cut between 1.0 and
+            // 1.1 times the timeout after it started.
+            deadlines: deadline::Deadlines::new((cfg.write_timeout / 10).max(Duration::from_millis(1))),
             shared,
             open: Cell::new(0),
         });
+        let ticker = {
+            let d = ctx.deadlines.clone();
+            tokio_uring::spawn(async move {
+                let mut every = tokio::time::interval(d.resolution());
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    d.tick();
+                }
+            })
+        };
         let _ = ready.send(Ok(()));
         let mut last_warn: Option<std::time::Instant> = None;
         loop {
@@ -305,6 +336,7 @@ fn worker(
         while ctx.open.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        ticker.abort();
     });
 }
 
