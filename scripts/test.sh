@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, from a fresh checkout: formatting, lints, docs,
 # unit and integration tests, a short fuzz run of every target, and
-# Autobahn|Testsuite cases 1-11 against the release server. Installs what it
+# Autobahn|Testsuite cases 1-11 against the release server and with loadgen
+# as the client. Installs what it
 # needs (cargo-fuzz, wstest in a cached virtualenv) on the way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,8 @@ step "unit and integration tests"
 cargo test --workspace
 step "fuzz smoke run"
 scripts/fuzz-smoke.sh
-step "Autobahn|Testsuite 1.* to 11.*"
+step "Autobahn|Testsuite 1.* to 11.*, ringws as the server"
 scripts/autobahn.sh
+step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client"
+scripts/autobahn-client.sh
 step "all passed"

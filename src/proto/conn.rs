@@ -256,6 +256,36 @@ impl Connection {
         Ok(mask)
     }
 
+    /// Appends the header of one fragment of a data message: `first` is the
+    /// message's kind for its first fragment and `None` for the ones after
+    /// (continuations); `fin` marks the last. Returns the mask key as
+    /// [`Connection::send_message`] does. The caller keeps the order (5.4).
+    pub fn send_fragment(
+        &mut self,
+        first: Option<MessageKind>,
+        fin: bool,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<[u8; 4]>, NotOpen> {
+        if self.state != CloseState::Open {
+            return Err(NotOpen);
+        }
+        let mask = self.next_mask();
+        FrameHeader {
+            fin,
+            rsv: 0,
+            opcode: match first {
+                Some(MessageKind::Text) => OpCode::Text,
+                Some(MessageKind::Binary) => OpCode::Binary,
+                None => OpCode::Continuation,
+            },
+            mask,
+            payload_len: len,
+        }
+        .encode_into(out);
+        Ok(mask)
+    }
+
     fn next_mask(&mut self) -> Option<[u8; 4]> {
         match self.role {
             Role::Server => None,
@@ -920,6 +950,22 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_ne!(key, key2);
+
+        // A fragmented message from this client reads back at a server.
+        let mut wire = Vec::new();
+        for (i, part) in [&b"frag"[..], b"men", b"ted"].iter().enumerate() {
+            let first = (i == 0).then_some(MessageKind::Text);
+            let k = c
+                .send_fragment(first, i == 2, part.len() as u64, &mut wire)
+                .unwrap()
+                .unwrap();
+            let start = wire.len();
+            wire.extend_from_slice(part);
+            apply_mask(&mut wire[start..], k, 0);
+        }
+        let mut s = server();
+        let (seen, _) = drive(&mut s, &wire, &[5]);
+        assert_eq!(seen, [Seen::Text(b"fragmented".to_vec())]);
 
         let mut wire = b"\x81\x02hi".to_vec();
         let (_, r) = c.read(&mut wire, Instant::now());

@@ -3,6 +3,7 @@
 //! Bytes go in, events and bytes come out; time arrives as `now` arguments.
 //! Everything here can be tested and fuzzed with byte literals alone.
 
+pub mod client;
 pub mod close;
 pub mod conn;
 pub mod error;

@@ -473,3 +473,59 @@ pub async fn send_all(
     }
     (Ok(()), batch)
 }
+
+/// Transform for ops whose only output is the result code; `D` is what the
+/// SQE points into, kept alive until the completion.
+struct ResultOnly<D>(std::marker::PhantomData<D>);
+
+impl<D> OneshotOutputTransform for ResultOnly<D> {
+    type Output = io::Result<i32>;
+    type StoredData = D;
+    fn transform_oneshot_output(self, _: D, cqe: cqueue::Entry) -> io::Result<i32> {
+        let r = cqe.result();
+        if r < 0 {
+            Err(io::Error::from_raw_os_error(-r))
+        } else {
+            Ok(r)
+        }
+    }
+}
+
+/// Submits `sqe`, keeping `data` (whatever the SQE points into) alive
+/// until the completion, and returns the result code.
+async fn run_op<D: Unpin + 'static>(data: D, sqe: squeue::Entry) -> io::Result<i32> {
+    UnsubmittedOneshot::new(data, ResultOnly(std::marker::PhantomData), sqe)
+        .submit()
+        .await
+}
+
+/// Connects `socket` to `addr` with `IORING_OP_CONNECT`, so that a socket
+/// set up by hand (bound to a chosen source address) connects without
+/// blocking the thread.
+pub async fn connect(socket: &socket2::Socket, addr: std::net::SocketAddr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Boxed, and kept by the op until its completion: the kernel reads the
+    // address through this pointer.
+    let sa = Box::new(socket2::SockAddr::from(addr));
+    let sqe = opcode::Connect::new(
+        types::Fd(socket.as_raw_fd()),
+        sa.as_ptr() as *const _,
+        sa.len(),
+    )
+    .build();
+    run_op(sa, sqe).await.map(|_| ())
+}
+
+/// Sleeps for `d` with `IORING_OP_TIMEOUT`: microsecond precision, where
+/// tokio's timer wheel rounds to milliseconds.
+pub async fn sleep(d: std::time::Duration) {
+    if d.is_zero() {
+        return;
+    }
+    // Boxed, and kept by the op until its completion: the kernel reads the
+    // timespec through this pointer.
+    let ts = Box::new(types::Timespec::from(d));
+    let sqe = opcode::Timeout::new(&*ts as *const types::Timespec).build();
+    // -ETIME is the normal completion of a timeout.
+    let _ = run_op(ts, sqe).await;
+}

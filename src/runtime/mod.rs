@@ -10,6 +10,7 @@
 //! close.
 
 pub mod buf;
+pub mod client;
 pub mod deadline;
 mod driver;
 pub mod shutdown;

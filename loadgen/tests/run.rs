@@ -1,0 +1,192 @@
+//! loadgen against the real server for about a second: exit codes, counts
+//! that add up, and output files that parse.
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use ringws::{Config, Server};
+
+fn server() -> Server {
+    Server::start(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+fn loadgen(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("loadgen-test-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn throughput_run_counts_add_up() {
+    let s = server();
+    let url = format!("ws://{}/", s.local_addr());
+    let (json, hgrm) = (tmp("t.json"), tmp("t.hgrm"));
+    let (code, stdout, stderr) = loadgen(&[
+        &url,
+        "--connections",
+        "20",
+        "--threads",
+        "1",
+        "--size",
+        "100",
+        "--in-flight",
+        "2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--json",
+        json.to_str().unwrap(),
+        "--hgrm",
+        hgrm.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("messages/s"), "{stdout}");
+    assert!(stderr.contains("msgs/s  p99"), "progress lines: {stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let run = &v["runs"][0];
+    let messages = run["messages"].as_u64().unwrap();
+    assert!(messages > 100, "{run}");
+    assert_eq!(run["bytes"].as_u64().unwrap(), messages * 100);
+    assert_eq!(run["latency_ns"]["count"].as_u64().unwrap(), messages);
+    let rate = run["msgs_per_sec"].as_f64().unwrap();
+    assert!(
+        (rate - messages as f64).abs() < 1.0,
+        "1 s window: {rate} vs {messages}"
+    );
+    assert_eq!(run["errors"]["total"].as_u64().unwrap(), 0);
+    assert_eq!(run["connected"].as_u64().unwrap(), 20);
+    assert_eq!(run["connect_ns"]["count"].as_u64().unwrap(), 20);
+    let p = &run["latency_ns"];
+    assert!(p["p50"].as_u64().unwrap() <= p["p99"].as_u64().unwrap());
+    assert!(p["p99"].as_u64().unwrap() <= p["max"].as_u64().unwrap());
+    assert_eq!(run["params"]["in_flight"].as_u64().unwrap(), 2);
+    assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
+    let h = std::fs::read_to_string(&hgrm).unwrap();
+    assert!(h.contains("Percentile") && h.contains("#[Max"), "{h}");
+    s.shutdown();
+}
+
+#[test]
+fn rate_mode_holds_its_rate_and_reports_both_latencies() {
+    let s = server();
+    let url = format!("ws://{}/", s.local_addr());
+    let json = tmp("r.json");
+    let (code, stdout, stderr) = loadgen(&[
+        &url,
+        "-c",
+        "10",
+        "-t",
+        "1",
+        "--text",
+        "--fragments",
+        "3",
+        "--size",
+        "64",
+        "--rate",
+        "1000,2000",
+        "-d",
+        "1s",
+        "-w",
+        "200ms",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("from intended send") && stdout.contains("from actual send"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for (run, want) in v["runs"].as_array().unwrap().iter().zip([1000.0, 2000.0]) {
+        let got = run["msgs_per_sec"].as_f64().unwrap();
+        assert!(
+            (got - want).abs() / want < 0.1,
+            "asked {want}/s, got {got}/s"
+        );
+        assert_eq!(run["errors"]["total"].as_u64().unwrap(), 0, "{run}");
+        assert_eq!(
+            run["latency_actual_ns"]["count"],
+            run["latency_ns"]["count"]
+        );
+    }
+    s.shutdown();
+}
+
+#[test]
+fn refused_connection_exits_3() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, stdout, stderr) = loadgen(&[
+        &format!("ws://127.0.0.1:{port}"),
+        "-c",
+        "2",
+        "-d",
+        "200ms",
+        "-w",
+        "0s",
+    ]);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("connect 2") && stdout.contains("refused"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn non_websocket_server_shows_its_status_line() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        for s in l.incoming().take(2) {
+            let mut s = s.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let (code, stdout, stderr) = loadgen(&[
+        &format!("ws://{addr}/nope"),
+        "-c",
+        "2",
+        "-d",
+        "200ms",
+        "-w",
+        "0s",
+    ]);
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("handshake 2") && stdout.contains("404 Not Found"),
+        "{stdout}"
+    );
+    t.join().unwrap();
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    assert_eq!(loadgen(&["http://127.0.0.1:1"]).0, 2);
+    assert_eq!(loadgen(&[]).0, 2);
+    assert_eq!(loadgen(&["ws://127.0.0.1:1", "--rate", "0"]).0, 2);
+}

@@ -1,0 +1,149 @@
+//! The client side of the runtime, for the load generator and tests: worker
+//! threads, outgoing connections and precise sleeps, so that tokio-uring
+//! stays behind this module's seam.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio_uring::buf::BoundedBuf;
+
+/// Runs `f(i)` for `i` in `0..threads`, each on a thread of its own with its
+/// own io_uring, and returns the results in order. With `pin`, thread `i`
+/// runs on core `i % cores`.
+pub fn run_workers<F, Fut>(
+    threads: usize,
+    pin: bool,
+    ring_entries: u32,
+    f: F,
+) -> io::Result<Vec<Fut::Output>>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    let f = std::sync::Arc::new(f);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let f = f.clone();
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || {
+                    if pin {
+                        core_affinity::set_for_current(core_affinity::CoreId { id: i % cores });
+                    }
+                    let rt =
+                        tokio_uring::Runtime::new(tokio_uring::builder().entries(ring_entries))?;
+                    Ok(rt.block_on(f(i)))
+                })
+        })
+        .collect::<io::Result<_>>()?;
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| io::Error::other("a worker thread panicked"))?
+        })
+        .collect()
+}
+
+/// Spawns a task on the current worker.
+pub fn spawn<F: Future + 'static>(f: F) -> tokio::task::JoinHandle<F::Output> {
+    tokio_uring::spawn(f)
+}
+
+/// Sleeps until `deadline` with microsecond precision (an io_uring
+/// timeout), for open-loop schedules where a millisecond of timer slack
+/// would be measured as latency.
+pub async fn sleep_until(deadline: Instant) {
+    super::buf::sleep(deadline.saturating_duration_since(Instant::now())).await
+}
+
+/// Sleeps for `d` (see [`sleep_until`]).
+pub async fn sleep(d: Duration) {
+    super::buf::sleep(d).await
+}
+
+/// An outgoing TCP connection.
+pub struct ClientStream {
+    inner: tokio_uring::net::TcpStream,
+}
+
+impl ClientStream {
+    /// Connects to `addr`, from `source` when given (to spread connections
+    /// over several local addresses: each has its own ephemeral ports),
+    /// failing with `TimedOut` at `deadline`.
+    pub async fn connect(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        deadline: Instant,
+    ) -> io::Result<ClientStream> {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if let Some(ip) = source {
+            // Port 0: each source address has its own ephemeral port range.
+            s.bind(&SocketAddr::new(ip, 0).into())?;
+        }
+        {
+            let mut connecting = std::pin::pin!(super::buf::connect(&s, addr));
+            let timer = std::pin::pin!(sleep_until(deadline));
+            tokio::select! {
+                biased;
+                r = &mut connecting => r?,
+                _ = timer => {
+                    // Completes the CONNECT, which is not dropped in flight.
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                    let _ = connecting.await;
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+        }
+        s.set_nodelay(true)?;
+        Ok(ClientStream {
+            inner: tokio_uring::net::TcpStream::from_std(s.into()),
+        })
+    }
+
+    /// Writes all of `buf`.
+    pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.inner.write_all(buf).await
+    }
+
+    /// Reads into the spare capacity of `buf` (after its `len()`), growing it
+    /// by the bytes read; `Ok(0)` is end of stream.
+    pub async fn read_more(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        if buf.capacity() == buf.len() {
+            buf.reserve(4096);
+        }
+        let len = buf.len();
+        let (res, slice) = self.inner.read(buf.slice(len..)).await;
+        (res, slice.into_inner())
+    }
+
+    /// [`ClientStream::read_more`], failing with `TimedOut` at `deadline`.
+    /// The socket is shut down then (an io_uring read is not dropped in
+    /// flight; the shutdown completes it), so it is of no further use.
+    pub async fn read_more_by(
+        &self,
+        buf: Vec<u8>,
+        deadline: Instant,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        let mut read = std::pin::pin!(self.read_more(buf));
+        let timer = std::pin::pin!(sleep_until(deadline));
+        tokio::select! {
+            biased;
+            r = &mut read => return r,
+            _ = timer => {}
+        }
+        let _ = self.shutdown(std::net::Shutdown::Both);
+        let (_, buf) = read.await;
+        (Err(io::ErrorKind::TimedOut.into()), buf)
+    }
+
+    /// Shuts down one or both directions.
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.inner.shutdown(how)
+    }
+}
