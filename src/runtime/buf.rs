@@ -529,3 +529,39 @@ pub async fn sleep(d: std::time::Duration) {
     // -ETIME is the normal completion of a timeout.
     let _ = run_op(ts, sqe).await;
 }
+
+struct RecvInto;
+
+impl OneshotOutputTransform for RecvInto {
+    type Output = (io::Result<usize>, Vec<u8>);
+    type StoredData = Vec<u8>;
+
+    fn transform_oneshot_output(self, mut buf: Vec<u8>, cqe: cqueue::Entry) -> Self::Output {
+        let r = cqe.result();
+        if r < 0 {
+            return (Err(io::Error::from_raw_os_error(-r)), buf);
+        }
+        let n = r as usize;
+        // SAFETY: the kernel initialised `n` bytes of the spare capacity
+        // starting at `len` (the RECV was given exactly that region, so
+        // `len + n <= capacity`).
+        unsafe { buf.set_len(buf.len() + n) };
+        (Ok(n), buf)
+    }
+}
+
+/// `IORING_OP_RECV` into the spare capacity of `buf` (after its `len()`),
+/// which grows by the bytes received. For sockets it skips the VFS layer
+/// that a READ goes through.
+pub async fn recv_into(fd: RawFd, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    if buf.capacity() == buf.len() {
+        buf.reserve(4096);
+    }
+    let spare = buf.spare_capacity_mut();
+    let (ptr, len) = (spare.as_mut_ptr() as *mut u8, spare.len());
+    // The Vec is the op's stable data: its heap buffer, where the kernel
+    // writes, does not move when the Vec value does, and lives until the
+    // completion.
+    let sqe = opcode::Recv::new(types::Fd(fd), ptr, len.min(u32::MAX as usize) as u32).build();
+    UnsubmittedOneshot::new(buf, RecvInto, sqe).submit().await
+}

@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio_uring::buf::BoundedBuf;
 
 /// Runs `f(i)` for `i` in `0..threads`, each on a thread of its own with its
 /// own io_uring, and returns the results in order. With `pin`, thread `i`
@@ -113,13 +112,9 @@ impl ClientStream {
 
     /// Reads into the spare capacity of `buf` (after its `len()`), growing it
     /// by the bytes read; `Ok(0)` is end of stream.
-    pub async fn read_more(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        if buf.capacity() == buf.len() {
-            buf.reserve(4096);
-        }
-        let len = buf.len();
-        let (res, slice) = self.inner.read(buf.slice(len..)).await;
-        (res, slice.into_inner())
+    pub async fn read_more(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        use std::os::fd::AsRawFd;
+        super::buf::recv_into(self.inner.as_raw_fd(), buf).await
     }
 
     /// [`ClientStream::read_more`], failing with `TimedOut` at `deadline`.
