@@ -327,11 +327,17 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
         h.max() as f64 / SCALE,
         h.len()
     );
+    // HdrHistogram's sub-bucket count: the power of two that holds
+    // 2 * 10^significant-digits values.
+    let sub_buckets = (2.0 * 10f64.powi(i32::from(h.sigfig())))
+        .log2()
+        .ceil()
+        .exp2();
     let _ = writeln!(
         o,
         "#[Buckets = {:12}, SubBuckets     = {:12}]",
         h.buckets(),
-        h.distinct_values()
+        sub_buckets
     );
     o
 }
@@ -354,6 +360,7 @@ mod tests {
         assert_eq!(first.len(), 4);
         assert_eq!(first[0], "0.001");
         assert!(out.contains("#[Max     =        1.000"));
+        assert!(out.contains("SubBuckets     =         2048]"), "{out}");
         // Percentiles rise to 1.
         let qs: Vec<f64> = out
             .lines()
