@@ -108,6 +108,11 @@ struct Bench {
     /// format (of the last run, from intended send times).
     #[arg(long)]
     hgrm: Option<PathBuf>,
+    /// Plain TCP echo instead of WebSocket: no handshake, no frames; each
+    /// message is --size bytes, read back by count. For measuring a TCP echo
+    /// server, the ceiling a WebSocket server can reach.
+    #[arg(long, conflicts_with_all = ["text", "fragments"])]
+    raw: bool,
     /// No progress lines.
     #[arg(short, long)]
     quiet: bool,
@@ -186,7 +191,13 @@ fn bench(b: Bench) -> ExitCode {
             connections: b.connections,
             threads,
             size: b.size,
-            kind: if b.text { "text" } else { "binary" },
+            kind: if b.raw {
+                "raw"
+            } else if b.text {
+                "text"
+            } else {
+                "binary"
+            },
             fragments: b.fragments as usize,
             in_flight: b.in_flight as usize,
             rate,
@@ -288,6 +299,7 @@ fn run_once(
         sources: sources.to_vec(),
         connect_timeout: b.connect_timeout,
         drain: Duration::from_secs(2),
+        raw: b.raw,
     });
     let (tx, rx) = mpsc::channel::<Snapshot>();
     let (pin, threads) = (b.pin, params.threads);

@@ -58,6 +58,9 @@ pub struct Plan {
     pub connect_timeout: Duration,
     /// Time allowed, after sending stops, for the last echoes and the Close.
     pub drain: Duration,
+    /// Plain TCP echo: no handshake, no framing; each message is `size`
+    /// bytes, and the echo is read back by count (`--raw`).
+    pub raw: bool,
 }
 
 /// Runs worker `idx`'s connections and returns its counts. Sends a progress
@@ -118,10 +121,11 @@ fn ns(d: Duration) -> u64 {
 struct Payloads {
     template: Vec<u8>,
     kind: MessageKind,
+    raw: bool,
 }
 
 impl Payloads {
-    fn new(size: usize, kind: MessageKind) -> Payloads {
+    fn new(size: usize, kind: MessageKind, raw: bool) -> Payloads {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
         let template = match kind {
             MessageKind::Text => (0..size).map(|i| ALPHABET[i % ALPHABET.len()]).collect(),
@@ -129,7 +133,11 @@ impl Payloads {
                 .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
                 .collect(),
         };
-        Payloads { template, kind }
+        Payloads {
+            template,
+            kind,
+            raw,
+        }
     }
 
     /// The stamp for `seq`: 16 hex digits for text, 8 bytes for binary.
@@ -154,6 +162,12 @@ impl Payloads {
     /// Appends message `seq`, framed as `fragments` frames and masked.
     fn encode(&self, conn: &mut Connection, seq: u64, fragments: usize, out: &mut Vec<u8>) -> bool {
         let (stamp, n) = self.stamp(seq);
+        if self.raw {
+            let start = out.len();
+            out.extend_from_slice(&self.template);
+            out[start..start + n].copy_from_slice(&stamp[..n]);
+            return true;
+        }
         let len = self.template.len();
         let parts = fragments.max(1);
         for p in 0..parts {
@@ -213,6 +227,13 @@ async fn open(i: usize, plan: &Plan, seed: u64) -> Result<Conn, (bool, String)> 
     let stream = ClientStream::connect(plan.target.addr, source, deadline)
         .await
         .map_err(|e| (true, format!("connect to {} failed: {e}", plan.target.addr)))?;
+    if plan.raw {
+        return Ok(Conn {
+            stream: Rc::new(stream),
+            ws: Connection::client(Limits::default(), seed),
+            rbuf: Vec::new(),
+        });
+    }
     let mut nonce = [0u8; 16];
     nonce[..8].copy_from_slice(&xorshift(seed).to_ne_bytes());
     nonce[8..].copy_from_slice(&xorshift(seed ^ 0x5555).to_ne_bytes());
@@ -288,7 +309,7 @@ async fn connection(i: usize, plan: Arc<Plan>, stats: Rc<RefCell<Stats>>, seed: 
             let _ = stream.shutdown(std::net::Shutdown::Both);
         })
     };
-    let payloads = Payloads::new(plan.size, plan.kind);
+    let payloads = Payloads::new(plan.size, plan.kind, plan.raw);
     let Conn { stream, ws, rbuf } = conn;
     let shared = Rc::new(Shared {
         ws: RefCell::new(ws),
@@ -355,8 +376,12 @@ impl Shared {
         }
     }
 
-    /// Queues our Close.
+    /// Queues our Close (in raw mode the caller half-closes instead).
     fn start_close(&self, out: &mut Vec<u8>) {
+        self.closing.set(true);
+        if self.payloads.raw {
+            return;
+        }
         let mut ws = self.ws.borrow_mut();
         ws.close(1000, "", Instant::now());
         ws.take_control(out);
@@ -410,7 +435,11 @@ async fn send_on_schedule(
         next += interval;
     }
     shared.start_close(&mut out);
-    let _ = stream.write_all(out).await;
+    if plan.raw {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    } else {
+        let _ = stream.write_all(out).await;
+    }
 }
 
 /// Reads until the server closes the TCP connection: checks and records
@@ -430,6 +459,7 @@ async fn receive(
     let mut seq = shared.sent.borrow().len() as u64;
     rbuf.reserve(64 << 10);
     let mut pending = !rbuf.is_empty();
+    let mut half_closed = false;
     loop {
         if !out.is_empty() {
             let (res, o) = stream.write_all(out).await;
@@ -441,6 +471,11 @@ async fn receive(
                 s.sample(format!("write failed: {e}"));
                 return;
             }
+        }
+        if plan.raw && refill && shared.closing.get() && !half_closed {
+            // The raw protocol's close: no more requests, then the server's EOF.
+            half_closed = true;
+            let _ = stream.shutdown(std::net::Shutdown::Write);
         }
         if !pending {
             let (res, b) = stream.read_more(rbuf).await;
@@ -459,7 +494,7 @@ async fn receive(
                     return;
                 }
                 Ok(_) => {
-                    if !(shared.closing.get() && shared.ws.borrow().is_closed()) {
+                    if !(shared.closing.get() && (plan.raw || shared.ws.borrow().is_closed())) {
                         let mut s = stats.borrow_mut();
                         s.errors.unexpected_close += 1;
                         s.sample("the server closed the TCP connection".into());
@@ -526,6 +561,9 @@ fn absorb(
     out: &mut Vec<u8>,
     closing: bool,
 ) -> Option<usize> {
+    if payloads.raw {
+        return absorb_raw(rbuf, sent, plan, stats, payloads, now);
+    }
     let mut echoes = 0;
     let mut ok = true;
     let mut off = 0;
@@ -552,15 +590,7 @@ fn absorb(
                     break;
                 }
                 echoes += 1;
-                let lat = ns(now - intended);
-                stats.interval_messages += 1;
-                stats.interval_latency.saturating_record(lat);
-                if now >= plan.measure_from && now < plan.end {
-                    stats.messages += 1;
-                    stats.bytes += data.len() as u64;
-                    stats.latency.saturating_record(lat);
-                    stats.latency_actual.saturating_record(ns(now - actual));
-                }
+                record(stats, plan, now, intended, actual, data.len());
             }
             Ok(Some(Event::Closed { code })) => {
                 if !closing {
@@ -582,4 +612,56 @@ fn absorb(
         ws.take_control(out);
     }
     ok.then_some(echoes)
+}
+
+/// Counts one checked echo.
+fn record(
+    stats: &mut Stats,
+    plan: &Plan,
+    now: Instant,
+    intended: Instant,
+    actual: Instant,
+    bytes: usize,
+) {
+    let lat = ns(now - intended);
+    stats.interval_messages += 1;
+    stats.interval_latency.saturating_record(lat);
+    if now >= plan.measure_from && now < plan.end {
+        stats.messages += 1;
+        stats.bytes += bytes as u64;
+        stats.latency.saturating_record(lat);
+        stats.latency_actual.saturating_record(ns(now - actual));
+    }
+}
+
+/// [`absorb`] for `--raw`: echoes are cut from the byte stream by size.
+fn absorb_raw(
+    rbuf: &mut Vec<u8>,
+    sent: &mut Sent,
+    plan: &Plan,
+    stats: &mut Stats,
+    payloads: &Payloads,
+    now: Instant,
+) -> Option<usize> {
+    let size = payloads.template.len().max(1);
+    let mut echoes = 0;
+    let mut off = 0;
+    while rbuf.len() - off >= size {
+        let data = &rbuf[off..off + size];
+        let Some((seq, intended, actual)) = sent.pop_front() else {
+            stats.errors.mismatch += 1;
+            stats.sample("bytes beyond what was sent".into());
+            return None;
+        };
+        if let Err(e) = payloads.check(seq, payloads.kind, data) {
+            stats.errors.mismatch += 1;
+            stats.sample(e);
+            return None;
+        }
+        record(stats, plan, now, intended, actual, size);
+        echoes += 1;
+        off += size;
+    }
+    rbuf.drain(..off);
+    Some(echoes)
 }
