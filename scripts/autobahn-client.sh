@@ -5,11 +5,11 @@
 # behaviour, and fails unless every case is OK in both (exceptions, and why,
 # in scripts/autobahn_summary.py).
 #
-# Env: RINGWS_AUTOBAHN_CLIENT_PORT (default 9002).
+# Env: RINGWS_AUTOBAHN_CLIENT_PORT (default 19002).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-port="${RINGWS_AUTOBAHN_CLIENT_PORT:-9002}"
+port="${RINGWS_AUTOBAHN_CLIENT_PORT:-19002}"
 out=target/autobahn-client
 mkdir -p "$out"
 

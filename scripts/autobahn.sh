@@ -6,12 +6,12 @@
 #
 # The only exceptions, and why, are in scripts/autobahn_summary.py.
 #
-# Env: RINGWS_AUTOBAHN_PORT (default 9001), RINGWS_AUTOBAHN_CASES (a JSON list,
+# Env: RINGWS_AUTOBAHN_PORT (default 19001, clear of a server on 9001), RINGWS_AUTOBAHN_CASES (a JSON list,
 # default ["1.*", ..., "11.*"]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-port="${RINGWS_AUTOBAHN_PORT:-9001}"
+port="${RINGWS_AUTOBAHN_PORT:-19001}"
 cases="${RINGWS_AUTOBAHN_CASES:-[\"1.*\",\"2.*\",\"3.*\",\"4.*\",\"5.*\",\"6.*\",\"7.*\",\"9.*\",\"10.*\",\"11.*\"]}"
 out=target/autobahn
 mkdir -p "$out"
