@@ -94,6 +94,11 @@ struct Bench {
     /// Messages outstanding per connection (throughput mode).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     in_flight: u32,
+    /// Send this many messages in all (spread evenly over the connections),
+    /// then close: an exact amount of work, for instruction counts. The run
+    /// also ends at --duration, whichever comes first.
+    #[arg(long, conflicts_with = "rate")]
+    messages: Option<u64>,
     /// Open loop at this many messages per second in total; a list
     /// (10000,50000) runs each rate in turn and prints a row for each.
     #[arg(long, value_delimiter = ',')]
@@ -204,14 +209,20 @@ fn bench(b: Bench) -> ExitCode {
             duration: b.duration,
             warmup: b.warmup,
         };
-        let stats = match run_once(&b, &target, &sources, &params) {
+        let (stats, window) = match run_once(&b, &target, &sources, &params) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("loadgen: {e}");
                 return ExitCode::from(4);
             }
         };
-        let r = RunResult { params, stats };
+        let r = RunResult {
+            params: Params {
+                duration: window,
+                ..params
+            },
+            stats,
+        };
         print!("{}", report::table(&r));
         results.push(r);
     }
@@ -266,12 +277,14 @@ fn bench(b: Bench) -> ExitCode {
 }
 
 /// One run: connect, warm up, measure, close; progress lines meanwhile.
+/// Returns the merged counts and the measured window: the duration, or
+/// less when a --messages budget ran out first.
 fn run_once(
     b: &Bench,
     target: &Target,
     sources: &[std::net::IpAddr],
     params: &Params,
-) -> Result<Stats, String> {
+) -> Result<(Stats, Duration), String> {
     let start = Instant::now();
     let ramp_time = if b.ramp > 0.0 {
         Duration::from_secs_f64(b.connections as f64 / b.ramp)
@@ -291,6 +304,9 @@ fn run_once(
         },
         fragments: params.fragments,
         in_flight: params.in_flight,
+        per_connection: b
+            .messages
+            .map_or(u64::MAX, |m| m.div_ceil(b.connections as u64)),
         rate: params.rate,
         start,
         measure_from,
@@ -354,5 +370,11 @@ fn run_once(
     for s in &per_thread {
         total.merge(s);
     }
-    Ok(total)
+    let window = match (b.messages, total.last_echo) {
+        (Some(_), Some(last)) => last
+            .min(plan.end)
+            .saturating_duration_since(plan.measure_from),
+        _ => b.duration,
+    };
+    Ok((total, window.max(Duration::from_micros(1))))
 }

@@ -69,6 +69,9 @@ pub struct Stats {
     pub connected: u64,
     /// The first few error messages, to show the user what went wrong.
     pub samples: Vec<String>,
+    /// When the last echo in the measured window arrived: the window ends
+    /// there when a --messages budget runs out before the duration does.
+    pub last_echo: Option<std::time::Instant>,
     /// This second's echoes and latencies, for the progress line.
     pub interval_messages: u64,
     /// This second's latency histogram.
@@ -86,6 +89,7 @@ impl Default for Stats {
             connect: histogram(),
             connected: 0,
             samples: Vec::new(),
+            last_echo: None,
             interval_messages: 0,
             interval_latency: histogram(),
         }
@@ -123,6 +127,7 @@ impl Stats {
             .expect("same bounds");
         self.connect.add(&o.connect).expect("same bounds");
         self.connected += o.connected;
+        self.last_echo = self.last_echo.max(o.last_echo);
         for s in &o.samples {
             self.sample(s.clone());
         }

@@ -42,6 +42,9 @@ pub struct Plan {
     pub fragments: usize,
     /// Messages outstanding per connection (throughput mode).
     pub in_flight: usize,
+    /// Messages each connection sends before it closes (throughput mode;
+    /// `u64::MAX`: until the end of the run).
+    pub per_connection: u64,
     /// Messages per second over all connections (rate mode), if any.
     pub rate: Option<f64>,
     /// When the run started.
@@ -363,11 +366,15 @@ struct Shared {
 }
 
 impl Shared {
-    /// Queues `n` messages sent now (closed loop).
+    /// Queues `n` messages sent now (closed loop), within the per-connection
+    /// message budget.
     fn fill(&self, plan: &Plan, n: usize, now: Instant, seq: &mut u64, out: &mut Vec<u8>) {
         let mut ws = self.ws.borrow_mut();
         let mut sent = self.sent.borrow_mut();
         for _ in 0..n {
+            if *seq >= plan.per_connection {
+                return;
+            }
             if !self.payloads.encode(&mut ws, *seq, plan.fragments, out) {
                 return;
             }
@@ -537,7 +544,7 @@ async fn receive(
             }
         };
         if refill && !shared.closing.get() {
-            if now < plan.end {
+            if now < plan.end && seq < plan.per_connection {
                 shared.fill(plan, echoes, now, &mut seq, &mut out);
             } else if shared.sent.borrow().is_empty() {
                 shared.start_close(&mut out);
@@ -628,6 +635,7 @@ fn record(
     stats.interval_latency.saturating_record(lat);
     if now >= plan.measure_from && now < plan.end {
         stats.messages += 1;
+        stats.last_echo = Some(now);
         stats.bytes += bytes as u64;
         stats.latency.saturating_record(lat);
         stats.latency_actual.saturating_record(ns(now - actual));

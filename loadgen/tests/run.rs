@@ -190,3 +190,39 @@ fn bad_arguments_exit_2() {
     assert_eq!(loadgen(&[]).0, 2);
     assert_eq!(loadgen(&["ws://127.0.0.1:1", "--rate", "0"]).0, 2);
 }
+
+#[test]
+fn a_message_budget_sends_exactly_that_many() {
+    let s = server();
+    let url = format!("ws://{}/", s.local_addr());
+    let json = tmp("m.json");
+    let (code, stdout, stderr) = loadgen(&[
+        &url,
+        "-c",
+        "7",
+        "-t",
+        "1",
+        "--messages",
+        "700",
+        "-d",
+        "30s",
+        "-w",
+        "0s",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let run = &v["runs"][0];
+    assert_eq!(run["messages"].as_u64().unwrap(), 700);
+    // The window ended with the last echo, not after 30 s.
+    let secs = run["params"]["duration_s"].as_f64().unwrap();
+    assert!(secs < 10.0, "{secs}");
+    let rate = run["msgs_per_sec"].as_f64().unwrap();
+    assert!(
+        (rate * secs - 700.0).abs() < 1.0,
+        "{rate} msgs/s over {secs} s"
+    );
+    s.shutdown();
+}
