@@ -1,0 +1,313 @@
+"""The benchmark behind scripts/bench.sh (see there). Every server runs with
+one thread; loadgen with one thread. Placements:
+
+  shared  server and loadgen both on core 0. msgs/s is then about
+          1 / (server cost + client cost), the client cost is the same for
+          every server, and rounds agree within about 2 %: the ratios come
+          from here.
+  split   server on core 0, loadgen on core 1: absolute throughput, which on
+          this guest jumps between levels from run to run.
+
+Server CPU time per message is the server's user + system time over the
+measured window (/proc/PID/stat) divided by the messages echoed in it.
+User-space instructions per message come from callgrind: two runs of
+--messages N1 and N2 against a fresh server each, (I1 - I2) / (N1 - N2), so
+every per-connection cost cancels out.
+"""
+import json, os, re, socket, statistics, subprocess, sys, tempfile, time
+
+QUICK = "--quick" in sys.argv
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+REL = os.path.join(ROOT, "target", "release")
+OUT = os.path.join(ROOT, "target", "bench")
+PORT = 19101
+HZ = os.sysconf("SC_CLK_TCK")
+
+SERVERS = [
+    ("ringws", [f"{REL}/ringws", "--listen", "{addr}", "--threads", "1", "--log-level", "warn"], False),
+    ("fastwebsockets", [f"{REL}/peer-fastwebsockets", "{addr}"], False),
+    ("tokio-tungstenite", [f"{REL}/peer-tungstenite", "{addr}"], False),
+    ("tokio-websockets", [f"{REL}/peer-tokio-websockets", "{addr}"], False),
+    ("tcp-echo", [f"{REL}/peer-tcp-echo", "{addr}"], True),
+]
+LOADS = [(100, 20), (10, 1024), (500, 16384), (1000, 512)] if not QUICK else [(100, 20), (10, 16384)]
+ROUNDS = 1 if QUICK else 3
+DURATION = 1.5 if QUICK else 2.5
+WARMUP = 0.5
+PLACEMENTS = {"shared": "0", "split": "1"}
+CALLGRIND_LOADS = [(100, 20, 20000, 10000), (10, 16384, 2000, 1000)]
+if QUICK:
+    CALLGRIND_LOADS = [(100, 20, 8000, 4000), (10, 16384, 800, 400)]
+
+
+def wait_port(port, proc, timeout=30.0):
+    t = time.time()
+    while time.time() - t < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited: %s" % proc.args)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not listen: %s" % proc.args)
+
+
+def start_server(cmd, port, prefix=()):
+    args = list(prefix) + [a.replace("{addr}", "127.0.0.1:%d" % port) for a in cmd]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The probe connection above counts as a client for some servers; it is
+    # closed at once and does not matter to the figures.
+    wait_port(port, p, 60.0 if prefix else 10.0)
+    return p
+
+
+def stop(p):
+    p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def cpu_ticks(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def loadgen(port, conns, size, raw, core, extra, json_path):
+    args = ["taskset", "-c", core, f"{REL}/loadgen", "ws://127.0.0.1:%d/" % port, "--threads", "1",
+            "--connections", str(conns), "--size", str(size), "--quiet", "--json", json_path]
+    if raw:
+        args.append("--raw")
+    return subprocess.Popen(args + extra, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def throughput_run(name, cmd, raw, conns, size, placement):
+    global PORT
+    PORT += 1
+    server = start_server(["taskset", "-c", "0"] + cmd, PORT)
+    with tempfile.NamedTemporaryFile(suffix=".json") as tf:
+        t0 = time.time()
+        lg = loadgen(PORT, conns, size, raw, PLACEMENTS[placement], ["--warmup", "%gs" % WARMUP,
+                     "--duration", "%gs" % DURATION], tf.name)
+        # Sample inside the measured window (connections are made first).
+        time.sleep(WARMUP + 0.3 + (conns / 4000.0))
+        s0, c0, w0 = cpu_ticks(server.pid), cpu_ticks(lg.pid), time.time()
+        time.sleep(max(0.3, DURATION - 0.6))
+        s1, c1, w1 = cpu_ticks(server.pid), cpu_ticks(lg.pid), time.time()
+        _, err = lg.communicate()
+        stop(server)
+        run = json.load(open(tf.name))["runs"][0]
+    if run["errors"]["total"]:
+        print("  %s: %d errors: %s" % (name, run["errors"]["total"], run["error_samples"]), file=sys.stderr)
+    window = w1 - w0
+    msgs = run["msgs_per_sec"] * window
+    return {
+        "msgs_per_sec": run["msgs_per_sec"],
+        "server_ns_per_msg": (s1 - s0) / HZ * 1e9 / msgs if msgs else None,
+        "server_cpu": (s1 - s0) / HZ / window,
+        "client_cpu": (c1 - c0) / HZ / window,
+        "errors": run["errors"]["total"],
+    }
+
+
+def latency_run(name, cmd, raw, rate):
+    global PORT
+    PORT += 1
+    server = start_server(["taskset", "-c", "0"] + cmd, PORT)
+    with tempfile.NamedTemporaryFile(suffix=".json") as tf:
+        lg = loadgen(PORT, 100, 20, raw, "1", ["--warmup", "0.5s", "--duration", "%gs" % (DURATION + 0.5),
+                     "--rate", str(int(rate))], tf.name)
+        lg.communicate()
+        stop(server)
+        run = json.load(open(tf.name))["runs"][0]
+    lat = run["latency_ns"]
+    return {"msgs_per_sec": run["msgs_per_sec"], "p50": lat["p50"], "p99": lat["p99"], "p99.9": lat["p99.9"],
+            "max": lat["max"], "errors": run["errors"]["total"]}
+
+
+def instructions(name, cmd, raw, conns, size, n1, n2):
+    counts = {}
+    for n in (n1, n2):
+        global PORT
+        PORT += 1
+        with tempfile.TemporaryDirectory() as d:
+            out = os.path.join(d, "cg.out")
+            server = start_server(cmd, PORT, prefix=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out])
+            jf = os.path.join(d, "run.json")
+            lg = loadgen(PORT, conns, size, raw, "1", ["--messages", str(n), "--warmup", "0s", "--duration", "600s",
+                         "--connect-timeout", "30s"], jf)
+            lg.communicate()
+            done = json.load(open(jf))["runs"][0]
+            # SIGINT: ringws shuts down gracefully; the peers just exit.
+            server.send_signal(2)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.terminate()
+                server.wait()
+            time.sleep(0.2)
+            text = open(out).read()
+            m = re.search(r"^totals:\s+(\d+)", text, re.M) or re.search(r"^summary:\s+(\d+)", text, re.M)
+            if done["messages"] != n or done["errors"]["total"]:
+                raise RuntimeError("%s: %d of %d messages, errors %s" % (name, done["messages"], n, done["error_samples"]))
+            counts[n] = int(m.group(1))
+    return (counts[n1] - counts[n2]) / (n1 - n2)
+
+
+def versions():
+    lock = open(os.path.join(ROOT, "Cargo.lock")).read()
+    v = {}
+    for name in ("fastwebsockets", "tokio-tungstenite", "tungstenite", "tokio-websockets", "tokio-uring", "hyper", "tokio"):
+        m = re.search(r'name = "%s"\nversion = "([^"]+)"' % re.escape(name), lock)
+        v[name] = m.group(1) if m else None
+    return v
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return {"kernel": os.uname().release, "cpu": cpu, "cores": os.cpu_count(),
+            "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()}
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    t_start = time.time()
+    res = {"machine": machine(), "versions": versions(), "quick": QUICK, "rounds": ROUNDS,
+           "duration_s": DURATION, "throughput": {}, "latency": {}, "instructions": {}}
+    # Throughput: rounds interleaved, so drift hits every server alike.
+    runs = {}
+    for r in range(ROUNDS):
+        for conns, size in LOADS:
+            for placement in PLACEMENTS:
+                for name, cmd, raw in SERVERS:
+                    key = "%d x %d B" % (conns, size)
+                    x = throughput_run(name, cmd, raw, conns, size, placement)
+                    runs.setdefault(key, {}).setdefault(placement, {}).setdefault(name, []).append(x)
+                    print("round %d %-14s %-6s %-18s %9.0f msgs/s  server %5.0f ns/msg  cpu s %3.0f%% c %3.0f%%"
+                          % (r + 1, key, placement, name, x["msgs_per_sec"], x["server_ns_per_msg"] or 0,
+                             100 * x["server_cpu"], 100 * x["client_cpu"]), flush=True)
+    for key, by_pl in runs.items():
+        res["throughput"][key] = {}
+        for placement, by_srv in by_pl.items():
+            res["throughput"][key][placement] = {
+                name: {"msgs_per_sec": med([x["msgs_per_sec"] for x in xs]),
+                       "min": min(x["msgs_per_sec"] for x in xs), "max": max(x["msgs_per_sec"] for x in xs),
+                       "server_ns_per_msg": med([x["server_ns_per_msg"] for x in xs]),
+                       "server_cpu": med([x["server_cpu"] for x in xs]), "client_cpu": med([x["client_cpu"] for x in xs]),
+                       "errors": sum(x["errors"] for x in xs), "rounds": xs}
+                for name, xs in by_srv.items()}
+    # Latency at 50 % and 80 % of the slowest WebSocket peer's maximum at
+    # 100 x 20 B (split placement, where loadgen has its own core).
+    base = res["throughput"]["100 x 20 B"]["split"]
+    slowest = min(base[n]["msgs_per_sec"] for n, _, raw in SERVERS if not raw and n != "ringws")
+    for frac in (0.5, 0.8):
+        rate = slowest * frac
+        key = "%d%% (%d msgs/s)" % (frac * 100, rate)
+        res["latency"][key] = {}
+        for name, cmd, raw in SERVERS:
+            x = latency_run(name, cmd, raw, rate)
+            res["latency"][key][name] = x
+            print("latency %-22s %-18s p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us  max %7.0f us"
+                  % (key, name, x["p50"] / 1e3, x["p99"] / 1e3, x["p99.9"] / 1e3, x["max"] / 1e3), flush=True)
+    # User-space instructions per echoed message.
+    for conns, size, n1, n2 in CALLGRIND_LOADS:
+        key = "%d x %d B" % (conns, size)
+        res["instructions"][key] = {}
+        for name, cmd, raw in SERVERS:
+            ins = instructions(name, cmd, raw, conns, size, n1, n2)
+            res["instructions"][key][name] = ins
+            print("instructions %-14s %-18s %8.0f per message" % (key, name, ins), flush=True)
+    res["elapsed_s"] = time.time() - t_start
+    json.dump(res, open(os.path.join(OUT, "results.json"), "w"), indent=1)
+    report = render(res)
+    open(os.path.join(OUT, "report.md"), "w").write(report)
+    open(os.path.join(OUT, "chart.svg"), "w").write(chart(res))
+    print()
+    print(report)
+    print("bench: wrote target/bench/results.json, report.md, chart.svg in %.0f s" % res["elapsed_s"])
+
+
+def ratio(a, b):
+    return "%.2f" % (a / b) if a and b else "-"
+
+
+def render(res):
+    names = [n for n, _, _ in SERVERS]
+    m = res["machine"]
+    L = ["# ringws benchmark%s" % (" (quick)" if res["quick"] else ""), "",
+         "Machine: %s, %d cores, Linux %s; %s." % (m["cpu"], m["cores"], m["kernel"], m["rustc"]),
+         "Peers: " + ", ".join("%s %s" % kv for kv in res["versions"].items() if kv[1]) + ".",
+         "Every server one thread; loadgen one thread; %d round(s) of %.1f s per cell, medians."
+         % (res["rounds"], res["duration_s"]),
+         "Reproduce: `scripts/bench.sh%s`." % (" --quick" if res["quick"] else ""), ""]
+    L += ["## Throughput, server and loadgen sharing core 0 (ratios to ringws)", "",
+          "| load | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key, by_pl in res["throughput"].items():
+        row = by_pl["shared"]
+        r = row["ringws"]["msgs_per_sec"]
+        L.append("| %s msgs/s | " % key + " | ".join("%.0f (%s)" % (row[n]["msgs_per_sec"], ratio(row[n]["msgs_per_sec"], r)) for n in names) + " |")
+        rs = row["ringws"]["server_ns_per_msg"]
+        L.append("| %s server ns/msg | " % key + " | ".join("%.0f (%s)" % (row[n]["server_ns_per_msg"] or 0, ratio(row[n]["server_ns_per_msg"], rs)) for n in names) + " |")
+    L += ["", "## Throughput, server on core 0, loadgen on core 1 (median, min-max; CPU use server/loadgen)", "",
+          "| load | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key, by_pl in res["throughput"].items():
+        row = by_pl["split"]
+        L.append("| %s | " % key + " | ".join("%.0f (%.0f-%.0f; %.0f%%/%.0f%%)" % (row[n]["msgs_per_sec"], row[n]["min"], row[n]["max"],
+                 100 * row[n]["server_cpu"], 100 * row[n]["client_cpu"]) for n in names) + " |")
+    L += ["", "## Latency at fixed rates (100 connections, 20 B, corrected for coordinated omission; microseconds p50 / p99 / p99.9 / max)", "",
+          "| rate | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key, row in res["latency"].items():
+        L.append("| %s | " % key + " | ".join("%.0f / %.0f / %.0f / %.0f" % (row[n]["p50"] / 1e3, row[n]["p99"] / 1e3, row[n]["p99.9"] / 1e3, row[n]["max"] / 1e3) for n in names) + " |")
+    L += ["", "## User-space instructions per echoed message (callgrind; ratio to ringws)", "",
+          "| load | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for key, row in res["instructions"].items():
+        L.append("| %s | " % key + " | ".join("%.0f (%s)" % (row[n], ratio(row[n], row["ringws"])) for n in names) + " |")
+    return "\n".join(L) + "\n"
+
+
+def chart(res):
+    names = [n for n, _, _ in SERVERS]
+    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#7f7f7f"]
+    loads = list(res["throughput"].keys())
+    W, H, top, left, gh = 900, 360 + 40 * len(names), 40, 70, 260
+    group_w = (W - left - 20) / len(loads)
+    bar_w = group_w * 0.8 / len(names)
+    peak = max(res["throughput"][k]["shared"][n]["msgs_per_sec"] for k in loads for n in names) or 1
+    s = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">' % (W, H),
+         '<text x="%d" y="20" font-size="15">Echo throughput, msgs/s (server and loadgen sharing one core)</text>' % left]
+    for i, k in enumerate(loads):
+        for j, n in enumerate(names):
+            v = res["throughput"][k]["shared"][n]["msgs_per_sec"]
+            h = gh * v / peak
+            x = left + i * group_w + group_w * 0.1 + j * bar_w
+            s.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %.0f</title></rect>'
+                     % (x, top + gh - h, bar_w - 2, h, colors[j], n, k, v))
+        s.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>' % (left + i * group_w + group_w / 2, top + gh + 16, k))
+    s.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>' % (left, top + gh, W - 20, top + gh))
+    s.append('<text x="5" y="%d">%.0f</text>' % (top + 10, peak))
+    y = top + gh + 40
+    s.append('<text x="%d" y="%d" font-size="15">p99 latency at fixed rates, microseconds</text>' % (left, y))
+    lat = res["latency"]
+    lpeak = max(lat[k][n]["p99"] for k in lat for n in names) or 1
+    for i, k in enumerate(lat):
+        for j, n in enumerate(names):
+            v = lat[k][n]["p99"]
+            w = (W - left - 280) * v / lpeak
+            yy = y + 14 + (i * (len(names) + 1) + j) * 12
+            s.append('<rect x="%d" y="%d" width="%.1f" height="10" fill="%s"/><text x="%.1f" y="%d" font-size="10">%s %s: %.0f</text>'
+                     % (left, yy, w, colors[j], left + w + 4, yy + 9, n, k, v / 1e3))
+    s.append("</svg>")
+    return "\n".join(s) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of ringws, three Rust WebSocket servers and a plain
+# TCP echo on this machine: throughput in two placements, latency at fixed
+# rates, server CPU time and user-space instructions per echoed message.
+# Writes target/bench/{results.json,report.md,chart.svg}.
+#   scripts/bench.sh           full run (about 10 minutes)
+#   scripts/bench.sh --quick   fewer loads, one round (about 3 minutes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet -p ringws -p loadgen -p ringws-peers
+exec python3 scripts/bench.py "$@"
