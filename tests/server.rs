@@ -455,3 +455,32 @@ fn a_peer_that_stops_reading_is_disconnected_after_the_write_timeout() {
     assert!(t.elapsed() >= Duration::from_millis(300));
     server.shutdown();
 }
+
+#[test]
+fn a_dry_read_pool_still_echoes_every_message() {
+    // Two pooled buffers for twenty busy connections: reads keep finding the
+    // pool empty (ENOBUFS), the returned buffers go back at once, and reads
+    // fall back to one-off buffers when even that is not enough.
+    let server = start(Config {
+        read_buffers: 2,
+        read_buffer_size: 1024,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let workers: Vec<_> = (0..20)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut c = Client::open(addr);
+                for i in 0..200 {
+                    let msg = format!("worker {w} message {i} {}", "x".repeat(i * 7 % 1500));
+                    c.send(&frame(0x81, msg.as_bytes()));
+                    assert_eq!(c.recv(), (0x81, msg.into_bytes()));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    server.shutdown();
+}

@@ -107,12 +107,28 @@ impl BufPool {
         pool
     }
 
+    /// Provides the returned buffers to the kernel again once an eighth of
+    /// the pool has come back, one op per run of consecutive ids.
+    ///
+    /// Batched because every op costs a submission, a completion to reap
+    /// and (for an op whose handle is dropped) an allocation in tokio-uring:
+    /// one op per echoed message was the largest single cost of an echo.
+    /// Buffers waiting here are not lent to the kernel; should it run dry,
+    /// [`recv`] hands them all back at once and tries again.
+    pub fn maybe_replenish(&self) {
+        let waiting = self.inner.returned.borrow().len();
+        if waiting >= (self.inner.count as usize / 8).max(1) {
+            self.replenish();
+        }
+    }
+
     /// Provides every returned buffer to the kernel again, one op per run
-    /// of consecutive ids.
-    pub fn replenish(&self) {
+    /// of consecutive ids. Returns how many.
+    pub fn replenish(&self) -> usize {
         let mut ids = self.inner.returned.borrow_mut();
+        let total = ids.len();
         if ids.is_empty() {
-            return;
+            return 0;
         }
         ids.sort_unstable();
         let mut i = 0;
@@ -133,6 +149,7 @@ impl BufPool {
             i += n as usize;
         }
         ids.clear();
+        total
     }
 
     fn buf_ptr(&self, id: u16) -> *mut u8 {
@@ -263,20 +280,30 @@ impl OneshotOutputTransform for RecvSelect {
 /// to stop waiting, shut the socket down and await it.
 pub async fn recv(stream: &tokio_uring::net::TcpStream, pool: &BufPool) -> io::Result<Received> {
     use std::os::fd::AsRawFd;
-    pool.replenish();
+    pool.maybe_replenish();
     let fd: RawFd = stream.as_raw_fd();
-    let sqe = opcode::Recv::new(
-        types::Fd(fd),
-        std::ptr::null_mut(),
-        pool.inner.buf_size as u32,
-    )
-    .buf_group(GROUP)
-    .build()
-    .flags(squeue::Flags::BUFFER_SELECT);
-    match UnsubmittedOneshot::new(pool.inner.clone(), RecvSelect, sqe)
-        .submit()
-        .await?
-    {
+    let select = || {
+        let sqe = opcode::Recv::new(
+            types::Fd(fd),
+            std::ptr::null_mut(),
+            pool.inner.buf_size as u32,
+        )
+        .buf_group(GROUP)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT);
+        UnsubmittedOneshot::new(pool.inner.clone(), RecvSelect, sqe).submit()
+    };
+    let mut outcome = select().await?;
+    if let RecvOutcome::NoBufs = outcome {
+        // The kernel ran dry: hand back every buffer that came back since
+        // the last batch, and try once more. The PROVIDE_BUFFERS entries go
+        // into the submission queue ahead of the RECV, and the kernel takes
+        // them in order.
+        if pool.replenish() > 0 {
+            outcome = select().await?;
+        }
+    }
+    match outcome {
         RecvOutcome::Buf(b) => Ok(Received::Data(InputBuf::Pooled(b))),
         RecvOutcome::Eof => Ok(Received::Eof),
         // Boxed: this rare path would otherwise add its state to every
