@@ -1,43 +1,84 @@
 #!/usr/bin/env bash
-# Memory one idle WebSocket connection costs the server in user space:
-# (RSS with N idle connections - RSS with none) / N, for the release binary
-# with default flags. N defaults to 10000 (IDLE_CONNECTIONS to change).
+# Memory one idle WebSocket connection costs a server in user space:
+# (RSS with N idle connections - RSS after a warm-up with none) / N.
+#
+#   scripts/idle-memory.sh         ringws, N = 10000
+#   scripts/idle-memory.sh --all   ringws and the benchmark peers, N = 10000 and 50000
+#
+# IDLE_CONNECTIONS="..." sets the counts. Source addresses are spread over
+# 127.0.0.2-255. A count that needs more file descriptors than one process
+# may have here (the hard RLIMIT_NOFILE) is reported as skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-n="${IDLE_CONNECTIONS:-10000}"
+
+servers=(ringws)
+counts="${IDLE_CONNECTIONS:-10000}"
+if [ "${1:-}" = "--all" ]; then
+  servers=(ringws fastwebsockets tokio-tungstenite tokio-websockets)
+  counts="${IDLE_CONNECTIONS:-10000 50000}"
+  cargo build --release --quiet -p ringws -p ringws-peers
+else
+  cargo build --release --quiet -p ringws
+fi
+hard=$(ulimit -Hn)
+ulimit -n "$hard"
 port="${IDLE_PORT:-9101}"
-ulimit -n "$(( n * 2 + 1000 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --quiet --bin ringws
-./target/release/ringws --listen "127.0.0.1:$port" --max-connections $((n + 100)) --log-level warn &
-server=$!
-trap 'kill $server 2>/dev/null || true; kill $holder 2>/dev/null || true' EXIT
-sleep 0.5
-rss() { awk '/^VmRSS/ {print $2 * 1024}' "/proc/$server/status"; }
+command_for() {
+  case "$1" in
+    ringws) echo "./target/release/ringws --listen 127.0.0.1:$2 --max-connections 200000 --log-level warn" ;;
+    fastwebsockets) echo "./target/release/peer-fastwebsockets 127.0.0.1:$2" ;;
+    tokio-tungstenite) echo "./target/release/peer-tungstenite 127.0.0.1:$2" ;;
+    tokio-websockets) echo "./target/release/peer-tokio-websockets 127.0.0.1:$2" ;;
+  esac
+}
 
-# Warm up: a few connections opened and closed, so that allocations made
-# once per thread are in the baseline and not charged to the connections.
-python3 scripts/idle_conns.py 127.0.0.1 "$port" 100 </dev/null >/dev/null
-sleep 0.5
-before=$(rss)
-
-fifo=$(mktemp -u); mkfifo "$fifo"
-python3 scripts/idle_conns.py 127.0.0.1 "$port" "$n" <"$fifo" >"$fifo.out" &
-holder=$!
-exec 7>"$fifo"
-while ! grep -q "^open" "$fifo.out" 2>/dev/null; do
-  kill -0 $holder 2>/dev/null || { echo "idle-memory: client failed" >&2; exit 1; }
-  sleep 0.2
-done
-sleep 1
-after=$(rss)
-exec 7>&-
-wait $holder || true
-rm -f "$fifo" "$fifo.out"
-
-python3 - "$before" "$after" "$n" <<'PY'
+measure() {
+  local name=$1 n=$2
+  if [ "$((n + 200))" -gt "$hard" ]; then
+    echo "idle-memory: $name with $n: skipped: needs $n descriptors in one process, the hard limit here is $hard"
+    return
+  fi
+  port=$((port + 1))
+  $(command_for "$name" "$port") 2>/dev/null &
+  local server=$!
+  local holder=""
+  sleep 0.5
+  rss() { awk '/^VmRSS/ {print $2 * 1024}' "/proc/$server/status"; }
+  # Warm-up: connections opened and closed, so that once-per-process
+  # allocations are in the baseline, not charged to the connections.
+  python3 scripts/idle_conns.py 127.0.0.1 "$port" 100 </dev/null >/dev/null
+  sleep 0.5
+  local before after fifo
+  before=$(rss)
+  fifo=$(mktemp -u)
+  mkfifo "$fifo"
+  python3 scripts/idle_conns.py 127.0.0.1 "$port" "$n" <"$fifo" >"$fifo.out" &
+  holder=$!
+  exec 7>"$fifo"
+  while ! grep -q "^open" "$fifo.out" 2>/dev/null; do
+    if ! kill -0 $holder 2>/dev/null; then
+      echo "idle-memory: $name with $n: the client failed" >&2
+      kill $server; exec 7>&-; rm -f "$fifo" "$fifo.out"; return 1
+    fi
+    sleep 0.2
+  done
+  sleep 1
+  after=$(rss)
+  exec 7>&-
+  wait $holder || true
+  kill $server; wait $server 2>/dev/null || true
+  rm -f "$fifo" "$fifo.out"
+  python3 - "$name" "$before" "$after" "$n" <<'PY'
 import sys
-before, after, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-print("idle-memory: RSS %.1f MiB with none, %.1f MiB with %d idle connections" % (before / 2**20, after / 2**20, n))
-print("idle-memory: %d bytes per idle connection" % round((after - before) / n))
+name, before, after, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+print("idle-memory: %-18s %6d idle connections: RSS %6.1f -> %6.1f MiB, %5d bytes per connection"
+      % (name, n, before / 2**20, after / 2**20, round((after - before) / n)))
 PY
+}
+
+for n in $counts; do
+  for s in "${servers[@]}"; do
+    measure "$s" "$n"
+  done
+done
