@@ -396,6 +396,22 @@ impl Shared {
     }
 }
 
+/// Writes `out`, returning it emptied for reuse, or counts the error and
+/// returns `None`.
+async fn write(stream: &ClientStream, out: Vec<u8>, stats: &RefCell<Stats>) -> Option<Vec<u8>> {
+    let (res, mut out) = stream.write_all(out).await;
+    out.clear();
+    match res {
+        Ok(()) => Some(out),
+        Err(e) => {
+            let mut s = stats.borrow_mut();
+            s.errors.io += 1;
+            s.sample(format!("write failed: {e}"));
+            None
+        }
+    }
+}
+
 /// Rate mode's sender: message `k` is due at `start + phase + k * interval`
 /// and is sent then, or at once if the sender is behind. After the last one
 /// it starts the closing handshake.
@@ -430,15 +446,10 @@ async fn send_on_schedule(
                 .push_back((seq, next, Instant::now()));
         }
         seq += 1;
-        let (res, o) = stream.write_all(out).await;
-        out = o;
-        out.clear();
-        if let Err(e) = res {
-            let mut s = stats.borrow_mut();
-            s.errors.io += 1;
-            s.sample(format!("write failed: {e}"));
-            return;
-        }
+        out = match write(&stream, out, &stats).await {
+            Some(o) => o,
+            None => return,
+        };
         next += interval;
     }
     shared.start_close(&mut out);
@@ -469,15 +480,10 @@ async fn receive(
     let mut half_closed = false;
     loop {
         if !out.is_empty() {
-            let (res, o) = stream.write_all(out).await;
-            out = o;
-            out.clear();
-            if let Err(e) = res {
-                let mut s = stats.borrow_mut();
-                s.errors.io += 1;
-                s.sample(format!("write failed: {e}"));
-                return;
-            }
+            out = match write(stream, out, stats).await {
+                Some(o) => o,
+                None => return,
+            };
         }
         if plan.raw && refill && shared.closing.get() && !half_closed {
             // The raw protocol's close: no more requests, then the server's EOF.

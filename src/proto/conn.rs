@@ -238,22 +238,7 @@ impl Connection {
         len: u64,
         out: &mut Vec<u8>,
     ) -> Result<Option<[u8; 4]>, NotOpen> {
-        if self.state != CloseState::Open {
-            return Err(NotOpen);
-        }
-        let mask = self.next_mask();
-        FrameHeader {
-            fin: true,
-            rsv: 0,
-            opcode: match kind {
-                MessageKind::Text => OpCode::Text,
-                MessageKind::Binary => OpCode::Binary,
-            },
-            mask,
-            payload_len: len,
-        }
-        .encode_into(out);
-        Ok(mask)
+        self.send_fragment(Some(kind), true, len, out)
     }
 
     /// Appends the header of one fragment of a data message: `first` is the
