@@ -55,7 +55,7 @@ struct Args {
     #[arg(long, env = "RINGWS_READ_BUFFER_SIZE", default_value = "32K", value_parser = size)]
     read_buffer_size: u64,
     /// Pooled read buffers per thread (1 to 65535).
-    #[arg(long, env = "RINGWS_READ_BUFFERS", default_value_t = 256)]
+    #[arg(long, env = "RINGWS_READ_BUFFERS", default_value_t = 2048)]
     read_buffers: usize,
     /// io_uring submission queue entries per thread.
     #[arg(long, env = "RINGWS_RING_ENTRIES", default_value_t = 1024)]
