@@ -160,7 +160,7 @@ mod tests {
     type MaskFn = fn(&mut [u8], [u8; 4], usize);
 
     fn fast_paths() -> Vec<(&'static str, MaskFn)> {
-        #[allow(unused_mut)]
+        #[allow(unused_mut, reason = "mutated only on x86_64 and aarch64")]
         let mut v: Vec<(&'static str, MaskFn)> =
             vec![("dispatch", apply_mask), ("word", apply_mask_word)];
         #[cfg(target_arch = "x86_64")]
