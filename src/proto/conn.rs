@@ -123,7 +123,10 @@ pub struct Connection {
     rx: Rx,
     hbuf: [u8; MAX_HEADER_LEN],
     hlen: u8,
-    ctrl: [u8; MAX_CONTROL_PAYLOAD],
+    /// A control frame's payload as it arrives. Allocated on its first
+    /// byte and freed once the frame is handled: an idle connection keeps
+    /// 8 bytes here rather than 125.
+    ctrl: Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>,
     ctrl_len: u8,
     asm: Assembler,
     utf8: Utf8Validator,
@@ -155,7 +158,7 @@ impl Connection {
             rx: Rx::Header,
             hbuf: [0; MAX_HEADER_LEN],
             hlen: 0,
-            ctrl: [0; MAX_CONTROL_PAYLOAD],
+            ctrl: None,
             ctrl_len: 0,
             asm: Assembler::default(),
             utf8: Utf8Validator::default(),
@@ -375,7 +378,10 @@ impl Connection {
                         f.pos += avail as u64;
                         if f.opcode.is_control() {
                             let n = self.ctrl_len as usize;
-                            self.ctrl[n..n + avail].copy_from_slice(chunk);
+                            let buf = self
+                                .ctrl
+                                .get_or_insert_with(|| Box::new([0; MAX_CONTROL_PAYLOAD]));
+                            buf[n..n + avail].copy_from_slice(chunk);
                             self.ctrl_len += avail as u8;
                         } else {
                             if self.asm.in_progress() == Some(MessageKind::Text) {
@@ -552,6 +558,12 @@ impl Connection {
         self.asm.check_room(len, self.limits.max_message_size)
     }
 
+    /// Takes the control payload gathered so far, freeing the scratch.
+    fn take_ctrl(&mut self) -> (Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>, usize) {
+        let len = std::mem::take(&mut self.ctrl_len) as usize;
+        (self.ctrl.take(), len)
+    }
+
     /// A frame's payload is complete.
     fn end_frame(&mut self, f: Frame) -> Result<Option<Event>, ProtocolError> {
         if f.skip {
@@ -576,29 +588,34 @@ impl Connection {
                 // 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a
                 // Pong frame in response ... [with] identical Application data".
                 let mask = self.next_mask();
+                let (buf, len) = self.take_ctrl();
+                let payload = buf.as_deref().map_or(&[][..], |b| &b[..len]);
                 FrameHeader {
                     fin: true,
                     rsv: 0,
                     opcode: OpCode::Pong,
                     mask,
-                    payload_len: u64::from(self.ctrl_len),
+                    payload_len: len as u64,
                 }
                 .encode_into(&mut self.out);
                 let start = self.out.len();
-                self.out
-                    .extend_from_slice(&self.ctrl[..self.ctrl_len as usize]);
+                self.out.extend_from_slice(payload);
                 if let Some(k) = mask {
                     apply_mask(&mut self.out[start..], k, 0);
                 }
                 Ok(Some(Event::Ping))
             }
-            OpCode::Pong => Ok(Some(Event::Pong)),
+            OpCode::Pong => {
+                self.take_ctrl();
+                Ok(Some(Event::Pong))
+            }
             OpCode::Close => self.peer_close(),
         }
     }
 
     fn peer_close(&mut self) -> Result<Option<Event>, ProtocolError> {
-        let parsed = close::parse_payload(&self.ctrl[..self.ctrl_len as usize]);
+        let (buf, len) = self.take_ctrl();
+        let parsed = close::parse_payload(buf.as_deref().map_or(&[][..], |b| &b[..len]));
         let was_open = self.state == CloseState::Open;
         // Either way the peer has said its last word: 7.1.1, the server
         // closes TCP once our Close (if any is due) is out.

@@ -592,3 +592,24 @@ pub async fn recv_into(fd: RawFd, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u
     let sqe = opcode::Recv::new(types::Fd(fd), ptr, len.min(u32::MAX as usize) as u32).build();
     UnsubmittedOneshot::new(buf, RecvInto, sqe).submit().await
 }
+
+/// A connection's peer address, for log lines. Looked up from the socket
+/// when a line is written, rather than stored: 32 bytes per connection.
+pub struct Peer<'a>(pub &'a tokio_uring::net::TcpStream);
+
+impl std::fmt::Display for Peer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        // SAFETY: the descriptor belongs to the stream, which is borrowed for
+        // the whole of this call, so it stays open while the borrow lives.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.0.as_raw_fd()) };
+        match socket2::SockRef::from(&fd)
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+        {
+            Some(a) => write!(f, "{a}"),
+            None => write!(f, "fd {}", self.0.as_raw_fd()),
+        }
+    }
+}
