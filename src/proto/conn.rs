@@ -47,6 +47,21 @@ impl Default for Limits {
     }
 }
 
+/// [`Limits`] as a connection keeps them: 8 bytes smaller, since every
+/// connection carries a copy.
+#[derive(Debug, Clone, Copy)]
+struct PackedLimits {
+    max_frame_size: u64,
+    max_message_size: u64,
+    close_timeout_ms: u32,
+}
+
+impl PackedLimits {
+    fn close_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.close_timeout_ms))
+    }
+}
+
 /// Which end of the connection this is. It decides the masking rules (5.1):
 /// clients mask every frame, servers none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,8 +113,9 @@ struct Frame {
     fin: bool,
     mask: Option<[u8; 4]>,
     remaining: u64,
-    /// Offset of the next payload byte within the frame (for the mask phase).
-    pos: u64,
+    /// Offset of the next payload byte within the frame, modulo 4: all
+    /// that unmasking needs to know of it.
+    phase: u8,
     /// Drop the payload: the frame was rejected, or we are closing.
     skip: bool,
 }
@@ -118,7 +134,7 @@ enum Rx {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    limits: Limits,
+    limits: PackedLimits,
     state: CloseState,
     rx: Rx,
     hbuf: [u8; MAX_HEADER_LEN],
@@ -129,9 +145,16 @@ pub struct Connection {
     ctrl: Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>,
     ctrl_len: u8,
     asm: Assembler,
+    /// The kind of the fragmented message being assembled, if any.
+    asm_kind: Option<MessageKind>,
     utf8: Utf8Validator,
-    /// Queued control frames, in order.
-    out: Vec<u8>,
+    /// Queued control frames, in order; allocated only while some are
+    /// queued, so an idle connection keeps 8 bytes here.
+    #[expect(
+        clippy::box_collection,
+        reason = "8 bytes in every idle connection where a Vec would take 24"
+    )]
+    out: Option<Box<Vec<u8>>>,
     /// The frame being read is a Close.
     peer_sent_close: bool,
     /// xorshift64 state for client mask keys (5.3 asks for unpredictable keys
@@ -153,7 +176,13 @@ impl Connection {
     fn new(role: Role, limits: Limits, rng: u64) -> Connection {
         Connection {
             role,
-            limits,
+            limits: PackedLimits {
+                max_frame_size: limits.max_frame_size,
+                max_message_size: limits.max_message_size,
+                // Milliseconds in a u32 reach 49 days; longer is saturated.
+                close_timeout_ms: u32::try_from(limits.close_timeout.as_millis())
+                    .unwrap_or(u32::MAX),
+            },
             state: CloseState::Open,
             rx: Rx::Header,
             hbuf: [0; MAX_HEADER_LEN],
@@ -161,8 +190,9 @@ impl Connection {
             ctrl: None,
             ctrl_len: 0,
             asm: Assembler::default(),
+            asm_kind: None,
             utf8: Utf8Validator::default(),
-            out: Vec::new(),
+            out: None,
             peer_sent_close: false,
             rng,
         }
@@ -183,15 +213,16 @@ impl Connection {
     /// True when there are queued control frames to send.
     #[inline]
     pub fn has_control(&self) -> bool {
-        !self.out.is_empty()
+        self.out.is_some()
     }
 
     /// Appends the queued control frames (Pong, Close) to `dst`.
     pub fn take_control(&mut self, dst: &mut Vec<u8>) {
-        dst.extend_from_slice(&self.out);
-        // Control frames are rare: give the memory back rather than keep it
-        // for the life of a connection that may sit idle.
-        self.out = Vec::new();
+        // Control frames are rare: the memory goes back rather than stay
+        // with a connection that may sit idle.
+        if let Some(out) = self.out.take() {
+            dst.extend_from_slice(&out);
+        }
     }
 
     /// When [`Connection::handle_timeout`] should be called, if ever.
@@ -225,9 +256,14 @@ impl Connection {
         if self.state == CloseState::Open {
             debug_assert!(close::is_valid_code(code));
             let mask = self.next_mask();
-            close::encode(Some(code), reason, mask, &mut self.out);
+            close::encode(
+                Some(code),
+                reason,
+                mask,
+                self.out.get_or_insert_with(Default::default),
+            );
             self.state = CloseState::CloseSent {
-                deadline: now + self.limits.close_timeout,
+                deadline: now + self.limits.close_timeout(),
             };
         }
     }
@@ -318,7 +354,7 @@ impl Connection {
 
     /// Reacts to a violation: queue our Close and stop accepting messages.
     fn fail(&mut self, err: ProtocolError, now: Instant) {
-        self.asm.reset();
+        self.reset_message();
         self.utf8.reset();
         match self.state {
             CloseState::Open => {
@@ -327,10 +363,10 @@ impl Connection {
                     Some(err.close_code()),
                     &err.to_string(),
                     mask,
-                    &mut self.out,
+                    self.out.get_or_insert_with(Default::default),
                 );
                 self.state = CloseState::CloseSent {
-                    deadline: now + self.limits.close_timeout,
+                    deadline: now + self.limits.close_timeout(),
                 };
             }
             // Already closing: nothing more to say.
@@ -373,9 +409,9 @@ impl Connection {
                     f.remaining -= avail as u64;
                     if !f.skip {
                         if let Some(k) = f.mask {
-                            apply_mask(chunk, k, (f.pos & 3) as usize);
+                            apply_mask(chunk, k, usize::from(f.phase));
                         }
-                        f.pos += avail as u64;
+                        f.phase = ((usize::from(f.phase) + avail) & 3) as u8;
                         if f.opcode.is_control() {
                             let n = self.ctrl_len as usize;
                             let buf = self
@@ -384,7 +420,7 @@ impl Connection {
                             buf[n..n + avail].copy_from_slice(chunk);
                             self.ctrl_len += avail as u8;
                         } else {
-                            if self.asm.in_progress() == Some(MessageKind::Text) {
+                            if self.asm_kind == Some(MessageKind::Text) {
                                 // Fail fast: judge the bytes as they arrive.
                                 if self.utf8.feed(chunk).is_err() {
                                     self.rx = Rx::Payload(Frame { skip: true, ..f });
@@ -462,7 +498,7 @@ impl Connection {
             fin: true,
             mask: None,
             remaining: raw.payload_len,
-            pos: 0,
+            phase: 0,
             skip: true,
         };
         self.rx = Rx::Payload(skip);
@@ -490,7 +526,7 @@ impl Connection {
                     fin: true,
                     mask: h.mask,
                     remaining: h.payload_len,
-                    pos: 0,
+                    phase: 0,
                     skip: false,
                 });
             }
@@ -499,13 +535,13 @@ impl Connection {
         let len = h.payload_len;
         match h.opcode {
             OpCode::Continuation => {
-                if self.asm.in_progress().is_none() {
+                if self.asm_kind.is_none() {
                     return Err(ProtocolError::UnexpectedContinuation);
                 }
                 self.check_data_len(len)?;
             }
             OpCode::Text | OpCode::Binary => {
-                if self.asm.in_progress().is_some() {
+                if self.asm_kind.is_some() {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
                 self.check_data_len(len)?;
@@ -532,7 +568,7 @@ impl Connection {
                         payload: Payload::Input(range),
                     }));
                 }
-                self.asm.begin(kind);
+                self.asm_kind = Some(kind);
                 self.utf8.reset();
             }
             OpCode::Close | OpCode::Ping | OpCode::Pong => self.ctrl_len = 0,
@@ -542,7 +578,7 @@ impl Connection {
             fin: h.fin,
             mask: h.mask,
             remaining: len,
-            pos: 0,
+            phase: 0,
             skip: false,
         });
         Ok(None)
@@ -556,6 +592,12 @@ impl Connection {
             });
         }
         self.asm.check_room(len, self.limits.max_message_size)
+    }
+
+    /// Drops the message being assembled, if any, and its memory.
+    fn reset_message(&mut self) {
+        self.asm.reset();
+        self.asm_kind = None;
     }
 
     /// Takes the control payload gathered so far, freeing the scratch.
@@ -574,11 +616,11 @@ impl Connection {
                 if !f.fin {
                     return Ok(None);
                 }
-                if self.asm.in_progress() == Some(MessageKind::Text) && self.utf8.finish().is_err()
-                {
+                if self.asm_kind == Some(MessageKind::Text) && self.utf8.finish().is_err() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
-                let (kind, data) = self.asm.finish();
+                let kind = self.asm_kind.take().expect("a message in progress");
+                let data = self.asm.finish();
                 Ok(Some(Event::Message {
                     kind,
                     payload: Payload::Owned(data),
@@ -590,6 +632,7 @@ impl Connection {
                 let mask = self.next_mask();
                 let (buf, len) = self.take_ctrl();
                 let payload = buf.as_deref().map_or(&[][..], |b| &b[..len]);
+                let out = self.out.get_or_insert_with(Default::default);
                 FrameHeader {
                     fin: true,
                     rsv: 0,
@@ -597,11 +640,11 @@ impl Connection {
                     mask,
                     payload_len: len as u64,
                 }
-                .encode_into(&mut self.out);
-                let start = self.out.len();
-                self.out.extend_from_slice(payload);
+                .encode_into(out);
+                let start = out.len();
+                out.extend_from_slice(payload);
                 if let Some(k) = mask {
-                    apply_mask(&mut self.out[start..], k, 0);
+                    apply_mask(&mut out[start..], k, 0);
                 }
                 Ok(Some(Event::Ping))
             }
@@ -627,17 +670,27 @@ impl Connection {
                     // 5.5.1: "the endpoint typically echos the status code it
                     // received"; an empty Close is answered with an empty one.
                     let mask = self.next_mask();
-                    close::encode(code, "", mask, &mut self.out);
+                    close::encode(
+                        code,
+                        "",
+                        mask,
+                        self.out.get_or_insert_with(Default::default),
+                    );
                 }
-                self.asm.reset();
+                self.reset_message();
                 Ok(Some(Event::Closed { code }))
             }
             Err(e) => {
                 if was_open {
                     let mask = self.next_mask();
-                    close::encode(Some(e.close_code()), &e.to_string(), mask, &mut self.out);
+                    close::encode(
+                        Some(e.close_code()),
+                        &e.to_string(),
+                        mask,
+                        self.out.get_or_insert_with(Default::default),
+                    );
                 }
-                self.asm.reset();
+                self.reset_message();
                 Err(e)
             }
         }

@@ -17,25 +17,14 @@ pub enum MessageKind {
 }
 
 /// Collects the payload of a message in progress, within a size limit.
+/// The message's kind is kept by the caller (the connection), where it
+/// packs with other small fields: every connection carries an assembler.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    kind: Option<MessageKind>,
     buf: Vec<u8>,
 }
 
 impl Assembler {
-    /// The kind of the message in progress, if any.
-    #[inline]
-    pub fn in_progress(&self) -> Option<MessageKind> {
-        self.kind
-    }
-
-    /// Starts a message.
-    pub fn begin(&mut self, kind: MessageKind) {
-        debug_assert!(self.kind.is_none());
-        self.kind = Some(kind);
-    }
-
     /// Checks that `more` bytes still fit within `max` bytes in total.
     ///
     /// Checked against the declared frame length before any of the payload is
@@ -59,14 +48,12 @@ impl Assembler {
     }
 
     /// Ends the message, handing over its payload.
-    pub fn finish(&mut self) -> (MessageKind, Vec<u8>) {
-        let kind = self.kind.take().expect("a message in progress");
-        (kind, std::mem::take(&mut self.buf))
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
     }
 
     /// Drops any message in progress and its memory.
     pub fn reset(&mut self) {
-        self.kind = None;
         self.buf = Vec::new();
     }
 }
@@ -78,7 +65,6 @@ mod tests {
     #[test]
     fn room_is_overflow_safe() {
         let mut a = Assembler::default();
-        a.begin(MessageKind::Binary);
         a.push(b"abc");
         assert_eq!(a.check_room(7, 10), Ok(()));
         assert_eq!(
@@ -92,7 +78,7 @@ mod tests {
                 max: u64::MAX
             })
         );
-        assert_eq!(a.finish(), (MessageKind::Binary, b"abc".to_vec()));
-        assert_eq!(a.in_progress(), None);
+        assert_eq!(a.finish(), b"abc".to_vec());
+        assert_eq!(a.check_room(10, 10), Ok(()));
     }
 }

@@ -354,8 +354,11 @@ impl<F: std::future::Future> std::future::Future for CutOff<'_, F> {
 mod tests {
     /// Every idle connection carries its task's future, so its size is most
     /// of the memory an idle connection costs (scripts/idle-memory.sh
-    /// measures the whole). This budget (700) catches a change that makes every
-    /// connection bigger, such as a timer or a select! kept across awaits.
+    /// measures the whole). tokio allocates a task in steps of 128 bytes:
+    /// at 600 bytes of future an idle connection costs 935 bytes, at 608 it
+    /// cost 1063. The budget keeps it under the 1 KiB target and catches a
+    /// change that makes every connection bigger, such as a timer or a
+    /// select! kept across awaits.
     #[test]
     fn connection_future_fits_its_budget() {
         tokio_uring::start(async {
@@ -370,7 +373,7 @@ mod tests {
             let serve_size = std::mem::size_of_val(&serve);
             eprintln!("send future {send_size} bytes, connection future {serve_size} bytes");
             assert!(
-                serve_size <= 700,
+                serve_size <= 600,
                 "connection future grew to {serve_size} bytes"
             );
         });
