@@ -94,12 +94,10 @@ async fn session(target: &Target, path: &str, timeout: Duration) -> Result<Sessi
     let stream = ClientStream::connect(target.addr, None, deadline)
         .await
         .map_err(|e| format!("connect to {}: {e}", target.addr))?;
-    let seed = u64::from(std::process::id()) << 32 | Instant::now().elapsed().subsec_nanos() as u64;
-    let mut nonce = [0u8; 16];
-    for (i, b) in nonce.iter_mut().enumerate() {
-        *b = (seed.rotate_left(i as u32 * 5) ^ (i as u64 * 0x9E37)) as u8;
-    }
-    let hs = ClientHandshake::new(&target.host, path, nonce);
+    // A fresh random seed per session: its key and its masks must not be
+    // predictable, nor repeat from one case to the next.
+    let seed = crate::worker::random_seed();
+    let hs = ClientHandshake::new(&target.host, path, crate::worker::nonce(seed));
     let (res, _) = stream.write_all(hs.request().to_vec()).await;
     res.map_err(|e| format!("sending the handshake: {e}"))?;
     let mut rbuf = Vec::with_capacity(64 << 10);
@@ -124,7 +122,7 @@ async fn session(target: &Target, path: &str, timeout: Duration) -> Result<Sessi
         max_message_size: 64 << 20,
         close_timeout: Duration::from_secs(5),
     };
-    let mut ws = Connection::client(limits, seed | 1);
+    let mut ws = Connection::client(limits, seed);
     let mut texts = Vec::new();
     let mut out = Vec::new();
     // Once the exchange is over, the server gets this long to close TCP.

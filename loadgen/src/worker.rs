@@ -100,7 +100,9 @@ pub async fn run(idx: usize, plan: Arc<Plan>, progress: mpsc::Sender<Snapshot>) 
         .into_inner()
 }
 
-fn random_seed() -> u64 {
+/// 64 random bits from the kernel, to seed handshake keys and mask keys
+/// (RFC 6455 4.1 and 5.3 ask for both to be unpredictable).
+pub(crate) fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut b);
@@ -113,6 +115,14 @@ fn xorshift(mut x: u64) -> u64 {
     x ^= x >> 7;
     x ^= x << 17;
     x
+}
+
+/// The 16 bytes of a `Sec-WebSocket-Key`, drawn from `seed`.
+pub(crate) fn nonce(seed: u64) -> [u8; 16] {
+    let mut nonce = [0u8; 16];
+    nonce[..8].copy_from_slice(&xorshift(seed).to_ne_bytes());
+    nonce[8..].copy_from_slice(&xorshift(xorshift(seed)).to_ne_bytes());
+    nonce
 }
 
 fn ns(d: Duration) -> u64 {
@@ -237,10 +247,7 @@ async fn open(i: usize, plan: &Plan, seed: u64) -> Result<Conn, (bool, String)> 
             rbuf: Vec::new(),
         });
     }
-    let mut nonce = [0u8; 16];
-    nonce[..8].copy_from_slice(&xorshift(seed).to_ne_bytes());
-    nonce[8..].copy_from_slice(&xorshift(seed ^ 0x5555).to_ne_bytes());
-    let hs = ClientHandshake::new(&plan.target.host, &plan.target.path, nonce);
+    let hs = ClientHandshake::new(&plan.target.host, &plan.target.path, nonce(seed));
     let (res, _) = stream.write_all(hs.request().to_vec()).await;
     res.map_err(|e| (false, format!("sending the handshake failed: {e}")))?;
     let mut buf = Vec::with_capacity(4096);
@@ -684,4 +691,18 @@ fn absorb_raw(
     }
     rbuf.drain(..off);
     Some(echoes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_and_keys_do_not_repeat() {
+        // The bug this guards against: a seed derived from the clock that
+        // came out the same every time, so every session sent the same key.
+        let seeds: Vec<u64> = (0..8).map(|_| random_seed()).collect();
+        let keys: std::collections::HashSet<[u8; 16]> = seeds.iter().map(|s| nonce(*s)).collect();
+        assert_eq!(keys.len(), seeds.len(), "{seeds:x?}");
+    }
 }
