@@ -135,16 +135,16 @@ pub fn table(r: &RunResult) -> String {
     }
     t += &row("connect + handshake", &s.connect);
     let e = &s.errors;
+    let kinds: Vec<String> = e
+        .by_kind()
+        .iter()
+        .map(|(name, n)| format!("{} {n}", name.replace('_', " ")))
+        .collect();
     let _ = writeln!(
         t,
-        "  errors       {:>12}   (connect {}, handshake {}, protocol {}, mismatch {}, unexpected close {}, io {})",
+        "  errors       {:>12}   ({})",
         e.total(),
-        e.connect,
-        e.handshake,
-        e.protocol,
-        e.mismatch,
-        e.unexpected_close,
-        e.io
+        kinds.join(", ")
     );
     for m in &s.samples {
         let _ = writeln!(t, "    e.g. {m}");
@@ -251,7 +251,7 @@ pub fn json(runs: &[RunResult], machine: &Machine) -> String {
         let e = &s.errors;
         let _ = write!(
             o,
-            "    {{\"params\": {{\"url\": {}, \"connections\": {}, \"threads\": {}, \"size\": {}, \"kind\": {}, \"fragments\": {}, \"in_flight\": {}, \"rate\": {}, \"duration_s\": {}, \"warmup_s\": {}}},\n     \"messages\": {}, \"bytes\": {}, \"msgs_per_sec\": {:.1}, \"mb_per_sec\": {:.3}, \"connected\": {},\n     \"latency_ns\": {},\n     \"latency_actual_ns\": {},\n     \"connect_ns\": {},\n     \"errors\": {{\"total\": {}, \"connect\": {}, \"handshake\": {}, \"protocol\": {}, \"mismatch\": {}, \"unexpected_close\": {}, \"io\": {}}},\n     \"error_samples\": [{}]}}",
+            "    {{\"params\": {{\"url\": {}, \"connections\": {}, \"threads\": {}, \"size\": {}, \"kind\": {}, \"fragments\": {}, \"in_flight\": {}, \"rate\": {}, \"duration_s\": {}, \"warmup_s\": {}}},\n     \"messages\": {}, \"bytes\": {}, \"msgs_per_sec\": {:.1}, \"mb_per_sec\": {:.3}, \"connected\": {},\n     \"latency_ns\": {},\n     \"latency_actual_ns\": {},\n     \"connect_ns\": {},\n     \"errors\": {{\"total\": {}{}}},\n     \"error_samples\": [{}]}}",
             js(&p.url),
             p.connections,
             p.threads,
@@ -271,12 +271,7 @@ pub fn json(runs: &[RunResult], machine: &Machine) -> String {
             js_hist(&s.latency_actual),
             js_hist(&s.connect),
             e.total(),
-            e.connect,
-            e.handshake,
-            e.protocol,
-            e.mismatch,
-            e.unexpected_close,
-            e.io,
+            e.by_kind().iter().map(|(k, n)| format!(", {}: {n}", js(k))).collect::<String>(),
             s.samples.iter().map(|m| js(m)).collect::<Vec<_>>().join(", "),
         );
         o.push_str(if i + 1 < runs.len() { ",\n" } else { "\n" });

@@ -29,14 +29,22 @@ pub struct Errors {
 }
 
 impl Errors {
+    /// Every count with its name (as in the JSON), in report order: the one
+    /// list the table and the JSON are written from.
+    pub fn by_kind(&self) -> [(&'static str, u64); 6] {
+        [
+            ("connect", self.connect),
+            ("handshake", self.handshake),
+            ("protocol", self.protocol),
+            ("mismatch", self.mismatch),
+            ("unexpected_close", self.unexpected_close),
+            ("io", self.io),
+        ]
+    }
+
     /// All errors together.
     pub fn total(&self) -> u64 {
-        self.connect
-            + self.handshake
-            + self.protocol
-            + self.mismatch
-            + self.unexpected_close
-            + self.io
+        self.by_kind().iter().map(|(_, n)| n).sum()
     }
 
     /// Adds `o` to these counts.
