@@ -155,12 +155,6 @@ impl BufPool {
     fn buf_ptr(&self, id: u16) -> *mut u8 {
         self.inner.buf_ptr(id)
     }
-
-    /// Buffers currently lent out or waiting to be provided: for tests and
-    /// diagnostics.
-    pub fn returned_len(&self) -> usize {
-        self.inner.returned.borrow().len()
-    }
 }
 
 /// One read buffer taken from the kernel by a `RECV` completion, holding
@@ -397,11 +391,6 @@ impl WriteBatch {
     pub fn set_input(&mut self, input: InputBuf) {
         debug_assert!(self.input.is_none());
         self.input = Some(input);
-    }
-
-    /// Takes the input buffer back (when nothing was queued from it).
-    pub fn take_input(&mut self) -> Option<InputBuf> {
-        self.input.take()
     }
 
     /// Nothing to send?

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -59,11 +59,6 @@ pub fn spawn<F: Future + 'static>(f: F) -> tokio::task::JoinHandle<F::Output> {
 /// would be measured as latency.
 pub async fn sleep_until(deadline: Instant) {
     super::buf::sleep(deadline.saturating_duration_since(Instant::now())).await
-}
-
-/// Sleeps for `d` (see [`sleep_until`]).
-pub async fn sleep(d: Duration) {
-    super::buf::sleep(d).await
 }
 
 /// An outgoing TCP connection.

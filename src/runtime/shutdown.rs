@@ -31,11 +31,6 @@ impl LocalShutdown {
         }
     }
 
-    /// Has shutdown begun?
-    pub fn is_tripped(&self) -> bool {
-        self.tripped.get()
-    }
-
     /// A future that completes once shutdown begins.
     pub fn wait(self: &Rc<Self>) -> ShutdownWait {
         ShutdownWait {
