@@ -45,9 +45,9 @@ pub struct Config {
     /// Past it new connections get a 503 and are closed, instead of the
     /// process running out of file descriptors or memory.
     pub max_connections: usize,
-    /// Size of one read buffer in the per-thread pool. Default 32 KiB. A
-    /// message that fits in one read (with its header) is echoed without a
-    /// copy; a longer one is copied once.
+    /// Size of one read buffer in the per-thread pool. Default 32 KiB, at
+    /// most [`MAX_READ_BUFFER_SIZE`]. A message that fits in one read (with
+    /// its header) is echoed without a copy; a longer one is copied once.
     pub read_buffer_size: usize,
     /// Read buffers per thread, shared by all its connections and lent to
     /// the kernel (IORING_OP_PROVIDE_BUFFERS) 32 at a time, only as many as
@@ -64,6 +64,10 @@ pub struct Config {
     /// Submission queue entries of each thread's io_uring. Default 1024.
     pub ring_entries: u32,
 }
+
+/// The largest read buffer: the kernel takes a provided buffer's length as
+/// an `i32`, and the pool rounds each buffer up by up to two cache lines.
+pub const MAX_READ_BUFFER_SIZE: usize = 1 << 30;
 
 impl Default for Config {
     fn default() -> Self {
@@ -113,8 +117,10 @@ impl Config {
         if self.read_buffers == 0 || self.read_buffers > u16::MAX as usize {
             return Err(format!("read-buffers must be 1..={}", u16::MAX));
         }
-        if self.read_buffer_size < 1024 || self.read_buffer_size > i32::MAX as usize {
-            return Err("read-buffer-size must be at least 1024".into());
+        if !(1024..=MAX_READ_BUFFER_SIZE).contains(&self.read_buffer_size) {
+            return Err(format!(
+                "read-buffer-size must be 1024..={MAX_READ_BUFFER_SIZE}"
+            ));
         }
         if self.max_handshake_size < 256 {
             return Err("max-handshake-size must be at least 256".into());
@@ -126,5 +132,25 @@ impl Config {
             return Err("max-connections must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, MAX_READ_BUFFER_SIZE};
+
+    /// The pool hands each buffer's length (rounded up by up to two cache
+    /// lines) to the kernel as an `i32`: a larger size must be refused here
+    /// rather than wrap there.
+    #[test]
+    fn read_buffer_size_is_bounded() {
+        let with = |n| Config {
+            read_buffer_size: n,
+            ..Config::default()
+        };
+        assert!(with(MAX_READ_BUFFER_SIZE).validate().is_ok());
+        assert!(with(MAX_READ_BUFFER_SIZE + 1).validate().is_err());
+        assert!(with(1023).validate().is_err());
+        assert!(MAX_READ_BUFFER_SIZE + 128 <= i32::MAX as usize);
     }
 }

@@ -51,7 +51,7 @@ struct Args {
     /// Most connections open at once, over all threads (503 past it).
     #[arg(long, env = "RINGWS_MAX_CONNECTIONS", default_value_t = 100_000)]
     max_connections: usize,
-    /// Size of each pooled read buffer.
+    /// Size of each pooled read buffer (1K to 1G).
     #[arg(long, env = "RINGWS_READ_BUFFER_SIZE", default_value = "32K", value_parser = size)]
     read_buffer_size: u64,
     /// Pooled read buffers per thread (1 to 65535).

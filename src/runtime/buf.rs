@@ -147,9 +147,10 @@ pub struct BufPool {
 }
 
 impl BufPool {
-    /// Allocates `count` buffers of `buf_size` bytes and provides them to the
-    /// ring of the current tokio-uring runtime.
-    pub fn new(buf_size: usize, count: u16) -> BufPool {
+    /// Maps `count` buffers of `buf_size` bytes and lends the first of them
+    /// to the ring of the current tokio-uring runtime. Fails when the
+    /// mapping cannot be made (the pool is larger than the system allows).
+    pub fn new(buf_size: usize, count: u16) -> io::Result<BufPool> {
         assert!(count > 0, "a pool needs at least one buffer");
         let stride = stride(buf_size);
         let len = stride * count as usize;
@@ -168,11 +169,13 @@ impl BufPool {
                 0,
             )
         };
-        assert!(
-            mem != libc::MAP_FAILED,
-            "mapping {len} bytes of read buffers: {}",
-            io::Error::last_os_error()
-        );
+        if mem == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot map {len} bytes of read buffers: {e}"),
+            ));
+        }
         let base = NonNull::new(mem as *mut u8).expect("mmap returned a non-null address");
         let pool = BufPool {
             inner: Rc::new(PoolInner {
@@ -190,7 +193,7 @@ impl BufPool {
             }),
         };
         pool.maybe_replenish();
-        pool
+        Ok(pool)
     }
 
     /// Lends free chunks, warmest first, until the kernel has `low_water`

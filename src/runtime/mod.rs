@@ -44,6 +44,9 @@ pub enum StartError {
     IoUring(io::Error),
     /// A worker thread could not be started.
     Thread(io::Error),
+    /// A worker's read buffers (`read_buffers` x `read_buffer_size`) could
+    /// not be mapped.
+    ReadPool(io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -61,6 +64,7 @@ impl fmt::Display for StartError {
                  container runtime)"
             ),
             StartError::Thread(e) => write!(f, "cannot start a worker thread: {e}"),
+            StartError::ReadPool(e) => write!(f, "{e}; lower --read-buffers or --read-buffer-size"),
         }
     }
 }
@@ -98,7 +102,7 @@ impl ThreadCtx {
     #[cfg(test)]
     pub(crate) fn for_tests(cfg: Arc<Config>) -> Rc<ThreadCtx> {
         Rc::new(ThreadCtx {
-            pool: BufPool::new(cfg.read_buffer_size, 4),
+            pool: BufPool::new(cfg.read_buffer_size, 4).expect("test pool"),
             deadlines: deadline::Deadlines::new(Duration::from_millis(10)),
             cfg,
             batches: RefCell::new(Vec::new()),
@@ -192,7 +196,7 @@ impl Server {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     server.shutdown();
-                    return Err(StartError::IoUring(e));
+                    return Err(e);
                 }
                 Err(_) => {
                     server.shutdown();
@@ -245,7 +249,7 @@ fn worker(
     cfg: Arc<Config>,
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    ready: mpsc::Sender<io::Result<()>>,
+    ready: mpsc::Sender<Result<(), StartError>>,
     pin: Option<usize>,
 ) {
     if let Some(core) = pin {
@@ -254,14 +258,21 @@ fn worker(
     let rt = match tokio_uring::Runtime::new(tokio_uring::builder().entries(cfg.ring_entries)) {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = ready.send(Err(e));
+            let _ = ready.send(Err(StartError::IoUring(e)));
             return;
         }
     };
     rt.block_on(async move {
         let listener = tokio_uring::net::TcpListener::from_std(listener);
+        let pool = match BufPool::new(cfg.read_buffer_size, cfg.read_buffers as u16) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = ready.send(Err(StartError::ReadPool(e)));
+                return;
+            }
+        };
         let ctx = Rc::new(ThreadCtx {
-            pool: BufPool::new(cfg.read_buffer_size, cfg.read_buffers as u16),
+            pool,
             cfg: cfg.clone(),
             batches: RefCell::new(Vec::new()),
             shutdown: Rc::new(LocalShutdown::default()),
