@@ -495,6 +495,18 @@ impl WriteBatch {
         self.segs.is_empty()
     }
 
+    /// The heap the batch's own allocations hold (not the payloads it
+    /// carries), which bounds how many spare batches a thread keeps.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        size_of::<WriteBatch>()
+            + size_of::<libc::msghdr>()
+            + self.hdr.capacity()
+            + self.segs.capacity() * size_of::<Seg>()
+            + self.owned.capacity() * size_of::<Vec<u8>>()
+            + self.iov.capacity() * size_of::<libc::iovec>()
+    }
+
     /// Drops the contents (returning the input buffer to its pool), keeping
     /// the allocations for the next batch.
     pub fn clear(&mut self) {
