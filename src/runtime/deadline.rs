@@ -26,15 +26,22 @@ struct Entry {
 pub struct Deadlines {
     now: Cell<u64>,
     resolution: Duration,
+    /// The one timeout these deadlines serve, in ticks: worked out once,
+    /// not on every write (it takes a 128-bit division).
+    span: u64,
     entries: RefCell<Slab<Entry>>,
 }
 
 impl Deadlines {
-    /// Deadlines checked every `resolution`.
-    pub fn new(resolution: Duration) -> Rc<Deadlines> {
+    /// Deadlines `timeout` from when each is armed, checked every
+    /// `resolution`: one fires between `timeout` and `timeout + resolution`
+    /// after it was armed.
+    pub fn new(resolution: Duration, timeout: Duration) -> Rc<Deadlines> {
+        let span = timeout.as_nanos().div_ceil(resolution.as_nanos().max(1));
         Rc::new(Deadlines {
             now: Cell::new(0),
             resolution,
+            span: u64::try_from(span).unwrap_or(u64::MAX / 2),
             entries: RefCell::new(Slab::new()),
         })
     }
@@ -44,17 +51,14 @@ impl Deadlines {
         self.resolution
     }
 
-    /// A future that completes `after` from now, give or take one
-    /// resolution (never earlier than `after`).
-    pub fn after(self: &Rc<Self>, after: Duration) -> Deadline {
-        let ticks = after.as_nanos().div_ceil(self.resolution.as_nanos().max(1)) as u64;
+    /// A deadline `timeout` from now. Borrows the set rather than holding an
+    /// `Rc` of it: the write that arms it runs on this thread, within the
+    /// lifetime of the thread's context.
+    pub fn arm(&self) -> Deadline<'_> {
         // +1: the current tick is already partly over.
-        let due = self.now.get() + ticks + 1;
+        let due = self.now.get() + self.span + 1;
         let key = self.entries.borrow_mut().insert(Entry { due, waker: None });
-        Deadline {
-            owner: self.clone(),
-            key,
-        }
+        Deadline { owner: self, key }
     }
 
     /// Advances time by one resolution and wakes what is due.
@@ -82,12 +86,12 @@ impl Deadlines {
 }
 
 /// Completes when its deadline passes; deregisters when dropped.
-pub struct Deadline {
-    owner: Rc<Deadlines>,
+pub struct Deadline<'a> {
+    owner: &'a Deadlines,
     key: usize,
 }
 
-impl Future for Deadline {
+impl Future for Deadline<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -105,7 +109,7 @@ impl Future for Deadline {
     }
 }
 
-impl Drop for Deadline {
+impl Drop for Deadline<'_> {
     fn drop(&mut self) {
         self.owner.entries.borrow_mut().remove(self.key);
     }
@@ -127,11 +131,11 @@ mod tests {
 
     #[test]
     fn fires_after_its_ticks_and_not_before() {
-        let d = Deadlines::new(Duration::from_millis(100));
+        let d = Deadlines::new(Duration::from_millis(100), Duration::from_millis(250));
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut dl = d.after(Duration::from_millis(250)); // 3 ticks + 1
+        let mut dl = d.arm(); // 3 ticks + 1
         for _ in 0..3 {
             assert!(Pin::new(&mut dl).poll(&mut cx).is_pending());
             d.tick();

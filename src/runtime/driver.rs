@@ -302,7 +302,7 @@ async fn send(stream: &TcpStream, ctx: &ThreadCtx, batch: Box<WriteBatch>) -> st
     let sending = pin!(send_all(stream, batch));
     let ((res, batch), timed_out) = CutOff {
         fut: sending,
-        deadline: ctx.deadlines.after(ctx.cfg.write_timeout),
+        deadline: ctx.deadlines.arm(),
         stream,
         fired: false,
     }
@@ -327,7 +327,7 @@ async fn send(stream: &TcpStream, ctx: &ThreadCtx, batch: Box<WriteBatch>) -> st
 /// bytes in every connection's future.
 struct CutOff<'a, F> {
     fut: std::pin::Pin<&'a mut F>,
-    deadline: super::deadline::Deadline,
+    deadline: super::deadline::Deadline<'a>,
     stream: &'a TcpStream,
     fired: bool,
 }

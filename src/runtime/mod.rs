@@ -112,7 +112,7 @@ impl ThreadCtx {
     pub(crate) fn for_tests(cfg: Arc<Config>) -> Rc<ThreadCtx> {
         Rc::new(ThreadCtx {
             pool: BufPool::new(cfg.read_buffer_size, 4).expect("test pool"),
-            deadlines: deadline::Deadlines::new(Duration::from_millis(10)),
+            deadlines: deadline::Deadlines::new(Duration::from_millis(10), cfg.write_timeout),
             cfg,
             batches: RefCell::new(Vec::new()),
             shutdown: Rc::new(LocalShutdown::default()),
@@ -293,7 +293,10 @@ fn worker(
             shutdown: Rc::new(LocalShutdown::default()),
             // A tenth of the write timeout: a write is cut between 1.0 and
             // 1.1 times the timeout after it started.
-            deadlines: deadline::Deadlines::new((cfg.write_timeout / 10).max(Duration::from_millis(1))),
+            deadlines: deadline::Deadlines::new(
+                (cfg.write_timeout / 10).max(Duration::from_millis(1)),
+                cfg.write_timeout,
+            ),
             shared,
             open: Cell::new(0),
         });
