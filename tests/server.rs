@@ -186,6 +186,37 @@ fn pipelined_messages_come_back_in_order_byte_for_byte() {
     server.shutdown();
 }
 
+/// The server writes its header over the client's, just before the payload,
+/// when the client's header came in the same read; every other split of a
+/// frame across reads takes the other path. Both must echo it intact.
+#[test]
+fn frames_split_across_reads_come_back_intact() {
+    let server = start(config());
+    let mut c = Client::open(server.local_addr());
+    let mut frames: Vec<(Vec<u8>, Vec<u8>)> = [5usize, 300]
+        .iter()
+        .map(|&n| {
+            let p: Vec<u8> = (0..n).map(|i| (i * 7) as u8).collect();
+            (frame(0x82, &p), p)
+        })
+        .collect();
+    // A 5-byte payload with a 64-bit length: legal, and a longer header.
+    let mut long = vec![0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0];
+    long.extend_from_slice(b"hello");
+    frames.push((long, b"hello".to_vec()));
+    for (wire, payload) in &frames {
+        let hdr = wire.len() - payload.len();
+        for split in [1, 2, hdr - 4, hdr - 1, hdr, hdr + 1] {
+            c.send(&wire[..split]);
+            // Long enough for the server to read the first part on its own.
+            std::thread::sleep(Duration::from_millis(20));
+            c.send(&wire[split..]);
+            assert_eq!(c.recv(), (0x82, payload.clone()), "split at {split}");
+        }
+    }
+    server.shutdown();
+}
+
 #[test]
 fn fragments_with_pings_between() {
     let server = start(config());

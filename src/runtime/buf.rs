@@ -38,7 +38,8 @@
 //! [`send_all`] writes a [`WriteBatch`]: a gather list of frame headers and
 //! payloads (borrowed from the read buffer or owned) with one `SENDMSG` per
 //! attempt, so several frames go out in one submission and payloads are not
-//! copied.
+//! copied. A small batch is the exception: it is copied into one piece and
+//! sent with `SEND`, which costs the kernel less (see `COALESCE_MAX`).
 
 use std::cell::RefCell;
 use std::io;
@@ -55,6 +56,17 @@ const GROUP: u16 = 0;
 
 /// The most iovecs one `sendmsg` takes (Linux `UIO_MAXIOV`).
 const IOV_MAX: usize = 1024;
+
+/// A batch of several pieces totalling at most this many bytes is copied
+/// into one piece and sent with `SEND` instead of `SENDMSG`, whose kernel
+/// path copies the msghdr and imports the iovecs on every call (about 4 %
+/// of the server's time at 100 x 20 B, `perf`). Copying up to 2 KiB costs
+/// less: 4 interleaved shared-core rounds served 2 % more echoes at
+/// 100 x 20 B and 2.5 % more at 10 x 1 KiB (header and payload copied
+/// together, before the driver learnt to put the header in place), and
+/// 3 % more at 10 x 64 B with 8 in flight. Past a few KiB the copy would
+/// cost more than it saves.
+const COALESCE_MAX: usize = 2 << 10;
 
 struct PoolInner {
     base: NonNull<u8>,
@@ -521,6 +533,9 @@ impl WriteBatch {
     /// until the send is over.
     fn build_iov(&mut self) {
         self.iov.clear();
+        if self.segs.len() > 1 {
+            self.coalesce_small();
+        }
         let input = self.input.as_ref().map(|i| i.as_slice());
         for s in &self.segs {
             let bytes: &[u8] = match s {
@@ -536,9 +551,43 @@ impl WriteBatch {
     }
 }
 
-struct SendMsg;
+impl WriteBatch {
+    /// Copies the pieces, in order, to the end of the header buffer as one
+    /// piece, if they total at most [`COALESCE_MAX`] bytes (see there).
+    fn coalesce_small(&mut self) {
+        let input = self.input.as_ref().map(|i| i.as_slice());
+        let bytes = |s: &Seg| -> usize {
+            match s {
+                Seg::Hdr(r) | Seg::Input(r) => r.len(),
+                Seg::Owned(i) => self.owned[*i].len(),
+            }
+        };
+        let mut total = 0;
+        for s in &self.segs {
+            total += bytes(s);
+            if total > COALESCE_MAX {
+                return;
+            }
+        }
+        let start = self.hdr.len();
+        self.hdr.reserve_exact(total);
+        for s in &self.segs {
+            match s {
+                Seg::Hdr(r) => self.hdr.extend_from_within(r.clone()),
+                Seg::Input(r) => self
+                    .hdr
+                    .extend_from_slice(&input.expect("input set for input segments")[r.clone()]),
+                Seg::Owned(i) => self.hdr.extend_from_slice(&self.owned[*i]),
+            }
+        }
+        self.segs.clear();
+        self.segs.push(Seg::Hdr(start..self.hdr.len()));
+    }
+}
 
-impl OneshotOutputTransform for SendMsg {
+struct Sent;
+
+impl OneshotOutputTransform for Sent {
     type Output = (io::Result<usize>, Box<WriteBatch>);
     type StoredData = Box<WriteBatch>;
 
@@ -568,13 +617,23 @@ pub async fn send_all(
         // SAFETY: `first < iov.len()`, so the pointer is inside the vector.
         batch.msg.msg_iov = unsafe { batch.iov.as_mut_ptr().add(first) };
         batch.msg.msg_iovlen = n_iov as _;
-        let sqe = opcode::SendMsg::new(types::Fd(fd), &*batch.msg as *const libc::msghdr)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build();
+        let sqe = if n_iov == 1 {
+            // One piece: `SEND` skips the kernel's msghdr and iovec import.
+            // A piece past 4 GiB goes in several sends, as a short write.
+            let v = batch.iov[first];
+            let len = v.iov_len.min(u32::MAX as usize) as u32;
+            opcode::Send::new(types::Fd(fd), v.iov_base as *const u8, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            opcode::SendMsg::new(types::Fd(fd), &*batch.msg as *const libc::msghdr)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+        };
         // The msghdr (boxed), the iovecs (a Vec's heap buffer) and every byte
         // they point to are owned by `batch`, which the op keeps as stable
         // data until its completion: moving the batch moves none of them.
-        let (res, b) = UnsubmittedOneshot::new(batch, SendMsg, sqe).submit().await;
+        let (res, b) = UnsubmittedOneshot::new(batch, Sent, sqe).submit().await;
         batch = b;
         let mut n = match res {
             Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), batch),
@@ -714,7 +773,52 @@ impl std::fmt::Display for Peer<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::stride;
+    use super::{stride, InputBuf, WriteBatch, COALESCE_MAX};
+
+    /// The bytes the batch's iovecs point to, in order, and how many iovecs.
+    fn gathered(b: &mut WriteBatch) -> (Vec<u8>, usize) {
+        b.build_iov();
+        let mut out = Vec::new();
+        for v in &b.iov {
+            // SAFETY: `build_iov` points every iovec into a buffer the batch
+            // owns, which lives, unchanged, as long as `b` is borrowed.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+            });
+        }
+        (out, b.iov.len())
+    }
+
+    /// A batch of header, input and owned pieces: its bytes in order.
+    fn batch(payload: usize) -> (Box<WriteBatch>, Vec<u8>) {
+        let mut b = Box::<WriteBatch>::default();
+        let input: Vec<u8> = (0..payload + 6).map(|i| i as u8).collect();
+        b.hdr.extend_from_slice(&[0x82, 0x7e]);
+        b.push_hdr_from(0);
+        b.set_input(InputBuf::Heap(input.clone()));
+        b.push_input(6..payload + 6);
+        b.hdr.extend_from_slice(&[0x8a, 0x00]);
+        b.push_hdr_from(2);
+        b.push_owned(vec![7, 8, 9]);
+        let mut want = vec![0x82, 0x7e];
+        want.extend_from_slice(&input[6..]);
+        want.extend_from_slice(&[0x8a, 0x00, 7, 8, 9]);
+        (b, want)
+    }
+
+    /// Small batches go out as one piece, larger ones as they are; either
+    /// way the same bytes in the same order.
+    #[test]
+    fn small_batches_coalesce_into_one_piece() {
+        let (mut b, want) = batch(20);
+        assert_eq!(gathered(&mut b), (want, 1));
+
+        let (mut b, want) = batch(COALESCE_MAX - 7);
+        assert_eq!(gathered(&mut b), (want, 1));
+
+        let (mut b, want) = batch(COALESCE_MAX - 6);
+        assert_eq!(gathered(&mut b), (want, 4));
+    }
 
     /// Consecutive buffers must start at every cache-line offset of a page
     /// in turn, whatever the buffer size, or one unlucky offset can slow

@@ -241,13 +241,31 @@ impl Ws {
                         .send_message(kind, plen as u64, &mut batch.hdr)
                         .is_ok()
                     {
-                        batch.push_hdr_from(h);
                         match payload {
                             Payload::Input(r) => {
-                                batch.push_input(off + r.start..off + r.end);
+                                let hlen = batch.hdr.len() - h;
+                                if r.start >= hlen {
+                                    // The frame's own header, parsed and done
+                                    // with, lies just before its payload and
+                                    // is longer than ours (a client masks):
+                                    // put ours there, so that header and
+                                    // payload go out as one piece. No earlier
+                                    // piece of the batch reaches past `off`.
+                                    let at = off + r.start - hlen;
+                                    input.as_mut_slice()[at..off + r.start]
+                                        .copy_from_slice(&batch.hdr[h..]);
+                                    batch.hdr.truncate(h);
+                                    batch.push_input(at..off + r.end);
+                                } else {
+                                    batch.push_hdr_from(h);
+                                    batch.push_input(off + r.start..off + r.end);
+                                }
                                 borrows_input = true;
                             }
-                            Payload::Owned(v) => batch.push_owned(v),
+                            Payload::Owned(v) => {
+                                batch.push_hdr_from(h);
+                                batch.push_owned(v);
+                            }
                         }
                     }
                 }
