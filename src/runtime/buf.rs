@@ -38,8 +38,10 @@
 //! [`send_all`] writes a [`WriteBatch`]: a gather list of frame headers and
 //! payloads (borrowed from the read buffer or owned) with one `SENDMSG` per
 //! attempt, so several frames go out in one submission and payloads are not
-//! copied. A small batch is the exception: it is copied into one piece and
-//! sent with `SEND`, which costs the kernel less (see `COALESCE_MAX`).
+//! copied. A batch of one piece (an echo whose frame header the driver
+//! wrote in place of the client's) goes out with `SEND`, which costs the
+//! kernel less; so does a small batch of several pieces, copied into one
+//! first (see `COALESCE_MAX`).
 
 use std::cell::RefCell;
 use std::io;
@@ -549,9 +551,7 @@ impl WriteBatch {
             });
         }
     }
-}
 
-impl WriteBatch {
     /// Copies the pieces, in order, to the end of the header buffer as one
     /// piece, if they total at most [`COALESCE_MAX`] bytes (see there).
     fn coalesce_small(&mut self) {
