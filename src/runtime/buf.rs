@@ -582,6 +582,9 @@ impl WriteBatch {
         }
         self.segs.clear();
         self.segs.push(Seg::Hdr(start..self.hdr.len()));
+        // Nothing points into the read buffer any more: back to the pool
+        // before the write, not after it.
+        self.input = None;
     }
 }
 
@@ -812,12 +815,17 @@ mod tests {
     fn small_batches_coalesce_into_one_piece() {
         let (mut b, want) = batch(20);
         assert_eq!(gathered(&mut b), (want, 1));
+        assert!(
+            b.input.is_none(),
+            "the read buffer goes back before the write"
+        );
 
         let (mut b, want) = batch(COALESCE_MAX - 7);
         assert_eq!(gathered(&mut b), (want, 1));
 
         let (mut b, want) = batch(COALESCE_MAX - 6);
         assert_eq!(gathered(&mut b), (want, 4));
+        assert!(b.input.is_some());
     }
 
     /// Consecutive buffers must start at every cache-line offset of a page
