@@ -588,23 +588,6 @@ impl WriteBatch {
     }
 }
 
-struct Sent;
-
-impl OneshotOutputTransform for Sent {
-    type Output = (io::Result<usize>, Box<WriteBatch>);
-    type StoredData = Box<WriteBatch>;
-
-    fn transform_oneshot_output(self, batch: Box<WriteBatch>, cqe: cqueue::Entry) -> Self::Output {
-        let r = cqe.result();
-        let res = if r < 0 {
-            Err(io::Error::from_raw_os_error(-r))
-        } else {
-            Ok(r as usize)
-        };
-        (res, batch)
-    }
-}
-
 /// Writes every byte of `batch` to `stream`, resubmitting after short writes.
 /// The batch comes back (for reuse) whatever the outcome.
 pub async fn send_all(
@@ -636,7 +619,9 @@ pub async fn send_all(
         // The msghdr (boxed), the iovecs (a Vec's heap buffer) and every byte
         // they point to are owned by `batch`, which the op keeps as stable
         // data until its completion: moving the batch moves none of them.
-        let (res, b) = UnsubmittedOneshot::new(batch, Sent, sqe).submit().await;
+        let (res, b) = UnsubmittedOneshot::new(batch, Returning::new(), sqe)
+            .submit()
+            .await;
         batch = b;
         let mut n = match res {
             Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), batch),
@@ -661,29 +646,39 @@ pub async fn send_all(
     (Ok(()), batch)
 }
 
-/// Transform for ops whose only output is the result code; `D` is what the
-/// SQE points into, kept alive until the completion.
-struct ResultOnly<D>(std::marker::PhantomData<D>);
+/// The transform of ops whose output is their result code (a byte count,
+/// or the error), handing back their stable data `D`: whatever the SQE
+/// points into, kept alive until the completion.
+struct Returning<D>(std::marker::PhantomData<D>);
 
-impl<D> OneshotOutputTransform for ResultOnly<D> {
-    type Output = io::Result<i32>;
+impl<D> Returning<D> {
+    fn new() -> Self {
+        Returning(std::marker::PhantomData)
+    }
+}
+
+impl<D> OneshotOutputTransform for Returning<D> {
+    type Output = (io::Result<usize>, D);
     type StoredData = D;
-    fn transform_oneshot_output(self, _: D, cqe: cqueue::Entry) -> io::Result<i32> {
+
+    fn transform_oneshot_output(self, data: D, cqe: cqueue::Entry) -> Self::Output {
         let r = cqe.result();
-        if r < 0 {
+        let res = if r < 0 {
             Err(io::Error::from_raw_os_error(-r))
         } else {
-            Ok(r)
-        }
+            Ok(r as usize)
+        };
+        (res, data)
     }
 }
 
 /// Submits `sqe`, keeping `data` (whatever the SQE points into) alive
-/// until the completion, and returns the result code.
-async fn run_op<D: Unpin + 'static>(data: D, sqe: squeue::Entry) -> io::Result<i32> {
-    UnsubmittedOneshot::new(data, ResultOnly(std::marker::PhantomData), sqe)
+/// until the completion, and returns the result.
+async fn run_op<D: Unpin + 'static>(data: D, sqe: squeue::Entry) -> io::Result<usize> {
+    UnsubmittedOneshot::new(data, Returning::new(), sqe)
         .submit()
         .await
+        .0
 }
 
 /// Connects `socket` to `addr` with `IORING_OP_CONNECT`, so that a socket
@@ -717,26 +712,6 @@ pub async fn sleep(d: std::time::Duration) {
     let _ = run_op(ts, sqe).await;
 }
 
-struct RecvInto;
-
-impl OneshotOutputTransform for RecvInto {
-    type Output = (io::Result<usize>, Vec<u8>);
-    type StoredData = Vec<u8>;
-
-    fn transform_oneshot_output(self, mut buf: Vec<u8>, cqe: cqueue::Entry) -> Self::Output {
-        let r = cqe.result();
-        if r < 0 {
-            return (Err(io::Error::from_raw_os_error(-r)), buf);
-        }
-        let n = r as usize;
-        // SAFETY: the kernel initialised `n` bytes of the spare capacity
-        // starting at `len` (the RECV was given exactly that region, so
-        // `len + n <= capacity`).
-        unsafe { buf.set_len(buf.len() + n) };
-        (Ok(n), buf)
-    }
-}
-
 /// `IORING_OP_RECV` into the spare capacity of `buf` (after its `len()`),
 /// which grows by the bytes received. For sockets it skips the VFS layer
 /// that a READ goes through.
@@ -750,7 +725,16 @@ pub async fn recv_into(fd: RawFd, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u
     // writes, does not move when the Vec value does, and lives until the
     // completion.
     let sqe = opcode::Recv::new(types::Fd(fd), ptr, len.min(u32::MAX as usize) as u32).build();
-    UnsubmittedOneshot::new(buf, RecvInto, sqe).submit().await
+    let (res, mut buf) = UnsubmittedOneshot::new(buf, Returning::new(), sqe)
+        .submit()
+        .await;
+    if let Ok(n) = res {
+        // SAFETY: the kernel initialised `n` bytes of the spare capacity
+        // starting at `len` (the RECV was given exactly that region, so
+        // `len + n <= capacity`).
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    (res, buf)
 }
 
 /// A connection's peer address, for log lines. Looked up from the socket
