@@ -61,6 +61,26 @@ pub async fn sleep_until(deadline: Instant) {
     super::buf::sleep(deadline.saturating_duration_since(Instant::now())).await
 }
 
+/// Runs `op` to its end, calling `cut` if it is still pending at
+/// `deadline`: an io_uring op is not dropped in flight, so `cut` must make
+/// it complete (shutting its socket down does). Returns the op's output and
+/// whether the deadline passed first.
+async fn by_deadline<T>(
+    op: impl Future<Output = T>,
+    deadline: Instant,
+    cut: impl FnOnce(),
+) -> (T, bool) {
+    let mut op = std::pin::pin!(op);
+    let timer = std::pin::pin!(sleep_until(deadline));
+    tokio::select! {
+        biased;
+        r = &mut op => return (r, false),
+        _ = timer => {}
+    }
+    cut();
+    (op.await, true)
+}
+
 /// An outgoing TCP connection.
 pub struct ClientStream {
     inner: tokio_uring::net::TcpStream,
@@ -80,20 +100,14 @@ impl ClientStream {
             // Port 0: each source address has its own ephemeral port range.
             s.bind(&SocketAddr::new(ip, 0).into())?;
         }
-        {
-            let mut connecting = std::pin::pin!(super::buf::connect(&s, addr));
-            let timer = std::pin::pin!(sleep_until(deadline));
-            tokio::select! {
-                biased;
-                r = &mut connecting => r?,
-                _ = timer => {
-                    // Completes the CONNECT, which is not dropped in flight.
-                    let _ = s.shutdown(std::net::Shutdown::Both);
-                    let _ = connecting.await;
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
+        let (res, late) = by_deadline(super::buf::connect(&s, addr), deadline, || {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        })
+        .await;
+        if late {
+            return Err(io::ErrorKind::TimedOut.into());
         }
+        res?;
         s.set_nodelay(true)?;
         Ok(ClientStream {
             inner: tokio_uring::net::TcpStream::from_std(s.into()),
@@ -120,16 +134,14 @@ impl ClientStream {
         buf: Vec<u8>,
         deadline: Instant,
     ) -> (io::Result<usize>, Vec<u8>) {
-        let mut read = std::pin::pin!(self.read_more(buf));
-        let timer = std::pin::pin!(sleep_until(deadline));
-        tokio::select! {
-            biased;
-            r = &mut read => return r,
-            _ = timer => {}
+        let ((res, buf), late) = by_deadline(self.read_more(buf), deadline, || {
+            let _ = self.shutdown(std::net::Shutdown::Both);
+        })
+        .await;
+        if late {
+            return (Err(io::ErrorKind::TimedOut.into()), buf);
         }
-        let _ = self.shutdown(std::net::Shutdown::Both);
-        let (_, buf) = read.await;
-        (Err(io::ErrorKind::TimedOut.into()), buf)
+        (res, buf)
     }
 
     /// Shuts down one or both directions.
