@@ -399,7 +399,6 @@ impl Shared {
         let mut ws = self.ws.borrow_mut();
         ws.close(1000, "", Instant::now());
         ws.take_control(out);
-        self.closing.set(true);
     }
 }
 
