@@ -62,6 +62,16 @@ impl PackedLimits {
     }
 }
 
+/// A control frame's payload, taken from the connection's scratch (which
+/// is not allocated when the payload is empty).
+struct CtrlPayload(Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>, usize);
+
+impl CtrlPayload {
+    fn bytes(&self) -> &[u8] {
+        self.0.as_deref().map_or(&[], |b| &b[..self.1])
+    }
+}
+
 /// Which end of the connection this is. It decides the masking rules (5.1):
 /// clients mask every frame, servers none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,12 +266,7 @@ impl Connection {
         if self.state == CloseState::Open {
             debug_assert!(close::is_valid_code(code));
             let mask = self.next_mask();
-            close::encode(
-                Some(code),
-                reason,
-                mask,
-                self.out.get_or_insert_with(Default::default),
-            );
+            close::encode(Some(code), reason, mask, self.queue());
             self.state = CloseState::CloseSent {
                 deadline: now + self.limits.close_timeout(),
             };
@@ -359,12 +364,7 @@ impl Connection {
         match self.state {
             CloseState::Open => {
                 let mask = self.next_mask();
-                close::encode(
-                    Some(err.close_code()),
-                    &err.to_string(),
-                    mask,
-                    self.out.get_or_insert_with(Default::default),
-                );
+                close::encode(Some(err.close_code()), &err.to_string(), mask, self.queue());
                 self.state = CloseState::CloseSent {
                     deadline: now + self.limits.close_timeout(),
                 };
@@ -601,9 +601,14 @@ impl Connection {
     }
 
     /// Takes the control payload gathered so far, freeing the scratch.
-    fn take_ctrl(&mut self) -> (Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>, usize) {
+    fn take_ctrl(&mut self) -> CtrlPayload {
         let len = std::mem::take(&mut self.ctrl_len) as usize;
-        (self.ctrl.take(), len)
+        CtrlPayload(self.ctrl.take(), len)
+    }
+
+    /// The queue of control frames to send, allocated when first needed.
+    fn queue(&mut self) -> &mut Vec<u8> {
+        self.out.get_or_insert_with(Default::default)
     }
 
     /// A frame's payload is complete.
@@ -630,15 +635,15 @@ impl Connection {
                 // 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a
                 // Pong frame in response ... [with] identical Application data".
                 let mask = self.next_mask();
-                let (buf, len) = self.take_ctrl();
-                let payload = buf.as_deref().map_or(&[][..], |b| &b[..len]);
-                let out = self.out.get_or_insert_with(Default::default);
+                let ctrl = self.take_ctrl();
+                let payload = ctrl.bytes();
+                let out = self.queue();
                 FrameHeader {
                     fin: true,
                     rsv: 0,
                     opcode: OpCode::Pong,
                     mask,
-                    payload_len: len as u64,
+                    payload_len: payload.len() as u64,
                 }
                 .encode_into(out);
                 let start = out.len();
@@ -657,8 +662,8 @@ impl Connection {
     }
 
     fn peer_close(&mut self) -> Result<Option<Event>, ProtocolError> {
-        let (buf, len) = self.take_ctrl();
-        let parsed = close::parse_payload(buf.as_deref().map_or(&[][..], |b| &b[..len]));
+        let ctrl = self.take_ctrl();
+        let parsed = close::parse_payload(ctrl.bytes());
         let was_open = self.state == CloseState::Open;
         // Either way the peer has said its last word: 7.1.1, the server
         // closes TCP once our Close (if any is due) is out.
@@ -670,12 +675,7 @@ impl Connection {
                     // 5.5.1: "the endpoint typically echos the status code it
                     // received"; an empty Close is answered with an empty one.
                     let mask = self.next_mask();
-                    close::encode(
-                        code,
-                        "",
-                        mask,
-                        self.out.get_or_insert_with(Default::default),
-                    );
+                    close::encode(code, "", mask, self.queue());
                 }
                 self.reset_message();
                 Ok(Some(Event::Closed { code }))
@@ -683,12 +683,7 @@ impl Connection {
             Err(e) => {
                 if was_open {
                     let mask = self.next_mask();
-                    close::encode(
-                        Some(e.close_code()),
-                        &e.to_string(),
-                        mask,
-                        self.out.get_or_insert_with(Default::default),
-                    );
+                    close::encode(Some(e.close_code()), &e.to_string(), mask, self.queue());
                 }
                 self.reset_message();
                 Err(e)
