@@ -118,13 +118,7 @@ fn client_frame(op: u8, payload: &[u8]) -> Vec<u8> {
     } else {
         MessageKind::Binary
     };
-    let k = c
-        .send_message(kind, payload.len() as u64, &mut out)
-        .unwrap()
-        .unwrap();
-    let start = out.len();
-    out.extend_from_slice(payload);
-    mask::apply_mask(&mut out[start..], k, 0);
+    c.write_message(kind, payload, &mut out).unwrap();
     out
 }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use ringws::proto::client::ClientHandshake;
-use ringws::proto::mask::apply_mask;
 use ringws::proto::{Connection, Event, Limits, MessageKind, Payload};
 use ringws::runtime::client::{self as rt, ClientStream};
 
@@ -140,13 +139,8 @@ async fn session(target: &Target, path: &str, timeout: Duration) -> Result<Sessi
                 if kind == MessageKind::Text {
                     texts.push(String::from_utf8_lossy(data).into_owned());
                 }
-                if let Ok(mask) = ws.send_message(kind, data.len() as u64, &mut out) {
-                    let start = out.len();
-                    out.extend_from_slice(data);
-                    if let Some(k) = mask {
-                        apply_mask(&mut out[start..], k, 0);
-                    }
-                }
+                // Not open (closing): nothing more to echo.
+                let _ = ws.write_message(kind, data, &mut out);
             }
             if ws.has_control() {
                 ws.take_control(&mut out);

@@ -285,6 +285,24 @@ impl Connection {
         self.send_fragment(Some(kind), true, len, out)
     }
 
+    /// Appends a whole unfragmented data message, header and payload,
+    /// masked when this is a client: [`Connection::send_message`] with the
+    /// payload copied in after the header.
+    pub fn write_message(
+        &mut self,
+        kind: MessageKind,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), NotOpen> {
+        let mask = self.send_message(kind, payload.len() as u64, out)?;
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(k) = mask {
+            apply_mask(&mut out[start..], k, 0);
+        }
+        Ok(())
+    }
+
     /// Appends the header of one fragment of a data message: `first` is the
     /// message's kind for its first fragment and `None` for the ones after
     /// (continuations); `fin` marks the last. Returns the mask key as
@@ -1016,6 +1034,25 @@ mod tests {
         let mut s = server();
         let (seen, _) = drive(&mut s, &wire, &[5]);
         assert_eq!(seen, [Seen::Text(b"fragmented".to_vec())]);
+
+        // So does a whole one, written in one call, masked (a server
+        // refuses an unmasked client frame).
+        let mut wire = Vec::new();
+        c.write_message(MessageKind::Binary, b"whole", &mut wire)
+            .unwrap();
+        assert_eq!(wire[1], 0x80 | 5);
+        let mut s = server();
+        let (seen, _) = drive(&mut s, &wire, &[]);
+        assert_eq!(seen, [Seen::Binary(b"whole".to_vec())]);
+        // A server writes it unmasked, and not at all once it closed.
+        let mut out = Vec::new();
+        s.write_message(MessageKind::Text, b"hi", &mut out).unwrap();
+        assert_eq!(out, b"\x81\x02hi");
+        s.close(1000, "", Instant::now());
+        assert_eq!(
+            s.write_message(MessageKind::Text, b"hi", &mut out),
+            Err(NotOpen)
+        );
 
         let mut wire = b"\x81\x02hi".to_vec();
         let (_, r) = c.read(&mut wire, Instant::now());
