@@ -23,7 +23,7 @@
 //! send any more data frames"; what it receives is moot).
 
 use super::error::ProtocolError;
-use super::frame::{FrameHeader, OpCode};
+use super::frame::{encode_frame, OpCode};
 use std::time::Instant;
 
 /// Where the connection is in the closing handshake.
@@ -82,19 +82,7 @@ pub fn encode(code: Option<u16>, reason: &str, mask: Option<[u8; 4]>, out: &mut 
         payload[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
         n = 2 + cut;
     }
-    let h = FrameHeader {
-        fin: true,
-        rsv: 0,
-        opcode: OpCode::Close,
-        mask,
-        payload_len: n as u64,
-    };
-    h.encode_into(out);
-    let start = out.len();
-    out.extend_from_slice(&payload[..n]);
-    if let Some(k) = mask {
-        super::mask::apply_mask(&mut out[start..], k, 0);
-    }
+    encode_frame(OpCode::Close, mask, &payload[..n], out);
 }
 
 #[cfg(test)]

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use super::close::{self, CloseState};
 use super::error::ProtocolError;
-use super::frame::{FrameHeader, OpCode, RawHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use super::frame::{
+    encode_frame, FrameHeader, OpCode, RawHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
+};
 use super::mask::apply_mask;
 use super::message::{Assembler, MessageKind};
 use super::utf8::{self, Utf8Validator};
@@ -69,6 +71,16 @@ struct CtrlPayload(Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>, usize);
 impl CtrlPayload {
     fn bytes(&self) -> &[u8] {
         self.0.as_deref().map_or(&[], |b| &b[..self.1])
+    }
+}
+
+/// The opcode of a data frame: the message's kind on its first frame,
+/// `Continuation` (`None`) on the ones after.
+fn data_opcode(first: Option<MessageKind>) -> OpCode {
+    match first {
+        Some(MessageKind::Text) => OpCode::Text,
+        Some(MessageKind::Binary) => OpCode::Binary,
+        None => OpCode::Continuation,
     }
 }
 
@@ -286,20 +298,19 @@ impl Connection {
     }
 
     /// Appends a whole unfragmented data message, header and payload,
-    /// masked when this is a client: [`Connection::send_message`] with the
-    /// payload copied in after the header.
+    /// masked when this is a client. Fails, as [`Connection::send_message`]
+    /// does, once the connection is closing.
     pub fn write_message(
         &mut self,
         kind: MessageKind,
         payload: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), NotOpen> {
-        let mask = self.send_message(kind, payload.len() as u64, out)?;
-        let start = out.len();
-        out.extend_from_slice(payload);
-        if let Some(k) = mask {
-            apply_mask(&mut out[start..], k, 0);
+        if self.state != CloseState::Open {
+            return Err(NotOpen);
         }
+        let mask = self.next_mask();
+        encode_frame(data_opcode(Some(kind)), mask, payload, out);
         Ok(())
     }
 
@@ -321,11 +332,7 @@ impl Connection {
         FrameHeader {
             fin,
             rsv: 0,
-            opcode: match first {
-                Some(MessageKind::Text) => OpCode::Text,
-                Some(MessageKind::Binary) => OpCode::Binary,
-                None => OpCode::Continuation,
-            },
+            opcode: data_opcode(first),
             mask,
             payload_len: len,
         }
@@ -654,21 +661,7 @@ impl Connection {
                 // Pong frame in response ... [with] identical Application data".
                 let mask = self.next_mask();
                 let ctrl = self.take_ctrl();
-                let payload = ctrl.bytes();
-                let out = self.queue();
-                FrameHeader {
-                    fin: true,
-                    rsv: 0,
-                    opcode: OpCode::Pong,
-                    mask,
-                    payload_len: payload.len() as u64,
-                }
-                .encode_into(out);
-                let start = out.len();
-                out.extend_from_slice(payload);
-                if let Some(k) = mask {
-                    apply_mask(&mut out[start..], k, 0);
-                }
+                encode_frame(OpCode::Pong, mask, ctrl.bytes(), self.queue());
                 Ok(Some(Event::Ping))
             }
             OpCode::Pong => {

@@ -209,6 +209,24 @@ impl FrameHeader {
     }
 }
 
+/// Appends a whole unfragmented frame to `out`: its header, then `payload`,
+/// masked with `mask` if there is one (a client's frame, 5.3).
+pub fn encode_frame(opcode: OpCode, mask: Option<[u8; 4]>, payload: &[u8], out: &mut Vec<u8>) {
+    FrameHeader {
+        fin: true,
+        rsv: 0,
+        opcode,
+        mask,
+        payload_len: payload.len() as u64,
+    }
+    .encode_into(out);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    if let Some(k) = mask {
+        super::mask::apply_mask(&mut out[start..], k, 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
