@@ -45,9 +45,11 @@ pub enum CloseState {
 ///
 /// 1004-1006 and 1015 are reserved for reporting and MUST NOT be sent; 0-999,
 /// 1016-2999 and 5000+ are not assigned; 3000-4999 are for libraries and
-/// applications.
+/// applications; 1012-1014 were registered with IANA after the RFC.
 pub fn is_valid_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+    // 1012-1014 (service restart, try again later, bad gateway) are in the
+    // IANA registry that 7.4.2 defers to.
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// Parses a Close payload: `Ok(None)` for an empty one, else the code and
@@ -92,13 +94,11 @@ mod tests {
     #[test]
     fn codes() {
         for c in [
-            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
         ] {
             assert!(is_valid_code(c), "{c}");
         }
-        for c in [
-            0, 999, 1004, 1005, 1006, 1012, 1015, 1016, 2999, 5000, 65535,
-        ] {
+        for c in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
             assert!(!is_valid_code(c), "{c}");
         }
     }

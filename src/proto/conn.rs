@@ -247,6 +247,15 @@ impl Connection {
         }
     }
 
+    /// True once frame boundaries are lost (a length that cannot be read,
+    /// or a frame too large to skip): nothing more can be read, so the
+    /// caller should flush the queued Close and close the TCP connection
+    /// instead of waiting for the peer's Close.
+    #[inline]
+    pub fn framing_lost(&self) -> bool {
+        matches!(self.rx, Rx::Lost)
+    }
+
     /// When [`Connection::handle_timeout`] should be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
@@ -373,6 +382,11 @@ impl Connection {
         match self.step(input, &mut off) {
             Ok(ev) => (off, Ok(ev)),
             Err(e) => {
+                if let ProtocolError::FrameTooBig { .. } = e {
+                    // Too large to skip in search of the peer's Close: the
+                    // frame boundaries are as good as lost.
+                    self.rx = Rx::Lost;
+                }
                 self.fail(e, now);
                 if self.peer_sent_close {
                     self.state = CloseState::Closed;
@@ -927,6 +941,7 @@ mod tests {
             [Seen::Err(ProtocolError::FrameTooBig { len: 9, max: 8 })]
         );
         assert_eq!(sent_close_code(&sent), 1009);
+        assert!(c.framing_lost(), "a frame over the limit is not skipped");
 
         let mut c = Connection::server(limits);
         let mut wire = frame(0x02, &[0; 6]);
@@ -992,8 +1007,9 @@ mod tests {
         let (seen, sent) = drive(&mut c, &wire, &[]);
         assert_eq!(seen, [Seen::Err(ProtocolError::LengthTopBitSet)]);
         assert_eq!(sent_close_code(&sent), 1002);
-        // The Close behind it cannot be found; the timeout or EOF ends it.
+        // The Close behind it cannot be found: the caller closes at once.
         assert!(matches!(c.state(), CloseState::CloseSent { .. }));
+        assert!(c.framing_lost());
     }
 
     #[test]
