@@ -19,8 +19,10 @@ step "unit and integration tests"
 cargo test --workspace
 step "fuzz smoke run"
 scripts/fuzz-smoke.sh
-step "Autobahn|Testsuite 1.* to 11.*, ringws as the server"
-scripts/autobahn.sh
+step "Autobahn|Testsuite 1.* to 11.*, ringws as the server on io_uring"
+RINGWS_BACKEND=io-uring scripts/autobahn.sh
+step "Autobahn|Testsuite 1.* to 11.*, ringws as the server on epoll"
+RINGWS_BACKEND=epoll scripts/autobahn.sh
 step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client"
 scripts/autobahn-client.sh
 step "all passed"

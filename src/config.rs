@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::proto::handshake::HandshakeLimits;
 use crate::proto::Limits;
+use crate::runtime::BackendKind;
 
 /// Server configuration.
 #[derive(Debug, Clone)]
@@ -50,8 +51,10 @@ pub struct Config {
     /// its header) is echoed without a copy; a longer one is copied once.
     pub read_buffer_size: usize,
     /// Read buffers per thread, shared by all its connections and lent to
-    /// the kernel (IORING_OP_PROVIDE_BUFFERS) 32 at a time, only as many as
-    /// it takes, the most recently used first. Default 2048: 64 MiB of
+    /// the kernel through a provided-buffer ring, only as many as it takes,
+    /// the most recently used first (at most [`MAX_READ_BUFFERS`]). Where
+    /// the kernel can, it fills one buffer with several reads, so small
+    /// messages share buffers. Default 2048: 64 MiB of
     /// address space at the default size, of which only the pages messages
     /// touch become resident. This is a ceiling for bursts and many busy
     /// connections, not what a quiet server touches. When all are
@@ -63,7 +66,20 @@ pub struct Config {
     pub backlog: u32,
     /// Submission queue entries of each thread's io_uring. Default 1024.
     pub ring_entries: u32,
+    /// Bytes queued to send on one connection past which the server stops
+    /// reading from it, until half of them are sent. Default 1 MiB. A peer
+    /// that sends but does not read (or reads slowly) would otherwise make
+    /// the server queue its echoes without bound.
+    pub max_backpressure: usize,
+    /// The kernel interface: io_uring, epoll, or `Auto` (io_uring where the
+    /// kernel allows it, else epoll, with a log line saying why). Default
+    /// `Auto`.
+    pub backend: BackendKind,
 }
+
+/// The most read buffers per thread: io_uring's provided-buffer ring holds
+/// at most 32768.
+pub const MAX_READ_BUFFERS: usize = 1 << 15;
 
 /// The largest read buffer: the kernel takes a provided buffer's length as
 /// an `i32`, and the pool rounds each buffer up by up to two cache lines.
@@ -87,6 +103,8 @@ impl Default for Config {
             read_buffers: 2048,
             ring_entries: 1024,
             backlog: 1024,
+            max_backpressure: 1 << 20,
+            backend: BackendKind::Auto,
         }
     }
 }
@@ -114,8 +132,11 @@ impl Config {
         if self.threads == 0 {
             return Err("threads must be at least 1".into());
         }
-        if self.read_buffers == 0 || self.read_buffers > u16::MAX as usize {
-            return Err(format!("read-buffers must be 1..={}", u16::MAX));
+        if self.read_buffers == 0 || self.read_buffers > MAX_READ_BUFFERS {
+            return Err(format!("read-buffers must be 1..={MAX_READ_BUFFERS}"));
+        }
+        if self.max_backpressure == 0 {
+            return Err("max-backpressure must be at least 1".into());
         }
         if !(1024..=MAX_READ_BUFFER_SIZE).contains(&self.read_buffer_size) {
             return Err(format!(

@@ -7,31 +7,39 @@
 //!   runtime or a clock. Bytes go in, events and bytes come out, and time is
 //!   an argument, so the whole protocol is tested and fuzzed with byte
 //!   literals alone.
-//! * [`runtime`] is the only code that knows tokio-uring: it accepts
+//! * [`runtime`] is the only code that knows io_uring (or, where io_uring
+//!   is blocked, epoll): one event loop per worker thread that accepts
 //!   connections, moves bytes between the kernel and pooled buffers, and
-//!   feeds the core.
+//!   feeds the core straight from each completion.
 //!
 //! # The data path of one echoed message
 //!
 //! ```text
 //!            worker thread i (one per core, nothing shared on this path)
-//!  kernel   +-----------------------------------------------------------+
-//!  ------   |                                                           |
-//!  socket --+-> RECV, buffer select ---> pool buffer k (PooledBuf)      |
-//!  (SO_REUSEPORT|   (no buffer pinned        |                          |
-//!   listener i) |    while idle)             v                          |
-//!           |                    proto::Connection::read(&mut buf)      |
-//!           |                      unmask in place (SIMD), UTF-8 check  |
-//!           |                      (SIMD, streaming), close/ping logic  |
-//!           |                            |                              |
-//!           |          Event::Message { Payload::Input(range) }         |
-//!           |          (or Payload::Owned: fragments, copied once)      |
-//!           |                            v                              |
-//!           |          WriteBatch: [hdr][buf k range][hdr][...]         |
-//!  socket <-+--------- one SENDMSG (gather, no payload copy) ------------+
-//!           |                            |                              |
-//!           |          buffer k -> returned list -> PROVIDE_BUFFERS      |
-//!           +-----------------------------------------------------------+
+//!  kernel   +------------------------------------------------------------+
+//!  ------   |                                                            |
+//!  socket --+-> multishot RECV, buffer select -> ring buffer k, part of it|
+//!  (SO_REUSEPORT|   (no buffer pinned while idle;      |                 |
+//!   listener i, |    several reads share one buffer)   |                 |
+//!   direct fd)  |                                      v                 |
+//!           |   one CQE, one match (slot, generation, op) in io.rs       |
+//!           |                                      |                     |
+//!           |              proto::Connection::read(&mut part)            |
+//!           |                unmask in place (SIMD), UTF-8 check         |
+//!           |                (SIMD, streaming), close/ping logic         |
+//!           |                                      |                     |
+//!           |          Event::Message { Payload::Input(range) }          |
+//!           |          (or Payload::Owned: fragments, copied once)       |
+//!           |                                      v                     |
+//!           |          WriteBatch: [hdr over the client's hdr | payload] |
+//!           |          (one piece: SEND; several: SENDMSG; at most one   |
+//!           |           in flight per connection, the next one filling)  |
+//!  socket <-+--------- SEND, no payload copy, all of a turn's sends in   |
+//!           |          one submission                                  |
+//!           |                                      |                     |
+//!           |          part k dropped -> buffer k back on the ring       |
+//!           |          once the kernel and every part are done with it   |
+//!           +------------------------------------------------------------+
 //! ```
 //!
 //! # Layout
@@ -45,12 +53,9 @@
 //! * [`proto::conn`]: the connection state machine tying these together.
 //! * [`proto::error`]: one error per violation, mapped to its close code or
 //!   HTTP status.
-//! * [`runtime`]: threads, listeners, accept loop, connection limit.
-//! * [`runtime::buf`]: the provided-buffer pool, RECV and SENDMSG ops (the
-//!   runtime's only `unsafe`).
-//! * `runtime::driver`: the per-connection loop (handshake, read, echo,
-//!   close).
-//! * [`runtime::shutdown`]: graceful shutdown, lock-free per thread.
+//! * [`runtime`]: threads, listeners, the server handle; its module docs
+//!   list the loop's files (the io_uring and epoll backends behind one
+//!   seam, the loop, the timing wheel, buffers, the server's handler).
 //! * [`config`]: every limit, its default and what it guards against.
 //! * `main.rs`: command line to [`Config`] to [`Server`], nothing else.
 
@@ -60,4 +65,4 @@ pub mod proto;
 pub mod runtime;
 
 pub use config::Config;
-pub use runtime::{Server, StartError};
+pub use runtime::{BackendKind, Server, StartError};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringws::log::{self, Level};
-use ringws::{Config, Server};
+use ringws::{BackendKind, Config, Server};
 
 /// A WebSocket echo server on io_uring, one thread per core.
 ///
@@ -54,7 +54,7 @@ struct Args {
     /// Size of each pooled read buffer (1K to 1G).
     #[arg(long, env = "RINGWS_READ_BUFFER_SIZE", default_value = "32K", value_parser = size)]
     read_buffer_size: u64,
-    /// Pooled read buffers per thread (1 to 65535).
+    /// Pooled read buffers per thread (1 to 32768).
     #[arg(long, env = "RINGWS_READ_BUFFERS", default_value_t = 2048)]
     read_buffers: usize,
     /// io_uring submission queue entries per thread.
@@ -63,6 +63,14 @@ struct Args {
     /// Listen backlog per thread.
     #[arg(long, env = "RINGWS_BACKLOG", default_value_t = 1024)]
     backlog: u32,
+    /// Bytes queued to send on one connection past which reading from it
+    /// pauses (until half are sent).
+    #[arg(long, env = "RINGWS_MAX_BACKPRESSURE", default_value = "1M", value_parser = size)]
+    max_backpressure: u64,
+    /// Kernel interface: auto (io_uring where allowed, else epoll),
+    /// io-uring or epoll.
+    #[arg(long, env = "RINGWS_BACKEND", default_value = "auto")]
+    backend: BackendKind,
     /// error, warn, info or debug.
     #[arg(long, env = "RINGWS_LOG", default_value = "info")]
     log_level: Level,
@@ -121,6 +129,8 @@ fn main() -> ExitCode {
         read_buffers: a.read_buffers,
         ring_entries: a.ring_entries,
         backlog: a.backlog,
+        max_backpressure: usize::try_from(a.max_backpressure).unwrap_or(usize::MAX),
+        backend: a.backend,
     };
     let threads = cfg.threads;
     let server = match Server::start(cfg) {
@@ -132,9 +142,10 @@ fn main() -> ExitCode {
     };
     ringws::log!(
         Info,
-        "ringws {} echo server listening on ws://{} ({threads} threads, io_uring)",
+        "ringws {} echo server listening on ws://{} ({threads} threads, {})",
         env!("CARGO_PKG_VERSION"),
-        server.local_addr()
+        server.local_addr(),
+        server.backend()
     );
     wait_for_signal();
     ringws::log!(Info, "shutting down: closing connections (1001)");

@@ -4,7 +4,25 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ringws::{Config, Server};
+use ringws::{BackendKind, Config, Server};
+
+std::thread_local! {
+    /// The backend the current test runs on (see `on_both_backends!`).
+    static BACKEND: std::cell::Cell<BackendKind> = const { std::cell::Cell::new(BackendKind::IoUring) };
+}
+
+/// Every test runs twice, once on each backend: nothing above the runtime
+/// may tell them apart.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test] fn $name() { super::BACKEND.with(|b| b.set(ringws::BackendKind::IoUring)); super::$name() })*
+        }
+        mod epoll {
+            $(#[test] fn $name() { super::BACKEND.with(|b| b.set(ringws::BackendKind::Epoll)); super::$name() })*
+        }
+    };
+}
 
 const KEY_REQ: &str = "GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 const KEY_RESP: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
@@ -15,6 +33,7 @@ fn config() -> Config {
         threads: 1,
         close_timeout: Duration::from_millis(300),
         handshake_timeout: Duration::from_millis(300),
+        backend: BACKEND.with(|b| b.get()),
         ..Config::default()
     }
 }
@@ -131,7 +150,6 @@ impl Client {
     }
 }
 
-#[test]
 fn handshake_then_echo_of_text_and_binary() {
     let server = start(config());
     let mut c = Client::open(server.local_addr());
@@ -149,7 +167,6 @@ fn handshake_then_echo_of_text_and_binary() {
     server.shutdown();
 }
 
-#[test]
 fn frame_in_the_same_packet_as_the_handshake() {
     let server = start(config());
     let mut c = Client::raw(server.local_addr());
@@ -161,7 +178,6 @@ fn frame_in_the_same_packet_as_the_handshake() {
     server.shutdown();
 }
 
-#[test]
 fn pipelined_messages_come_back_in_order_byte_for_byte() {
     let server = start(config());
     let mut c = Client::open(server.local_addr());
@@ -189,7 +205,6 @@ fn pipelined_messages_come_back_in_order_byte_for_byte() {
 /// The server writes its header over the client's, just before the payload,
 /// when the client's header came in the same read; every other split of a
 /// frame across reads takes the other path. Both must echo it intact.
-#[test]
 fn frames_split_across_reads_come_back_intact() {
     let server = start(config());
     let mut c = Client::open(server.local_addr());
@@ -217,7 +232,6 @@ fn frames_split_across_reads_come_back_intact() {
     server.shutdown();
 }
 
-#[test]
 fn fragments_with_pings_between() {
     let server = start(config());
     let mut c = Client::open(server.local_addr());
@@ -232,7 +246,6 @@ fn fragments_with_pings_between() {
     server.shutdown();
 }
 
-#[test]
 fn close_paths() {
     let server = start(config());
     let addr = server.local_addr();
@@ -273,7 +286,6 @@ fn violation(addr: SocketAddr, bytes: &[u8], code: u16) {
     c.expect_eof();
 }
 
-#[test]
 fn bad_input_of_each_kind() {
     let server = start(Config {
         max_message_size: 1000,
@@ -308,7 +320,6 @@ fn bad_input_of_each_kind() {
     server.shutdown();
 }
 
-#[test]
 fn invalid_utf8_fails_before_the_frame_is_complete() {
     let server = start(config());
     let mut c = Client::open(server.local_addr());
@@ -318,7 +329,6 @@ fn invalid_utf8_fails_before_the_frame_is_complete() {
     server.shutdown();
 }
 
-#[test]
 fn close_timeout_when_the_peer_never_answers() {
     let server = start(config());
     let mut c = Client::open(server.local_addr());
@@ -334,7 +344,6 @@ fn close_timeout_when_the_peer_never_answers() {
     server.shutdown();
 }
 
-#[test]
 fn handshake_answers() {
     let server = start(config());
     let addr = server.local_addr();
@@ -376,7 +385,6 @@ fn handshake_answers() {
     server.shutdown();
 }
 
-#[test]
 fn handshake_timeout() {
     let server = start(config());
     let mut c = Client::raw(server.local_addr());
@@ -387,7 +395,6 @@ fn handshake_timeout() {
     server.shutdown();
 }
 
-#[test]
 fn max_connections_answers_503() {
     let server = start(Config {
         max_connections: 1,
@@ -421,7 +428,6 @@ fn max_connections_answers_503() {
     server.shutdown();
 }
 
-#[test]
 fn graceful_shutdown_sends_going_away() {
     let server = start(config());
     let mut c = Client::open(server.local_addr());
@@ -432,7 +438,6 @@ fn graceful_shutdown_sends_going_away() {
     stopper.join().unwrap();
 }
 
-#[test]
 fn address_in_use_is_reported() {
     // Another ringws on the port (which SO_REUSEPORT alone would let in).
     let server = start(config());
@@ -455,7 +460,6 @@ fn address_in_use_is_reported() {
     server.shutdown();
 }
 
-#[test]
 fn a_peer_that_stops_reading_is_disconnected_after_the_write_timeout() {
     let server = start(Config {
         write_timeout: Duration::from_millis(300),
@@ -487,7 +491,6 @@ fn a_peer_that_stops_reading_is_disconnected_after_the_write_timeout() {
     server.shutdown();
 }
 
-#[test]
 fn a_dry_read_pool_still_echoes_every_message() {
     // Two pooled buffers for twenty busy connections: reads keep finding the
     // pool empty (ENOBUFS), the returned buffers go back at once, and reads
@@ -515,3 +518,53 @@ fn a_dry_read_pool_still_echoes_every_message() {
     }
     server.shutdown();
 }
+
+/// Messages larger than one read buffer, whole and in fragments, come back
+/// byte for byte: the read side re-arms as buffers come back, never losing
+/// or reordering bytes. Written from another thread, so that the echo
+/// flows back while the message still goes out.
+fn large_messages_whole_and_fragmented() {
+    let server = start(config());
+    let addr = server.local_addr();
+    for size in [2 << 10, 16 << 10, 1 << 20, 16 << 20] {
+        for parts in [1, 7] {
+            let mut c = Client::open(addr);
+            let payload: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
+            let mut wire = Vec::new();
+            for p in 0..parts {
+                let chunk = &payload[size * p / parts..size * (p + 1) / parts];
+                let op = if p == 0 { 0x02 } else { 0x00 };
+                let fin = if p + 1 == parts { 0x80 } else { 0 };
+                wire.extend(frame(op | fin, chunk));
+            }
+            let mut w = c.s.try_clone().unwrap();
+            let writer = std::thread::spawn(move || w.write_all(&wire).unwrap());
+            c.s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let (b0, got) = c.recv();
+            assert_eq!(b0, 0x82, "size {size} parts {parts}");
+            assert!(got == payload, "size {size} parts {parts}: echo differs");
+            writer.join().unwrap();
+        }
+    }
+    server.shutdown();
+}
+
+on_both_backends!(
+    large_messages_whole_and_fragmented,
+    handshake_then_echo_of_text_and_binary,
+    frame_in_the_same_packet_as_the_handshake,
+    pipelined_messages_come_back_in_order_byte_for_byte,
+    frames_split_across_reads_come_back_intact,
+    fragments_with_pings_between,
+    close_paths,
+    bad_input_of_each_kind,
+    invalid_utf8_fails_before_the_frame_is_complete,
+    close_timeout_when_the_peer_never_answers,
+    handshake_answers,
+    handshake_timeout,
+    max_connections_answers_503,
+    graceful_shutdown_sends_going_away,
+    address_in_use_is_reported,
+    a_peer_that_stops_reading_is_disconnected_after_the_write_timeout,
+    a_dry_read_pool_still_echoes_every_message,
+);

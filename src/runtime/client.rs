@@ -1,13 +1,20 @@
 //! The client side of the runtime, for the load generator and tests: worker
 //! threads, outgoing connections and precise sleeps, so that tokio-uring
 //! stays behind this module's seam.
+//!
+//! Still on tokio-uring while the load generator moves to the loop in
+//! `io.rs`; the server no longer uses it.
 
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use std::os::fd::RawFd;
+
+use io_uring_06::{cqueue, opcode, squeue, types};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio_uring::{OneshotOutputTransform, UnsubmittedOneshot};
 
 /// Runs `f(i)` for `i` in `0..threads`, each on a thread of its own with its
 /// own io_uring, and returns the results in order. With `pin`, thread `i`
@@ -58,7 +65,7 @@ pub fn spawn<F: Future + 'static>(f: F) -> tokio::task::JoinHandle<F::Output> {
 /// timeout), for open-loop schedules where a millisecond of timer slack
 /// would be measured as latency.
 pub async fn sleep_until(deadline: Instant) {
-    super::buf::sleep(deadline.saturating_duration_since(Instant::now())).await
+    sleep(deadline.saturating_duration_since(Instant::now())).await
 }
 
 /// Runs `op` to its end, calling `cut` if it is still pending at
@@ -100,7 +107,7 @@ impl ClientStream {
             // Port 0: each source address has its own ephemeral port range.
             s.bind(&SocketAddr::new(ip, 0).into())?;
         }
-        let (res, late) = by_deadline(super::buf::connect(&s, addr), deadline, || {
+        let (res, late) = by_deadline(connect(&s, addr), deadline, || {
             let _ = s.shutdown(std::net::Shutdown::Both);
         })
         .await;
@@ -123,7 +130,7 @@ impl ClientStream {
     /// by the bytes read; `Ok(0)` is end of stream.
     pub async fn read_more(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         use std::os::fd::AsRawFd;
-        super::buf::recv_into(self.inner.as_raw_fd(), buf).await
+        recv_into(self.inner.as_raw_fd(), buf).await
     }
 
     /// [`ClientStream::read_more`], failing with `TimedOut` at `deadline`.
@@ -148,4 +155,92 @@ impl ClientStream {
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         self.inner.shutdown(how)
     }
+}
+
+/// The transform of ops whose output is their result code (a byte count,
+/// or the error), handing back their stable data `D`: whatever the SQE
+/// points into, kept alive until the completion.
+struct Returning<D>(std::marker::PhantomData<D>);
+
+impl<D> Returning<D> {
+    fn new() -> Self {
+        Returning(std::marker::PhantomData)
+    }
+}
+
+impl<D> OneshotOutputTransform for Returning<D> {
+    type Output = (io::Result<usize>, D);
+    type StoredData = D;
+
+    fn transform_oneshot_output(self, data: D, cqe: cqueue::Entry) -> Self::Output {
+        let r = cqe.result();
+        let res = if r < 0 {
+            Err(io::Error::from_raw_os_error(-r))
+        } else {
+            Ok(r as usize)
+        };
+        (res, data)
+    }
+}
+
+/// Submits `sqe`, keeping `data` (whatever the SQE points into) alive
+/// until the completion, and returns the result.
+async fn run_op<D: Unpin + 'static>(data: D, sqe: squeue::Entry) -> io::Result<usize> {
+    UnsubmittedOneshot::new(data, Returning::new(), sqe)
+        .submit()
+        .await
+        .0
+}
+
+/// Connects `socket` to `addr` with `IORING_OP_CONNECT`, so that a socket
+/// set up by hand (bound to a chosen source address) connects without
+/// blocking the thread.
+async fn connect(socket: &socket2::Socket, addr: std::net::SocketAddr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Boxed, and kept by the op until its completion: the kernel reads the
+    // address through this pointer.
+    let sa = Box::new(socket2::SockAddr::from(addr));
+    let sqe = opcode::Connect::new(
+        types::Fd(socket.as_raw_fd()),
+        sa.as_ptr() as *const _,
+        sa.len(),
+    )
+    .build();
+    run_op(sa, sqe).await.map(|_| ())
+}
+
+/// Sleeps for `d` with `IORING_OP_TIMEOUT`: microsecond precision, where
+/// tokio's timer wheel rounds to milliseconds.
+async fn sleep(d: std::time::Duration) {
+    if d.is_zero() {
+        return;
+    }
+    // Boxed, and kept by the op until its completion: the kernel reads the
+    // timespec through this pointer.
+    let ts = Box::new(types::Timespec::from(d));
+    let sqe = opcode::Timeout::new(&*ts as *const types::Timespec).build();
+    // -ETIME is the normal completion of a timeout.
+    let _ = run_op(ts, sqe).await;
+}
+
+/// `IORING_OP_RECV` into the spare capacity of `buf` (after its `len()`),
+/// which grows by the bytes received. For sockets it skips the VFS layer
+/// that a READ goes through.
+async fn recv_into(fd: RawFd, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    if buf.capacity() == buf.len() {
+        buf.reserve(4096);
+    }
+    let spare = buf.spare_capacity_mut();
+    let (ptr, len) = (spare.as_mut_ptr() as *mut u8, spare.len());
+    // The Vec is the op's stable data: its heap buffer, where the kernel
+    // writes, does not move when the Vec value does, and lives until the
+    // completion.
+    let sqe = opcode::Recv::new(types::Fd(fd), ptr, len.min(u32::MAX as usize) as u32).build();
+    let (res, mut buf) = UnsubmittedOneshot::new(buf, Returning::new(), sqe)
+        .submit()
+        .await;
+    if let Ok(n) = res {
+        super::buf::set_len_received(&mut buf, n);
+    }
+    (res, buf)
 }

@@ -1,234 +1,168 @@
-//! The per-connection task: handshake, then the read-process-write loop.
+//! The server's [`Handler`]: the opening handshake, then the echo of every
+//! message, driven straight from the loop's completions.
 //!
-//! One task per connection, on the worker thread that accepted it. Each turn
-//! of the loop:
-//! 1. `RECV` with buffer select: the kernel fills a pool buffer when data
-//!    comes ([`super::buf`]); nothing is pinned while the peer is silent.
-//! 2. The sans-IO [`Connection`] consumes the whole buffer, unmasking in
-//!    place; each echoed message becomes a header in the batch plus a range
-//!    of the read buffer (or, if it was reassembled, its own buffer).
-//! 3. One `SENDMSG` sends every frame of the batch; then the read buffer goes
-//!    back to the pool.
-//!
-//! Reading and writing alternate: while a write is blocked the connection
-//! reads nothing, which is the backpressure an echo needs.
+//! Per connection it keeps one [`Slot`]: the handshake's partial request
+//! (only when a request head came in pieces), then the sans-IO
+//! [`Connection`]. Each read is fed whole to the connection, unmasking in
+//! place; each echoed message becomes a header in the connection's write
+//! batch plus a range of the read buffer (or, if it was reassembled, its own
+//! buffer), and the loop sends the batch at the end of the turn.
 
-use std::net::SocketAddr;
-use std::pin::pin;
-use std::rc::Rc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
-use tokio_uring::buf::BoundedBuf;
-use tokio_uring::net::TcpStream;
-
-use super::buf::{recv, send_all, InputBuf, Peer, Received, WriteBatch};
-use super::ThreadCtx;
+use super::buf::InputBuf;
+use super::io::{Gone, Handler, Io, SockId};
+use crate::config::Config;
 use crate::log;
 use crate::proto::error::close_code;
 use crate::proto::handshake::{parse_request, refusal};
 use crate::proto::{Connection, Event, Payload};
 
-/// Serves one accepted connection to its end.
-pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Rc<ThreadCtx>) {
-    // Boxed: its state is dead once the handshake is over and would
-    // otherwise stay in the future of every connection.
-    let Some((input, start)) = Box::pin(handshake(&stream, peer, &ctx)).await else {
-        return;
-    };
-    let mut ws = Ws {
-        conn: Connection::server(ctx.cfg.limits()),
-        stream,
-        ctx,
-    };
-    ws.run(input, start).await;
+/// What other threads ask of a worker.
+pub(crate) enum Command {
+    /// Stop accepting, close every connection with 1001, finish.
+    Shutdown,
 }
 
-/// Reads and answers the opening handshake. On success returns the buffer
-/// holding the request and where the WebSocket bytes after it start.
-async fn handshake(
-    stream: &TcpStream,
-    peer: SocketAddr,
-    ctx: &ThreadCtx,
-) -> Option<(InputBuf, usize)> {
-    let limits = ctx.cfg.handshake_limits();
-    let max = limits.max_head;
-    let deadline = tokio::time::Instant::now() + ctx.cfg.handshake_timeout;
-    let mut buf: Vec<u8> = Vec::with_capacity(max);
-    loop {
-        let len = buf.len();
-        let read = stream.read(buf.slice(len..));
-        let (res, slice) = match tokio::time::timeout_at(deadline, read).await {
-            Ok(r) => r,
-            Err(_) => {
-                log!(Info, "{peer}: handshake timed out");
-                // The dropped read owns the buffer until its completion,
-                // which the shutdown brings at once.
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                return None;
+/// How long a refused or failed connection may keep sending after our
+/// last bytes before it is cut: time for the peer to read them, without a
+/// reset destroying them (closing with unread input sends one).
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A connection's state on the server.
+enum Slot {
+    Empty,
+    /// Waiting for the request head; the part received so far when it came
+    /// in pieces.
+    Handshake(Option<Vec<u8>>),
+    Open(Connection),
+    /// Our last bytes are queued (an HTTP error, or a Close after framing was
+    /// lost); what the peer still sends is dropped until it closes or the
+    /// linger time is up.
+    Lingering,
+}
+
+/// One worker thread's server.
+pub(crate) struct Server {
+    cfg: Arc<Config>,
+    slots: Vec<Slot>,
+    /// Connections open over all threads.
+    open_total: Arc<AtomicUsize>,
+    /// Connections open on this thread.
+    open: usize,
+    mailbox: mpsc::Receiver<Command>,
+    waker: Arc<super::Waker>,
+    /// Set at shutdown: when to stop waiting for the close handshakes.
+    stopping: Option<Instant>,
+    done: bool,
+    last_warn: Option<Instant>,
+}
+
+impl Server {
+    pub(crate) fn new(
+        cfg: Arc<Config>,
+        open_total: Arc<AtomicUsize>,
+        mailbox: mpsc::Receiver<Command>,
+        waker: Arc<super::Waker>,
+    ) -> Server {
+        Server {
+            cfg,
+            slots: Vec::new(),
+            open_total,
+            open: 0,
+            mailbox,
+            waker,
+            stopping: None,
+            done: false,
+            last_warn: None,
+        }
+    }
+
+    fn slot(&mut self, id: SockId) -> &mut Slot {
+        let i = id.slot as usize;
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, || Slot::Empty);
+        }
+        &mut self.slots[i]
+    }
+
+    /// Queues `bytes` as the connection's last, then lingers.
+    fn refuse(&mut self, io: &mut Io, id: SockId, bytes: &[u8]) {
+        if let Some(b) = io.out(id) {
+            let h = b.hdr.len();
+            b.hdr.extend_from_slice(bytes);
+            b.push_hdr_from(h);
+        }
+        self.linger(io, id);
+    }
+
+    fn linger(&mut self, io: &mut Io, id: SockId) {
+        *self.slot(id) = Slot::Lingering;
+        io.shutdown_after_flush(id);
+        let at = io.now() + LINGER;
+        io.set_deadline(id, Some(at));
+    }
+
+    fn handshake(&mut self, io: &mut Io, id: SockId, input: InputBuf) {
+        let limits = self.cfg.handshake_limits();
+        let Slot::Handshake(partial) = self.slot(id) else {
+            return;
+        };
+        let res = match partial {
+            None => parse_request(input.as_slice(), limits),
+            Some(acc) => {
+                acc.extend_from_slice(input.as_slice());
+                parse_request(acc, limits)
             }
         };
-        buf = slice.into_inner();
         match res {
-            Ok(0) => {
-                log!(Debug, "{peer}: closed during the handshake");
-                return None;
+            Ok(None) => {
+                if partial.is_none() {
+                    let mut acc = Vec::with_capacity(limits.max_head);
+                    acc.extend_from_slice(input.as_slice());
+                    *partial = Some(acc);
+                }
             }
-            Ok(_) => {}
-            Err(e) => {
-                log!(Debug, "{peer}: read error during the handshake: {e}");
-                return None;
-            }
-        }
-        match parse_request(&buf, limits) {
-            Ok(None) => continue,
             Ok(Some(accepted)) => {
-                let (res, _) = stream.write_all(accepted.response()).await;
-                if let Err(e) = res {
-                    log!(Debug, "{peer}: write error during the handshake: {e}");
-                    return None;
+                // The bytes after the head are the first frames.
+                let (input, start) = match partial.take() {
+                    None => (input, accepted.head_len),
+                    Some(acc) => (InputBuf::Heap(acc), accepted.head_len),
+                };
+                *self.slot(id) = Slot::Open(Connection::server(self.cfg.limits()));
+                io.set_deadline(id, None);
+                if let Some(b) = io.out(id) {
+                    let h = b.hdr.len();
+                    b.hdr.extend_from_slice(&accepted.response());
+                    b.push_hdr_from(h);
                 }
-                return Some((InputBuf::Heap(buf), accepted.head_len));
+                self.frames(io, id, input, start);
             }
             Err(e) => {
-                log!(Info, "{peer}: refused handshake: {e}");
-                refuse(stream, refusal(e)).await;
-                return None;
-            }
-        }
-    }
-}
-
-/// Sends an HTTP error response and closes gracefully: half-close, then read
-/// and drop what the client still sends, for at most a second. Closing with
-/// unread data would send a RST, which can destroy the response before the
-/// client reads it.
-pub(super) async fn refuse(stream: &TcpStream, response: Vec<u8>) {
-    let (res, _) = stream.write_all(response).await;
-    if res.is_err() {
-        return;
-    }
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-    let mut buf = Vec::with_capacity(4096);
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(buf)).await {
-            Ok((Ok(n), b)) if n > 0 => buf = b,
-            Ok(_) => return,
-            Err(_) => {
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-                return;
-            }
-        }
-    }
-}
-
-struct Ws {
-    conn: Connection,
-    stream: TcpStream,
-    ctx: Rc<ThreadCtx>,
-}
-
-impl Ws {
-    async fn run(&mut self, first: InputBuf, start: usize) {
-        // Moved into `process` each turn and assigned anew after the read:
-        // a moved-out local takes no room in the future while it waits,
-        // where an `Option` left `None` would.
-        let (mut input, mut start) = (first, start);
-        let mut shutdown = pin!(self.ctx.shutdown.wait());
-        let mut shutdown_seen = false;
-        loop {
-            let batch = self.process(input, start);
-            if let Err(e) = send(&self.stream, &self.ctx, batch).await {
-                log!(Debug, "{}: write error: {e}", Peer(&self.stream));
-                return;
-            }
-            if self.conn.is_closed() {
-                // 7.1.1: the server closes the TCP connection first. Dropping
-                // the stream closes it; every byte queued before went out.
-                return;
-            }
-            let res = self.next_input(shutdown.as_mut(), &mut shutdown_seen).await;
-            match res {
-                Ok(Received::Data(bytes)) => (input, start) = (bytes, 0),
-                Ok(Received::Eof) => {
-                    if self.conn.handle_eof() {
-                        log!(
-                            Debug,
-                            "{}: connection closed without a Close frame",
-                            Peer(&self.stream)
-                        );
-                    }
-                    return;
-                }
-                Err(e) => {
-                    log!(Debug, "{}: read error: {e}", Peer(&self.stream));
-                    return;
-                }
+                log!(Info, "{}: refused handshake: {e}", io.peer_name(id));
+                self.refuse(io, id, &refusal(e));
             }
         }
     }
 
-    /// Waits for the next bytes from the peer, meanwhile answering a server
-    /// shutdown and the close timeout. A function of its own, so that its
-    /// state and that of the write overlap in the connection's future.
-    async fn next_input(
-        &mut self,
-        mut shutdown: std::pin::Pin<&mut super::shutdown::ShutdownWait>,
-        shutdown_seen: &mut bool,
-    ) -> std::io::Result<Received> {
-        let mut rx = pin!(recv(&self.stream, &self.ctx.pool));
-        let mut timed_out = false;
-        loop {
-            let deadline = self.conn.poll_timeout().filter(|_| !timed_out);
-            // Boxed: a timer is only needed while closing, and its
-            // state would otherwise sit in every idle connection.
-            let close_timer = async {
-                match deadline {
-                    Some(d) => Box::pin(tokio::time::sleep_until(d.into())).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                r = &mut rx => return r,
-                _ = &mut shutdown, if !*shutdown_seen => {
-                    *shutdown_seen = true;
-                    self.conn.close(close_code::GOING_AWAY, "server shutting down", Instant::now());
-                    // Boxed: this send happens while the recv is in
-                    // flight, so unboxed its state would add to that of
-                    // every idle connection, for a once-only event.
-                    let flush = flush_control(&mut self.conn, &self.stream, &self.ctx);
-                    if Box::pin(flush).await.is_err() {
-                        self.abort();
-                    }
-                }
-                _ = close_timer => {
-                    timed_out = true;
-                    self.conn.handle_timeout(Instant::now());
-                    log!(Debug, "{}: no Close from the peer in time", Peer(&self.stream));
-                    // The pending recv must complete before we go.
-                    self.abort();
-                }
-            }
-        }
-    }
-
-    /// Shuts the socket down both ways, which completes a pending recv.
-    fn abort(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
-    }
-
-    /// Feeds `input[start..]` to the connection and returns the batch to
-    /// send: the echo of every message and the protocol's own replies, in
-    /// order. Synchronous, so that its state is not part of the future.
-    fn process(&mut self, mut input: InputBuf, start: usize) -> Box<WriteBatch> {
-        let now = Instant::now();
-        let mut batch = self.ctx.take_batch();
+    /// Feeds `input[start..]` to the connection and queues the echo of
+    /// every message and the protocol's own replies, in order.
+    fn frames(&mut self, io: &mut Io, id: SockId, mut input: InputBuf, start: usize) {
+        let now = io.now();
+        let Slot::Open(conn) = &mut self.slots[id.slot as usize] else {
+            return;
+        };
+        let Some(batch) = io.out(id) else { return };
         let len = input.as_slice().len();
         let mut off = start;
+        let idx = batch.next_input();
         let mut borrows_input = false;
+        let mut error = None;
+        let mut peer_closed = None;
         while off < len {
-            let (n, res) = self.conn.read(&mut input.as_mut_slice()[off..], now);
+            let (n, res) = conn.read(&mut input.as_mut_slice()[off..], now);
             match res {
                 Ok(Some(Event::Message { kind, payload })) => {
                     let plen = match &payload {
@@ -236,11 +170,7 @@ impl Ws {
                         Payload::Owned(v) => v.len(),
                     };
                     let h = batch.hdr.len();
-                    if self
-                        .conn
-                        .send_message(kind, plen as u64, &mut batch.hdr)
-                        .is_ok()
-                    {
+                    if conn.send_message(kind, plen as u64, &mut batch.hdr).is_ok() {
                         match payload {
                             Payload::Input(r) => {
                                 let hlen = batch.hdr.len() - h;
@@ -255,10 +185,10 @@ impl Ws {
                                     input.as_mut_slice()[at..off + r.start]
                                         .copy_from_slice(&batch.hdr[h..]);
                                     batch.hdr.truncate(h);
-                                    batch.push_input(at..off + r.end);
+                                    batch.push_input(idx, at..off + r.end);
                                 } else {
                                     batch.push_hdr_from(h);
-                                    batch.push_input(off + r.start..off + r.end);
+                                    batch.push_input(idx, off + r.start..off + r.end);
                                 }
                                 borrows_input = true;
                             }
@@ -269,131 +199,199 @@ impl Ws {
                         }
                     }
                 }
-                Ok(Some(Event::Closed { code })) => {
-                    log!(Debug, "{}: closed by peer ({code:?})", Peer(&self.stream));
-                }
+                Ok(Some(Event::Closed { code })) => peer_closed = Some(code),
                 Ok(Some(Event::Ping | Event::Pong) | None) => {}
                 Err(e) => {
-                    log!(
-                        Info,
-                        "{}: protocol error: {e}; closing with {}",
-                        Peer(&self.stream),
-                        e.close_code()
-                    );
+                    error.get_or_insert(e);
                 }
             }
-            if self.conn.has_control() {
+            if conn.has_control() {
                 let h = batch.hdr.len();
-                self.conn.take_control(&mut batch.hdr);
+                conn.take_control(&mut batch.hdr);
                 batch.push_hdr_from(h);
             }
             off += n;
         }
         if borrows_input {
-            batch.set_input(input);
+            batch.add_input(input);
         } else {
             // Back to the pool before the write, not after it.
             drop(input);
         }
-        batch
-    }
-}
-
-/// Sends whatever control frames `conn` has queued.
-async fn flush_control(
-    conn: &mut Connection,
-    stream: &TcpStream,
-    ctx: &ThreadCtx,
-) -> std::io::Result<()> {
-    let mut batch = ctx.take_batch();
-    conn.take_control(&mut batch.hdr);
-    batch.push_hdr_from(0);
-    send(stream, ctx, batch).await
-}
-
-/// Sends a batch within the write timeout, and returns it to the pool.
-async fn send(stream: &TcpStream, ctx: &ThreadCtx, batch: Box<WriteBatch>) -> std::io::Result<()> {
-    if batch.is_empty() {
-        ctx.put_batch(batch);
-        return Ok(());
-    }
-    let sending = pin!(send_all(stream, batch));
-    let ((res, batch), timed_out) = CutOff {
-        fut: sending,
-        deadline: ctx.deadlines.arm(),
-        stream,
-        fired: false,
-    }
-    .await;
-    ctx.put_batch(batch);
-    if timed_out {
-        log!(
-            Info,
-            "{}: write timed out after {:?} (the peer is not reading); closed",
-            Peer(stream),
-            ctx.cfg.write_timeout
-        );
-        return Err(std::io::ErrorKind::TimedOut.into());
-    }
-    res
-}
-
-/// Runs an io_uring op to completion, shutting the socket down if it is
-/// still pending at the deadline. The op is never dropped in flight (its
-/// stable data may hold pool buffers); the shutdown makes it complete.
-/// Hand-written rather than a `select!`, which would take about 170 more
-/// bytes in every connection's future.
-struct CutOff<'a, F> {
-    fut: std::pin::Pin<&'a mut F>,
-    deadline: super::deadline::Deadline<'a>,
-    stream: &'a TcpStream,
-    fired: bool,
-}
-
-impl<F: std::future::Future> std::future::Future for CutOff<'_, F> {
-    type Output = (F::Output, bool);
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        if let std::task::Poll::Ready(out) = self.fut.as_mut().poll(cx) {
-            return std::task::Poll::Ready((out, self.fired));
+        let (closed, lost, deadline) = (conn.is_closed(), conn.framing_lost(), conn.poll_timeout());
+        if let Some(code) = peer_closed {
+            log!(Debug, "{}: closed by peer ({code:?})", io.peer_name(id));
         }
-        if !self.fired && std::pin::Pin::new(&mut self.deadline).poll(cx).is_ready() {
-            self.fired = true;
-            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(e) = error {
+            log!(
+                Info,
+                "{}: protocol error: {e}; closing with {}",
+                io.peer_name(id),
+                e.close_code()
+            );
         }
-        std::task::Poll::Pending
+        if lost {
+            // Frame boundaries are gone: nothing more can be read, so close
+            // now rather than wait for a Close that cannot be found.
+            self.linger(io, id);
+        } else if closed {
+            // 7.1.1: the server closes the TCP connection first, once its
+            // last frames are out.
+            io.close_after_flush(id);
+        } else {
+            io.set_deadline(id, deadline);
+        }
+    }
+
+    fn start_shutdown(&mut self, io: &mut Io) {
+        if self.stopping.is_some() {
+            return;
+        }
+        io.stop_accepting();
+        let now = io.now();
+        self.stopping = Some(now + self.cfg.close_timeout + Duration::from_millis(500));
+        for slot in 0..self.slots.len() {
+            let Some(id) = io.id_of(slot as u32) else {
+                continue;
+            };
+            match &mut self.slots[slot] {
+                Slot::Open(conn) => {
+                    conn.close(close_code::GOING_AWAY, "server shutting down", now);
+                    let deadline = conn.poll_timeout();
+                    if let Some(b) = io.out(id) {
+                        let h = b.hdr.len();
+                        conn.take_control(&mut b.hdr);
+                        b.push_hdr_from(h);
+                    }
+                    io.set_deadline(id, deadline);
+                }
+                Slot::Handshake(_) => io.close(id),
+                Slot::Lingering | Slot::Empty => {}
+            }
+        }
+    }
+}
+
+impl Handler for Server {
+    fn accepted(&mut self, io: &mut Io, id: SockId) {
+        let total = self.open_total.fetch_add(1, Ordering::Relaxed);
+        self.open += 1;
+        if self.stopping.is_some() {
+            io.close(id);
+            *self.slot(id) = Slot::Lingering;
+            return;
+        }
+        if total >= self.cfg.max_connections {
+            let now = io.now();
+            if self
+                .last_warn
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                log!(
+                    Warn,
+                    "{}: refused, {total} connections open (max-connections)",
+                    io.peer_name(id)
+                );
+                self.last_warn = Some(now);
+            }
+            self.refuse(
+                io,
+                id,
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            return;
+        }
+        *self.slot(id) = Slot::Handshake(None);
+        let at = io.now() + self.cfg.handshake_timeout;
+        io.set_deadline(id, Some(at));
+    }
+
+    fn data(&mut self, io: &mut Io, id: SockId, buf: InputBuf) {
+        match self.slot(id) {
+            Slot::Handshake(_) => self.handshake(io, id, buf),
+            Slot::Open(_) => self.frames(io, id, buf, 0),
+            Slot::Lingering | Slot::Empty => {}
+        }
+    }
+
+    fn eof(&mut self, io: &mut Io, id: SockId, err: Option<std::io::Error>) {
+        let name = io.peer_name(id);
+        match (self.slot(id), err) {
+            (_, Some(e)) => log!(Debug, "{name}: read error: {e}"),
+            (Slot::Open(conn), None) => {
+                if conn.handle_eof() {
+                    log!(Debug, "{name}: connection closed without a Close frame");
+                }
+            }
+            (Slot::Handshake(_), None) => log!(Debug, "{name}: closed during the handshake"),
+            (Slot::Lingering | Slot::Empty, None) => {}
+        }
+        io.close(id);
+    }
+
+    fn timer(&mut self, io: &mut Io, id: SockId) {
+        match self.slot(id) {
+            Slot::Handshake(_) => log!(Info, "{}: handshake timed out", io.peer_name(id)),
+            Slot::Open(conn) => {
+                conn.handle_timeout(io.now());
+                log!(
+                    Debug,
+                    "{}: no Close from the peer in time",
+                    io.peer_name(id)
+                );
+            }
+            Slot::Lingering | Slot::Empty => {}
+        }
+        io.close(id);
+    }
+
+    fn gone(&mut self, _io: &mut Io, id: SockId, _why: Gone) {
+        let s = self.slot(id);
+        if matches!(s, Slot::Empty) {
+            return;
+        }
+        *s = Slot::Empty;
+        self.open -= 1;
+        self.open_total.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn wake(&mut self, io: &mut Io) {
+        self.waker.clear();
+        while let Ok(cmd) = self.mailbox.try_recv() {
+            match cmd {
+                Command::Shutdown => self.start_shutdown(io),
+            }
+        }
+    }
+
+    fn turn(&mut self, io: &mut Io) {
+        if let Some(until) = self.stopping {
+            if self.open == 0 || io.now() >= until {
+                self.done = true;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.stopping
+    }
+
+    fn done(&self) -> bool {
+        self.done
     }
 }
 
 #[cfg(test)]
 mod tests {
-    /// Every idle connection carries its task's future, so its size is most
-    /// of the memory an idle connection costs (scripts/idle-memory.sh
-    /// measures the whole). tokio allocates a task in steps of 128 bytes:
-    /// at 600 bytes of future an idle connection costs 935 bytes, at 608 it
-    /// cost 1063. The budget keeps it under the 1 KiB target and catches a
-    /// change that makes every connection bigger, such as a timer or a
-    /// select! kept across awaits.
+    /// Every connection keeps one `Slot` (`scripts/idle-memory.sh` measures
+    /// the whole per-connection cost).
     #[test]
-    fn connection_future_fits_its_budget() {
-        tokio_uring::start(async {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let peer = l.local_addr().unwrap();
-            let s = tokio_uring::net::TcpStream::connect(peer).await.unwrap();
-            let ctx = super::ThreadCtx::for_tests(std::sync::Arc::new(crate::Config::default()));
-            let send = super::send(&s, &ctx, ctx.take_batch());
-            let send_size = std::mem::size_of_val(&send);
-            drop(send);
-            let serve = super::serve(s, peer, ctx.clone());
-            let serve_size = std::mem::size_of_val(&serve);
-            eprintln!("send future {send_size} bytes, connection future {serve_size} bytes");
-            assert!(
-                serve_size <= 600,
-                "connection future grew to {serve_size} bytes"
-            );
-        });
+    fn a_connection_slot_stays_small() {
+        let n = std::mem::size_of::<super::Slot>();
+        eprintln!(
+            "connection slot {n} bytes, Connection {}",
+            std::mem::size_of::<crate::proto::Connection>()
+        );
+        assert!(n <= 160, "connection slot grew to {n} bytes");
     }
 }

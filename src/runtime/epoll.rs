@@ -1,0 +1,252 @@
+//! The epoll backend, for hosts where io_uring is blocked (container
+//! seccomp profiles, `kernel.io_uring_disabled`, gVisor).
+//!
+//! Sockets are registered once, edge-triggered, for input and output; the
+//! loop in `io.rs` reads a readable socket into pool buffers itself and
+//! writes with plain non-blocking `send`/`sendmsg`, so the rest of the
+//! runtime sees the same events as from io_uring: [`Cqe`]s with the same
+//! user data, one `match` for both.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use super::backend::Cqe;
+
+/// One worker's epoll instance.
+pub(crate) struct Epoll {
+    ep: RawFd,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Epoll {
+    pub(crate) fn new() -> io::Result<Epoll> {
+        // SAFETY: plain system call, no pointers.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll {
+            ep,
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 256],
+        })
+    }
+
+    /// Watches `fd`, reporting readiness with user data `ud`. `edge`: for
+    /// connected sockets (input, output and hang-up, edge-triggered);
+    /// otherwise input only, level-triggered (listener, eventfd).
+    pub(crate) fn add(&mut self, fd: RawFd, ud: u64, edge: bool) -> io::Result<()> {
+        let events = if edge {
+            libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET
+        } else {
+            libc::EPOLLIN
+        };
+        let mut ev = libc::epoll_event {
+            events: events as u32,
+            u64: ud,
+        };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        if unsafe { libc::epoll_ctl(self.ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Stops watching `fd` (a listener that stops accepting).
+    pub(crate) fn remove(&mut self, fd: RawFd) {
+        // SAFETY: a null event is allowed for EPOLL_CTL_DEL since Linux 2.6.9.
+        unsafe { libc::epoll_ctl(self.ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    }
+
+    /// Waits up to `timeout` (forever when `None`) and reports every ready
+    /// descriptor as a [`Cqe`] whose `res` holds the epoll event bits.
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Cqe>) -> io::Result<()> {
+        let ms = match timeout {
+            None => -1,
+            // Round up: waking before a deadline only means waiting again.
+            Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+        };
+        // SAFETY: `events` has room for `len` entries, which the kernel fills.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.ep,
+                self.events.as_mut_ptr(),
+                self.events.len() as i32,
+                ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        for ev in &self.events[..n as usize] {
+            out.push(Cqe {
+                ud: ev.u64,
+                res: ev.events as i32,
+                flags: 0,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: `ep` is ours and closed only here.
+        unsafe { libc::close(self.ep) };
+    }
+}
+
+/// Readiness bits: input (or hang-up, or an error, which a read reports).
+pub(crate) fn readable(events: i32) -> bool {
+    events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0
+}
+
+/// Readiness bits: room to write (or an error, which a write reports).
+pub(crate) fn writable(events: i32) -> bool {
+    events & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0
+}
+
+/// A system call's result: the count, or the error from `errno`.
+fn check(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Non-blocking `recv` into `buf`.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length for the call.
+    check(unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    })
+}
+
+/// Non-blocking gather write of `iov` (one piece with `send`).
+pub(crate) fn send(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    let r = if iov.len() == 1 {
+        // SAFETY: the iovec points into a buffer its batch keeps alive and
+        // unchanged for the call.
+        unsafe { libc::send(fd, iov[0].iov_base, iov[0].iov_len, flags) }
+    } else {
+        // SAFETY: msghdr is a plain C struct; zero is an empty one.
+        let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+        m.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        m.msg_iovlen = iov.len() as _;
+        // SAFETY: every iovec points into a buffer its batch keeps alive
+        // and unchanged for the call; `m` lives across it.
+        unsafe { libc::sendmsg(fd, &m, flags) }
+    };
+    check(r)
+}
+
+/// Non-blocking `accept4`: a new socket, non-blocking and close-on-exec.
+pub(crate) fn accept(listener: RawFd) -> io::Result<RawFd> {
+    // SAFETY: null address pointers are allowed (the peer is not wanted).
+    let r = unsafe {
+        libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    check(r as isize).map(|fd| fd as RawFd)
+}
+
+/// A borrowed socket, for a socket option or an address look-up.
+fn with_sock<T>(fd: RawFd, f: impl FnOnce(socket2::SockRef<'_>) -> T) -> T {
+    // SAFETY: callers pass a descriptor the loop holds open for the whole
+    // call (it closes one only in `close`, after which its slot is dead).
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    f(socket2::SockRef::from(&b))
+}
+
+/// The peer's address of a connected socket.
+pub(crate) fn peer_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
+    with_sock(fd, |s| s.peer_addr().ok().and_then(|a| a.as_socket()))
+}
+
+/// The local address of a socket.
+pub(crate) fn local_addr(fd: RawFd) -> Option<std::net::SocketAddr> {
+    with_sock(fd, |s| s.local_addr().ok().and_then(|a| a.as_socket()))
+}
+
+/// `shutdown(SHUT_WR)`.
+pub(crate) fn shutdown_write(fd: RawFd) {
+    let _ = with_sock(fd, |s| s.shutdown(std::net::Shutdown::Write));
+}
+
+/// The pending error of a socket (`SO_ERROR`): how a connect ended.
+pub(crate) fn take_error(fd: RawFd) -> io::Result<()> {
+    match with_sock(fd, |s| s.take_error()) {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) | Err(e) => Err(e),
+    }
+}
+
+/// Closes a descriptor the loop owns.
+pub(crate) fn close(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and never uses it again.
+    unsafe { libc::close(fd) };
+}
+
+/// Empties an eventfd's counter.
+pub(crate) fn read_eventfd(fd: RawFd) {
+    let mut v = 0u64;
+    // SAFETY: reads at most 8 bytes into `v`.
+    unsafe { libc::read(fd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+}
+
+/// Starts a non-blocking connect; its end is reported as writability.
+pub(crate) fn connect(fd: RawFd, addr: &socket2::SockAddr) -> io::Result<()> {
+    // SAFETY: `addr` is a valid socket address of `addr.len()` bytes.
+    let r = unsafe { libc::connect(fd, addr.as_ptr() as *const _, addr.len()) };
+    let err = io::Error::last_os_error();
+    if r < 0 && err.raw_os_error() != Some(libc::EINPROGRESS) {
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// A new non-blocking eventfd, for wake-ups from other threads.
+pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain system call, no pointers.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter, waking whoever waits on it.
+pub(crate) fn write_eventfd(fd: RawFd) {
+    let one = 1u64;
+    // SAFETY: writes the 8 bytes of `one`.
+    unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+}
+
+/// The process's descriptor limit (`RLIMIT_NOFILE`, soft).
+pub(crate) fn nofile_limit() -> usize {
+    // SAFETY: rlimit is a plain C struct; zero is a valid value.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `r` is valid for writes for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return 1024;
+    }
+    usize::try_from(r.rlim_cur).unwrap_or(usize::MAX)
+}

@@ -1,0 +1,229 @@
+//! One coarse timing wheel per thread, for every connection timeout
+//! (handshake, close, write).
+//!
+//! A connection has at most one entry: an intrusive node (12 bytes) in
+//! `nodes`, linked into the bucket of its due tick. Arming, re-arming and
+//! cancelling are O(1) and allocate nothing, so a write deadline can be set
+//! and cleared on every send. A tick visits only its own bucket; an entry due
+//! more than one lap ahead stays in its bucket and is looked at once per lap.
+//! Nothing is done for a connection without a deadline, idle or not. The
+//! loop sleeps until the next non-empty bucket (a bitmap finds it), so the
+//! deadline rides on the wait itself: no timer op, no periodic tick.
+
+const NONE: u32 = u32::MAX;
+/// Buckets per lap (a power of two).
+const BUCKETS: usize = 1024;
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    due: u32,
+    prev: u32,
+    next: u32,
+    /// The bucket it is linked into, or NONE.
+    bucket: u32,
+}
+
+const FREE: Node = Node {
+    due: 0,
+    prev: NONE,
+    next: NONE,
+    bucket: NONE,
+};
+
+/// Deadlines in ticks, keyed by slot.
+pub(crate) struct Wheel {
+    nodes: Vec<Node>,
+    heads: Box<[u32; BUCKETS]>,
+    /// One bit per non-empty bucket.
+    bits: [u64; BUCKETS / 64],
+    /// The last tick processed.
+    now: u32,
+}
+
+impl Wheel {
+    pub(crate) fn new() -> Wheel {
+        Wheel {
+            nodes: Vec::new(),
+            heads: Box::new([NONE; BUCKETS]),
+            bits: [0; BUCKETS / 64],
+            now: 0,
+        }
+    }
+
+    /// The last tick processed.
+    pub(crate) fn now(&self) -> u32 {
+        self.now
+    }
+
+    /// Sets `slot`'s deadline to tick `due` (at the earliest the next tick).
+    pub(crate) fn arm(&mut self, slot: u32, due: u32) {
+        let due = due.max(self.now + 1);
+        let i = slot as usize;
+        if i >= self.nodes.len() {
+            self.nodes.resize(i + 1, FREE);
+        }
+        let n = self.nodes[i];
+        if n.bucket != NONE {
+            if n.due == due {
+                return;
+            }
+            self.unlink(slot);
+        }
+        self.nodes[i].due = due;
+        self.link(slot, due as usize % BUCKETS);
+    }
+
+    /// Clears `slot`'s deadline, if any.
+    pub(crate) fn cancel(&mut self, slot: u32) {
+        if self
+            .nodes
+            .get(slot as usize)
+            .is_some_and(|n| n.bucket != NONE)
+        {
+            self.unlink(slot);
+        }
+    }
+
+    /// The tick of the next non-empty bucket, if any: a lower bound of the
+    /// next deadline (an entry there may be due laps later).
+    pub(crate) fn next_due(&self) -> Option<u32> {
+        let start = (self.now as usize + 1) % BUCKETS;
+        // Words from the one holding `start`, wrapping once around.
+        for k in 0..=BUCKETS / 64 {
+            let w = (start / 64 + k) % (BUCKETS / 64);
+            let mut word = self.bits[w];
+            if k == 0 {
+                word &= !0u64 << (start % 64);
+            } else if k == BUCKETS / 64 {
+                word &= !(!0u64 << (start % 64));
+            }
+            if word != 0 {
+                let b = w * 64 + word.trailing_zeros() as usize;
+                let ahead = (b + BUCKETS - start) % BUCKETS;
+                return Some(self.now + 1 + ahead as u32);
+            }
+        }
+        None
+    }
+
+    /// Advances to tick `now`, appending the slots now due to `fired`
+    /// (their deadlines cleared).
+    pub(crate) fn advance(&mut self, now: u32, fired: &mut Vec<u32>) {
+        if now <= self.now {
+            return;
+        }
+        // Past a whole lap every bucket is visited once.
+        let steps = (now - self.now).min(BUCKETS as u32);
+        for t in 1..=steps {
+            let b = (self.now.wrapping_add(t)) as usize % BUCKETS;
+            let mut cur = self.heads[b];
+            while cur != NONE {
+                let next = self.nodes[cur as usize].next;
+                if self.nodes[cur as usize].due <= now {
+                    self.unlink(cur);
+                    fired.push(cur);
+                }
+                cur = next;
+            }
+        }
+        self.now = now;
+    }
+
+    fn link(&mut self, slot: u32, b: usize) {
+        let head = self.heads[b];
+        self.nodes[slot as usize] = Node {
+            due: self.nodes[slot as usize].due,
+            prev: NONE,
+            next: head,
+            bucket: b as u32,
+        };
+        if head != NONE {
+            self.nodes[head as usize].prev = slot;
+        }
+        self.heads[b] = slot;
+        self.bits[b / 64] |= 1 << (b % 64);
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let n = self.nodes[slot as usize];
+        let b = n.bucket as usize;
+        if n.prev != NONE {
+            self.nodes[n.prev as usize].next = n.next;
+        } else {
+            self.heads[b] = n.next;
+            if n.next == NONE {
+                self.bits[b / 64] &= !(1 << (b % 64));
+            }
+        }
+        if n.next != NONE {
+            self.nodes[n.next as usize].prev = n.prev;
+        }
+        self.nodes[slot as usize] = Node { due: n.due, ..FREE };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fires each slot at its tick, never early, re-arming and cancelling in
+    /// between, across several laps; the next-due hint is never late.
+    #[test]
+    fn fires_at_the_due_tick_and_not_before() {
+        let mut w = Wheel::new();
+        let dues: Vec<u32> = (0..500).map(|i| 1 + (i * 7919) % 5000).collect();
+        for (s, &d) in dues.iter().enumerate() {
+            w.arm(s as u32, d);
+        }
+        // Re-arm some later, cancel others.
+        w.arm(3, 4321);
+        w.cancel(4);
+        let mut fired = Vec::new();
+        let mut seen = vec![None; dues.len()];
+        let mut t = 0;
+        while t < 6000 {
+            let next = w.next_due().unwrap_or(6000).min(6000);
+            assert!(next > t);
+            // Jump straight to the hinted tick, or step by 3.
+            t = if t % 2 == 0 { next } else { (t + 3).min(next) };
+            fired.clear();
+            w.advance(t, &mut fired);
+            for &s in &fired {
+                assert!(seen[s as usize].is_none(), "slot {s} fired twice");
+                seen[s as usize] = Some(t);
+            }
+        }
+        for (s, &d) in dues.iter().enumerate() {
+            let want = match s {
+                3 => Some(4321),
+                4 => None,
+                _ => Some(d),
+            };
+            match (want, seen[s]) {
+                (None, got) => assert_eq!(got, None, "slot {s}"),
+                (Some(d), Some(got)) => {
+                    assert!(got >= d && got <= d + 3, "slot {s} due {d} fired {got}")
+                }
+                (Some(d), None) => panic!("slot {s} due {d} never fired"),
+            }
+        }
+        assert_eq!(w.next_due(), None);
+    }
+
+    /// A jump of more than one lap still fires everything due.
+    #[test]
+    fn long_jumps_fire_everything_due() {
+        let mut w = Wheel::new();
+        w.arm(0, 10);
+        w.arm(1, 5000);
+        w.arm(2, 9000);
+        let mut fired = Vec::new();
+        w.advance(6000, &mut fired);
+        fired.sort();
+        assert_eq!(fired, vec![0, 1]);
+        assert!(w.next_due().is_some());
+        fired.clear();
+        w.advance(9000, &mut fired);
+        assert_eq!(fired, vec![2]);
+    }
+}
