@@ -279,10 +279,12 @@ impl Drop for PooledBuf {
     }
 }
 
-/// Bytes received by one read: from the pool, or (when it is dry) from an
-/// allocation of their own.
-pub(crate) enum InputBuf {
+/// Bytes received by one read: part of a pooled buffer, or (when the pool
+/// is dry) an allocation of their own. Dropping it gives a pooled buffer
+/// back.
+pub enum InputBuf {
     /// Part of a pooled buffer.
+    #[allow(private_interfaces)]
     Pooled(PooledBuf),
     /// A plain allocation.
     Heap(Vec<u8>),
@@ -290,7 +292,7 @@ pub(crate) enum InputBuf {
 
 impl InputBuf {
     /// The received bytes.
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
         match self {
             InputBuf::Pooled(p) => p.as_mut_slice(),
             InputBuf::Heap(v) => v.as_mut_slice(),
@@ -298,7 +300,7 @@ impl InputBuf {
     }
 
     /// The received bytes.
-    pub(crate) fn as_slice(&self) -> &[u8] {
+    pub fn as_slice(&self) -> &[u8] {
         match self {
             InputBuf::Pooled(p) => p.as_slice(),
             InputBuf::Heap(v) => v.as_slice(),

@@ -5,6 +5,97 @@
 //! Still on tokio-uring while the load generator moves to the loop in
 //! `io.rs`; the server no longer uses it.
 
+pub use super::buf::InputBuf;
+pub use super::io::{Gone, Handler, Io, PeerName, SockId};
+pub use super::BackendKind;
+
+/// How each client loop is set up.
+#[derive(Debug, Clone)]
+pub struct LoopOptions {
+    /// Pin loop `i` to core `i % cores`.
+    pub pin: bool,
+    /// Submission queue entries of each io_uring.
+    pub ring_entries: u32,
+    /// io_uring, epoll, or io_uring where the kernel allows it.
+    pub backend: BackendKind,
+    /// Size of one pooled read buffer.
+    pub read_buffer_size: usize,
+    /// Pooled read buffers per loop (at most 32768).
+    pub read_buffers: u16,
+    /// Bytes queued on one socket past which it stops reading.
+    pub max_backpressure: usize,
+    /// Time a write may make no progress before its socket is closed.
+    pub write_timeout: std::time::Duration,
+}
+
+impl Default for LoopOptions {
+    fn default() -> Self {
+        LoopOptions {
+            pin: false,
+            ring_entries: 4096,
+            backend: BackendKind::Auto,
+            read_buffer_size: 64 << 10,
+            read_buffers: 1024,
+            max_backpressure: 64 << 20,
+            write_timeout: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// Runs `threads` loops, each on a thread of its own: loop `i` runs the
+/// handler `make(i, io)` returns until it is done, and `finish` turns the
+/// handler into loop `i`'s result. Returns the results in order.
+pub fn run_loops<H, T, M, F>(
+    threads: usize,
+    opts: LoopOptions,
+    make: M,
+    finish: F,
+) -> io::Result<Vec<T>>
+where
+    H: Handler,
+    T: Send + 'static,
+    M: Fn(usize, &mut Io) -> H + Send + Sync + 'static,
+    F: Fn(H) -> T + Send + Sync + 'static,
+{
+    let shared = std::sync::Arc::new((make, finish, opts));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("loop-{i}"))
+                .spawn(move || -> io::Result<T> {
+                    let (make, finish, opts) = &*shared;
+                    if opts.pin {
+                        core_affinity::set_for_current(core_affinity::CoreId { id: i % cores });
+                    }
+                    let pool = super::buf::Pool::new(opts.read_buffer_size, opts.read_buffers)?;
+                    let backend = super::open_backend(opts.backend, opts.ring_entries, 0, &pool)
+                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    let mut io = Io::new(
+                        backend,
+                        pool,
+                        super::io::IoConfig {
+                            max_backpressure: opts.max_backpressure,
+                            write_timeout: opts.write_timeout,
+                            backlog: 0,
+                        },
+                    );
+                    let mut h = make(i, &mut io);
+                    io.run(&mut h)?;
+                    Ok(finish(h))
+                })
+        })
+        .collect::<io::Result<_>>()?;
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| io::Error::other("a loop thread panicked"))?
+        })
+        .collect()
+}
+
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};

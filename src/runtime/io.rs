@@ -43,14 +43,21 @@ const TICK: Duration = Duration::from_millis(10);
 /// starve the others.
 const READS_PER_TURN: usize = 8;
 
-/// A socket's slot and generation.
+/// A socket's slot and generation. A handler keeps its per-connection
+/// state in a vector indexed by [`SockId::index`]; the generation tells a
+/// reused slot from the socket that had it before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SockId {
+pub struct SockId {
     pub(crate) slot: u32,
     pub(crate) gen: u16,
 }
 
 impl SockId {
+    /// The slot's index: small, dense, reused once the socket is gone.
+    pub fn index(self) -> usize {
+        self.slot as usize
+    }
+
     fn tok(self, op: Op) -> u64 {
         token(self.slot, self.gen, op)
     }
@@ -58,7 +65,7 @@ impl SockId {
 
 /// Why a socket went away, for the handler.
 #[derive(Debug)]
-pub(crate) enum Gone {
+pub enum Gone {
     /// The handler closed it.
     Closed,
     /// A write made no progress within the write timeout.
@@ -69,8 +76,8 @@ pub(crate) enum Gone {
 
 /// What the loop calls. Each callback gets the loop (`io`) to queue output
 /// and arm timers with; per-connection state is the handler's own, indexed
-/// by [`SockId::slot`].
-pub(crate) trait Handler {
+/// by [`SockId::index`].
+pub trait Handler {
     /// A connection was accepted (the server's listener).
     fn accepted(&mut self, _io: &mut Io, _id: SockId) {}
     /// A connection started with [`Io::connect`] is connected, or failed.
@@ -84,7 +91,8 @@ pub(crate) trait Handler {
     /// The socket is gone: drop the state kept for it. Called exactly once
     /// per socket, after which its id is dead.
     fn gone(&mut self, io: &mut Io, id: SockId, why: Gone);
-    /// Another thread woke this loop ([`Waker::wake`]).
+    /// Another thread woke this loop (through the eventfd given to
+    /// `Io::watch_wake`).
     fn wake(&mut self, _io: &mut Io) {}
     /// The end of each turn, after every completion and timer.
     fn turn(&mut self, _io: &mut Io) {}
@@ -161,8 +169,9 @@ pub(crate) struct IoConfig {
     pub backlog: u32,
 }
 
-/// One thread's loop state, minus the handler.
-pub(crate) struct Io {
+/// One thread's loop: sockets, buffers, timers and the kernel interface;
+/// what a [`Handler`] acts through.
+pub struct Io {
     pub(crate) backend: Backend,
     pub(crate) pool: Pool,
     socks: Vec<Sock>,
@@ -266,7 +275,7 @@ impl Io {
     }
 
     /// The time at the start of this turn's dispatch.
-    pub(crate) fn now(&self) -> Instant {
+    pub fn now(&self) -> Instant {
         self.now
     }
 
@@ -362,12 +371,12 @@ impl Io {
     }
 
     /// Is `id` a live socket that is not closing?
-    pub(crate) fn is_open(&self, id: SockId) -> bool {
+    pub fn is_open(&self, id: SockId) -> bool {
         self.sock(id).is_some_and(|s| s.flags & CLOSING == 0)
     }
 
     /// The peer's address, if known.
-    pub(crate) fn peer(&mut self, id: SockId) -> Option<SocketAddr> {
+    pub fn peer(&mut self, id: SockId) -> Option<SocketAddr> {
         let s = self.sock(id)?;
         if let Some(p) = self.peers[id.slot as usize] {
             return Some(p);
@@ -411,7 +420,7 @@ impl Io {
 
     /// Sets (or clears) the deadline at which [`Handler::timer`] runs for
     /// `id`. Coarse: it fires up to one tick (10 ms) late, never early.
-    pub(crate) fn set_deadline(&mut self, id: SockId, at: Option<Instant>) {
+    pub fn set_deadline(&mut self, id: SockId, at: Option<Instant>) {
         let due = at.map_or(0, |t| self.tick_of(t));
         if let Some(s) = self.sock_mut(id) {
             s.user_due = due;
@@ -442,8 +451,31 @@ impl Io {
         }
     }
 
+    /// Queues `bytes` to send on `id` (copied), with the rest of the turn's
+    /// output. Returns false if the socket is closing.
+    pub fn send(&mut self, id: SockId, bytes: &[u8]) -> bool {
+        let Some(b) = self.out(id) else { return false };
+        let h = b.hdr.len();
+        b.hdr.extend_from_slice(bytes);
+        b.push_hdr_from(h);
+        true
+    }
+
+    /// Queues `bytes` to send on `id` without a copy. Returns false (and
+    /// drops them) if the socket is closing.
+    pub fn send_owned(&mut self, id: SockId, bytes: Vec<u8>) -> bool {
+        let Some(b) = self.out(id) else { return false };
+        b.push_owned(bytes);
+        true
+    }
+
+    /// Bytes queued to send on `id` and not yet sent.
+    pub fn queued(&self, id: SockId) -> usize {
+        self.sock(id).map_or(0, Sock::queued)
+    }
+
     /// Closes `id` once everything queued is sent.
-    pub(crate) fn close_after_flush(&mut self, id: SockId) {
+    pub fn close_after_flush(&mut self, id: SockId) {
         let Some(s) = self.sock_mut(id) else { return };
         if s.queued() == 0 {
             self.close(id);
@@ -454,7 +486,7 @@ impl Io {
 
     /// Shuts the sending direction down once everything queued is sent;
     /// reads go on.
-    pub(crate) fn shutdown_after_flush(&mut self, id: SockId) {
+    pub fn shutdown_after_flush(&mut self, id: SockId) {
         let Some(s) = self.sock_mut(id) else { return };
         if s.queued() == 0 {
             self.shutdown_write(id);
@@ -478,7 +510,7 @@ impl Io {
 
     /// Closes `id` now: what is queued is dropped, ops are cancelled. The
     /// handler's [`Handler::gone`] follows.
-    pub(crate) fn close(&mut self, id: SockId) {
+    pub fn close(&mut self, id: SockId) {
         self.close_for(id, Gone::Closed);
     }
 
@@ -536,11 +568,7 @@ impl Io {
 
     /// Connects to `addr` (from `source`, when given), non-blocking; the
     /// result comes to [`Handler::connected`].
-    #[expect(
-        dead_code,
-        reason = "the load generator's side moves onto this loop next"
-    )]
-    pub(crate) fn connect(
+    pub fn connect(
         &mut self,
         addr: SocketAddr,
         source: Option<std::net::IpAddr>,
@@ -573,15 +601,14 @@ impl Io {
                 self.connect_addrs.insert(id.slot, sa);
             }
             Backend::Epoll(e) => {
-                if let Err(err) = e.add(fd, id.tok(Op::Ready), true) {
+                // Watched only once connecting: an unconnected socket reads
+                // as writable (and hung up). The edge-triggered watch still
+                // reports a connect that ended in between.
+                let res = epoll::connect(fd, &sa).and_then(|()| e.add(fd, id.tok(Op::Ready), true));
+                if let Err(err) = res {
                     self.close(id);
                     return Err(err);
                 }
-                if let Err(err) = epoll::connect(fd, &sa) {
-                    self.close(id);
-                    return Err(err);
-                }
-                // The end of the connect comes as writability.
             }
         }
         Ok(id)
@@ -751,7 +778,7 @@ impl Io {
     }
 
     /// A printable name of the peer for log lines.
-    pub(crate) fn peer_name(&mut self, id: SockId) -> PeerName {
+    pub fn peer_name(&mut self, id: SockId) -> PeerName {
         PeerName(self.peer(id), id.slot)
     }
 
@@ -1250,7 +1277,7 @@ impl Io {
     }
 
     /// Runs the loop until the handler is done and every op is back.
-    pub(crate) fn run<H: Handler>(&mut self, h: &mut H) -> io::Result<()> {
+    pub fn run<H: Handler>(&mut self, h: &mut H) -> io::Result<()> {
         let mut cqes = Vec::with_capacity(256);
         let mut cancelled_all = false;
         loop {
@@ -1312,7 +1339,7 @@ impl Io {
 }
 
 /// A peer's address for a log line, or the slot when unknown.
-pub(crate) struct PeerName(Option<SocketAddr>, u32);
+pub struct PeerName(Option<SocketAddr>, u32);
 
 impl std::fmt::Display for PeerName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -19,7 +19,8 @@
 //! * `wheel.rs`: the per-thread timing wheel.
 //! * `buf.rs`: the read pool and write batches.
 //! * `driver.rs`: the server's handler: handshake, echo, close.
-//! * [`client`]: the load generator's side (still on tokio-uring).
+//! * [`client`]: the loop for clients (the load generator): the same
+//!   [`client::Handler`] and [`client::Io`], with connects.
 
 mod backend;
 mod buf;
@@ -253,18 +254,19 @@ fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<Socket> {
     Ok(s)
 }
 
-/// Sets up the kernel interface `cfg.backend` asks for: io_uring, falling
-/// back to epoll under `auto` (saying why).
-fn backend(cfg: &Config, pool: &Pool) -> Result<Backend, StartError> {
-    use backend::BackendKind::*;
-    if cfg.backend != Epoll {
-        // A direct descriptor per connection, as many as the descriptor
-        // limit allows (the kernel applies it to the table's size); past
-        // that, plain descriptors (see `io.rs`).
-        let files = epoll::nofile_limit().min(1 << 20) as u32;
-        match uring::Uring::new(cfg.ring_entries, files, pool) {
+/// Sets up the kernel interface `kind` asks for: io_uring, falling back
+/// to epoll under `auto` (saying why). `files`: direct descriptors to
+/// register (io_uring).
+fn open_backend(
+    kind: BackendKind,
+    ring_entries: u32,
+    files: u32,
+    pool: &Pool,
+) -> Result<Backend, StartError> {
+    if kind != BackendKind::Epoll {
+        match uring::Uring::new(ring_entries, files, pool) {
             Ok(u) => return Ok(Backend::Uring(Box::new(u))),
-            Err(e) if cfg.backend == IoUring => return Err(StartError::IoUring(e)),
+            Err(e) if kind == BackendKind::IoUring => return Err(StartError::IoUring(e)),
             Err(e) => log!(Warn, "io_uring is not available ({e}); running on epoll"),
         }
     }
@@ -292,7 +294,11 @@ fn worker(
             return;
         }
     };
-    let backend = match backend(&cfg, &pool) {
+    // A direct descriptor per connection, as many as the descriptor limit
+    // allows (the kernel applies it to the table's size); past that, plain
+    // descriptors (see `io.rs`).
+    let files = epoll::nofile_limit().min(1 << 20) as u32;
+    let backend = match open_backend(cfg.backend, cfg.ring_entries, files, &pool) {
         Ok(b) => b,
         Err(e) => {
             let _ = ready.send(Err(e));
