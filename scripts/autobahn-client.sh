@@ -5,12 +5,14 @@
 # behaviour, and fails unless every case is OK in both (exceptions, and why,
 # in scripts/autobahn_summary.py).
 #
-# Env: RINGWS_AUTOBAHN_CLIENT_PORT (default 19002).
+# Env: RINGWS_AUTOBAHN_CLIENT_PORT (default 19002), RINGWS_BACKEND (loadgen's
+# --backend, default auto; the report goes to target/autobahn-client/<backend>/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 port="${RINGWS_AUTOBAHN_CLIENT_PORT:-19002}"
-out=target/autobahn-client
+backend="${RINGWS_BACKEND:-auto}"
+out=target/autobahn-client/$backend
 mkdir -p "$out"
 
 wstest="$(scripts/install-wstest.sh)"
@@ -35,7 +37,7 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 
-./target/release/loadgen autobahn --url "ws://127.0.0.1:$port" --agent ringws
+./target/release/loadgen autobahn --url "ws://127.0.0.1:$port" --agent ringws --backend "$backend"
 
-python3 scripts/autobahn_summary.py "$out/report/index.json" ringws autobahn-client
+python3 scripts/autobahn_summary.py "$out/report/index.json" ringws "autobahn-client ($backend)"
 echo "autobahn-client: report at $out/report/index.html"

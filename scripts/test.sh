@@ -23,6 +23,8 @@ step "Autobahn|Testsuite 1.* to 11.*, ringws as the server on io_uring"
 RINGWS_BACKEND=io-uring scripts/autobahn.sh
 step "Autobahn|Testsuite 1.* to 11.*, ringws as the server on epoll"
 RINGWS_BACKEND=epoll scripts/autobahn.sh
-step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client"
-scripts/autobahn-client.sh
+step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client on io_uring"
+RINGWS_BACKEND=io-uring scripts/autobahn-client.sh
+step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client on epoll"
+RINGWS_BACKEND=epoll scripts/autobahn-client.sh
 step "all passed"

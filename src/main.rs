@@ -133,6 +133,15 @@ fn main() -> ExitCode {
         backend: a.backend,
     };
     let threads = cfg.threads;
+    // Before any worker starts, so that every thread inherits the mask and
+    // the signals wait for this one.
+    let signals = match ringws::runtime::StopSignals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            ringws::log!(Error, "cannot block SIGINT and SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -147,27 +156,11 @@ fn main() -> ExitCode {
         server.local_addr(),
         server.backend()
     );
-    wait_for_signal();
+    signals.wait();
     ringws::log!(Info, "shutting down: closing connections (1001)");
     server.shutdown();
     ringws::log!(Info, "stopped");
     ExitCode::SUCCESS
-}
-
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a signal-handling runtime");
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    });
 }
 
 #[cfg(test)]

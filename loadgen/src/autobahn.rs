@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use ringws::proto::client::ClientHandshake;
 use ringws::proto::{Connection, Event, Limits, MessageKind, Payload};
-use ringws::runtime::client::{self as rt, ClientStream};
+use ringws::runtime::client::{run_loops, Gone, Handler, InputBuf, Io, LoopOptions, SockId};
 
 use crate::target::Target;
 
@@ -25,12 +25,241 @@ pub struct AutobahnArgs {
     /// Longest time one case may take.
     #[arg(long, default_value_t = 120)]
     case_timeout_secs: u64,
+    /// Kernel interface: auto (io_uring where allowed, else epoll),
+    /// io-uring or epoll.
+    #[arg(long, default_value = "auto")]
+    backend: ringws::BackendKind,
 }
 
-/// How one WebSocket session ended.
+/// Which session of the suite runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Count,
+    Case(usize),
+    Update,
+}
+
+/// One WebSocket session: handshake, echo every message, close as the
+/// protocol says, and wait for the server to close TCP (7.1.1).
 struct Session {
+    id: SockId,
+    hs: ClientHandshake,
+    /// The response head so far.
+    head: Vec<u8>,
+    ws: Option<Connection>,
+    seed: u64,
     /// Text messages received, for getCaseCount.
     texts: Vec<String>,
+    /// The case's time is up.
+    deadline: Instant,
+    /// Once the exchange is over, the server gets until then to close TCP.
+    close_deadline: Option<Instant>,
+    failed: Option<String>,
+}
+
+/// The whole suite, one session after another.
+struct Suite {
+    target: Target,
+    agent: String,
+    timeout: Duration,
+    stage: Stage,
+    count: usize,
+    session: Option<Session>,
+    result: Option<Result<usize, String>>,
+}
+
+impl Suite {
+    fn path(&self) -> String {
+        match self.stage {
+            Stage::Count => "/getCaseCount".into(),
+            Stage::Case(n) => format!("/runCase?case={n}&agent={}", self.agent),
+            Stage::Update => format!("/updateReports?agent={}", self.agent),
+        }
+    }
+
+    fn start(&mut self, io: &mut Io) {
+        match io.connect(self.target.addr, None) {
+            Ok(id) => {
+                // A fresh random seed per session: its key and its masks must
+                // not be predictable, nor repeat from one case to the next.
+                let seed = crate::worker::random_seed();
+                let hs = ClientHandshake::new(
+                    &self.target.host,
+                    &self.path(),
+                    crate::worker::nonce(seed),
+                );
+                self.session = Some(Session {
+                    id,
+                    hs,
+                    head: Vec::new(),
+                    ws: None,
+                    seed,
+                    texts: Vec::new(),
+                    deadline: Instant::now() + self.timeout,
+                    close_deadline: None,
+                    failed: None,
+                });
+            }
+            Err(e) => self.ended(io, Err(format!("connect to {}: {e}", self.target.addr))),
+        }
+    }
+
+    /// The session ended: on to the next.
+    fn ended(&mut self, io: &mut Io, res: Result<Vec<String>, String>) {
+        match (self.stage, res) {
+            (Stage::Count, Ok(texts)) => match texts.first().and_then(|t| t.trim().parse().ok()) {
+                Some(n) => {
+                    self.count = n;
+                    self.stage = if n > 0 { Stage::Case(1) } else { Stage::Update };
+                }
+                None => {
+                    self.result = Some(Err("getCaseCount did not answer with a number".into()));
+                    return;
+                }
+            },
+            (Stage::Case(n), res) => {
+                if let Err(e) = res {
+                    eprintln!("loadgen autobahn: case {n}: {e}");
+                }
+                self.stage = if n < self.count {
+                    Stage::Case(n + 1)
+                } else {
+                    Stage::Update
+                };
+            }
+            (Stage::Update, Ok(_)) => {
+                self.result = Some(Ok(self.count));
+                return;
+            }
+            (_, Err(e)) => {
+                self.result = Some(Err(e));
+                return;
+            }
+        }
+        self.start(io);
+    }
+
+    fn session(&mut self, id: SockId) -> Option<&mut Session> {
+        self.session.as_mut().filter(|s| s.id == id)
+    }
+}
+
+impl Handler for Suite {
+    fn connected(&mut self, io: &mut Io, id: SockId, res: std::io::Result<()>) {
+        let addr = self.target.addr;
+        let Some(s) = self.session(id) else { return };
+        match res {
+            Ok(()) => {
+                io.send(id, s.hs.request());
+            }
+            Err(e) => {
+                s.failed = Some(format!("connect to {addr}: {e}"));
+                io.close(id);
+            }
+        }
+    }
+
+    fn data(&mut self, io: &mut Io, id: SockId, mut buf: InputBuf) {
+        let now = io.now();
+        let Some(s) = self.session(id) else { return };
+        let mut head_rest;
+        let input: &mut [u8] = if s.ws.is_none() {
+            s.head.extend_from_slice(buf.as_slice());
+            match s.hs.parse_response(&s.head, 16 << 10) {
+                Ok(None) => return,
+                Ok(Some(h)) => {
+                    head_rest = s.head.split_off(h);
+                    let limits = Limits {
+                        max_frame_size: 64 << 20,
+                        max_message_size: 64 << 20,
+                        close_timeout: Duration::from_secs(5),
+                    };
+                    s.ws = Some(Connection::client(limits, s.seed));
+                    &mut head_rest
+                }
+                Err(e) => {
+                    s.failed = Some(format!("handshake: {e}"));
+                    io.close(id);
+                    return;
+                }
+            }
+        } else {
+            buf.as_mut_slice()
+        };
+        let ws = s.ws.as_mut().expect("open");
+        let texts = &mut s.texts;
+        io.send_with(id, |out| {
+            let mut off = 0;
+            while off < input.len() {
+                let (n, r) = ws.read(&mut input[off..], now);
+                if let Ok(Some(Event::Message { kind, payload })) = r {
+                    let data: &[u8] = match &payload {
+                        Payload::Input(r) => &input[off + r.start..off + r.end],
+                        Payload::Owned(v) => v,
+                    };
+                    if kind == MessageKind::Text {
+                        texts.push(String::from_utf8_lossy(data).into_owned());
+                    }
+                    // Not open (closing): nothing more to echo.
+                    let _ = ws.write_message(kind, data, out);
+                }
+                if ws.has_control() {
+                    ws.take_control(out);
+                }
+                off += n;
+            }
+        });
+        if ws.is_closed() && s.close_deadline.is_none() {
+            s.close_deadline = Some(now + Duration::from_secs(2));
+        }
+    }
+
+    fn eof(&mut self, io: &mut Io, id: SockId, _err: Option<std::io::Error>) {
+        if let Some(s) = self.session(id) {
+            match &mut s.ws {
+                Some(ws) => {
+                    ws.handle_eof();
+                }
+                None => s.failed = Some("closed during the handshake".into()),
+            }
+        }
+        io.close(id);
+    }
+
+    fn gone(&mut self, io: &mut Io, id: SockId, _why: Gone) {
+        if self.session.as_ref().is_some_and(|s| s.id == id) {
+            let s = self.session.take().expect("checked");
+            let res = match s.failed {
+                Some(e) => Err(e),
+                None => Ok(s.texts),
+            };
+            self.ended(io, res);
+        }
+    }
+
+    fn turn(&mut self, io: &mut Io) {
+        let now = Instant::now();
+        let Some(s) = &mut self.session else { return };
+        // The server did not close in time, or did not answer our Close:
+        // give up on it.
+        if now >= s.close_deadline.unwrap_or(s.deadline).min(s.deadline) {
+            match &mut s.ws {
+                Some(ws) => ws.handle_timeout(now),
+                None => s.failed = Some("handshake: timed out".into()),
+            }
+            io.close(s.id);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.session
+            .as_ref()
+            .map(|s| s.close_deadline.unwrap_or(s.deadline).min(s.deadline))
+    }
+
+    fn done(&self) -> bool {
+        self.result.is_some()
+    }
 }
 
 /// Runs the whole suite; exits 0 when every case ran (the verdicts are in
@@ -43,16 +272,35 @@ pub fn run(a: AutobahnArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let res = rt::run_workers(1, false, 256, move |_| {
-        let (target, agent, timeout) = (
-            target.clone(),
-            a.agent.clone(),
-            Duration::from_secs(a.case_timeout_secs),
-        );
-        async move { suite(&target, &agent, timeout).await }
-    });
+    let opts = LoopOptions {
+        backend: a.backend,
+        ring_entries: 256,
+        ..Default::default()
+    };
+    let (agent, timeout) = (a.agent.clone(), Duration::from_secs(a.case_timeout_secs));
+    let res = run_loops(
+        1,
+        opts,
+        move |_, io| {
+            let mut suite = Suite {
+                target: target.clone(),
+                agent: agent.clone(),
+                timeout,
+                stage: Stage::Count,
+                count: 0,
+                session: None,
+                result: None,
+            };
+            suite.start(io);
+            suite
+        },
+        |s| {
+            s.result
+                .unwrap_or_else(|| Err("the suite did not finish".into()))
+        },
+    );
     match res {
-        Ok(mut v) => match v.pop().expect("one worker") {
+        Ok(mut v) => match v.pop().expect("one loop") {
             Ok(n) => {
                 println!("loadgen autobahn: ran {n} cases; reports updated");
                 ExitCode::SUCCESS
@@ -67,116 +315,4 @@ pub fn run(a: AutobahnArgs) -> ExitCode {
             ExitCode::from(4)
         }
     }
-}
-
-async fn suite(target: &Target, agent: &str, timeout: Duration) -> Result<usize, String> {
-    let s = session(target, "/getCaseCount", timeout).await?;
-    let count: usize = s
-        .texts
-        .first()
-        .and_then(|t| t.trim().parse().ok())
-        .ok_or("getCaseCount did not answer with a number")?;
-    for case in 1..=count {
-        let path = format!("/runCase?case={case}&agent={agent}");
-        if let Err(e) = session(target, &path, timeout).await {
-            eprintln!("loadgen autobahn: case {case}: {e}");
-        }
-    }
-    session(target, &format!("/updateReports?agent={agent}"), timeout).await?;
-    Ok(count)
-}
-
-/// One connection: handshake, echo every message, close as the protocol
-/// says, and wait for the server to close TCP (7.1.1).
-async fn session(target: &Target, path: &str, timeout: Duration) -> Result<Session, String> {
-    let deadline = Instant::now() + timeout;
-    let stream = ClientStream::connect(target.addr, None, deadline)
-        .await
-        .map_err(|e| format!("connect to {}: {e}", target.addr))?;
-    // A fresh random seed per session: its key and its masks must not be
-    // predictable, nor repeat from one case to the next.
-    let seed = crate::worker::random_seed();
-    let hs = ClientHandshake::new(&target.host, path, crate::worker::nonce(seed));
-    let (res, _) = stream.write_all(hs.request().to_vec()).await;
-    res.map_err(|e| format!("sending the handshake: {e}"))?;
-    let mut rbuf = Vec::with_capacity(64 << 10);
-    let head = loop {
-        let (res, b) = stream.read_more_by(rbuf, deadline).await;
-        rbuf = b;
-        match res {
-            Ok(0) => return Err("closed during the handshake".into()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("handshake: {e}")),
-        }
-        if let Some(h) = hs
-            .parse_response(&rbuf, 16 << 10)
-            .map_err(|e| format!("handshake: {e}"))?
-        {
-            break h;
-        }
-    };
-    rbuf.drain(..head);
-    let limits = Limits {
-        max_frame_size: 64 << 20,
-        max_message_size: 64 << 20,
-        close_timeout: Duration::from_secs(5),
-    };
-    let mut ws = Connection::client(limits, seed);
-    let mut texts = Vec::new();
-    let mut out = Vec::new();
-    // Once the exchange is over, the server gets this long to close TCP.
-    let mut close_deadline: Option<Instant> = None;
-    loop {
-        let now = Instant::now();
-        let mut off = 0;
-        while off < rbuf.len() {
-            let (n, r) = ws.read(&mut rbuf[off..], now);
-            if let Ok(Some(Event::Message { kind, payload })) = r {
-                let data: &[u8] = match &payload {
-                    Payload::Input(r) => &rbuf[off + r.start..off + r.end],
-                    Payload::Owned(v) => v,
-                };
-                if kind == MessageKind::Text {
-                    texts.push(String::from_utf8_lossy(data).into_owned());
-                }
-                // Not open (closing): nothing more to echo.
-                let _ = ws.write_message(kind, data, &mut out);
-            }
-            if ws.has_control() {
-                ws.take_control(&mut out);
-            }
-            off += n;
-        }
-        rbuf.clear();
-        if !out.is_empty() {
-            let (res, o) = stream.write_all(std::mem::take(&mut out)).await;
-            out = o;
-            out.clear();
-            if res.is_err() {
-                break;
-            }
-        }
-        if ws.is_closed() && close_deadline.is_none() {
-            close_deadline = Some(Instant::now() + Duration::from_secs(2));
-        }
-        let wait = close_deadline
-            .unwrap_or(deadline)
-            .min(ws.poll_timeout().unwrap_or(deadline));
-        let (res, b) = stream.read_more_by(rbuf, wait).await;
-        rbuf = b;
-        match res {
-            Ok(0) => {
-                ws.handle_eof();
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => {
-                // The server did not close in time, or did not answer our
-                // Close: give up on it.
-                ws.handle_timeout(Instant::now());
-                break;
-            }
-        }
-    }
-    Ok(Session { texts })
 }

@@ -121,6 +121,10 @@ struct Bench {
     /// No progress lines.
     #[arg(short, long)]
     quiet: bool,
+    /// Kernel interface: auto (io_uring where allowed, else epoll),
+    /// io-uring or epoll.
+    #[arg(long, default_value = "auto")]
+    backend: ringws::BackendKind,
 }
 
 fn size(s: &str) -> Result<usize, String> {
@@ -318,13 +322,21 @@ fn run_once(
         raw: b.raw,
     });
     let (tx, rx) = mpsc::channel::<Snapshot>();
-    let (pin, threads) = (b.pin, params.threads);
+    let threads = params.threads;
+    let opts = ringws::runtime::client::LoopOptions {
+        pin: b.pin,
+        backend: b.backend,
+        ..Default::default()
+    };
     let workers = {
         let plan = plan.clone();
         std::thread::spawn(move || {
-            ringws::runtime::client::run_workers(threads, pin, 4096, move |i| {
-                worker::run(i, plan.clone(), tx.clone())
-            })
+            ringws::runtime::client::run_loops(
+                threads,
+                opts,
+                move |i, io| worker::Worker::new(i, plan.clone(), tx.clone(), io),
+                worker::Worker::into_stats,
+            )
         })
     };
     // Progress: one line per second, once every thread has reported it.

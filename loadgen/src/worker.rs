@@ -1,27 +1,29 @@
-//! Connections and their traffic, one worker thread's share.
+//! Connections and their traffic, one loop thread's share.
 //!
 //! * Throughput mode (closed loop): each connection keeps `in_flight`
 //!   messages outstanding and sends the next one as each echo arrives.
 //! * Rate mode (open loop): each connection sends on a fixed schedule,
-//!   whatever the echoes do, from a task of its own, while another reads.
-//!   Latency is taken from the *intended* send time (so a stalled server is
-//!   charged for every message it delayed, as in wrk2) and from the actual
-//!   one.
+//!   whatever the echoes do. Latency is taken from the *intended* send time
+//!   (so a stalled server is charged for every message it delayed, as in
+//!   wrk2) and from the actual one.
 //!
 //! Every echo is checked: length, content and order (each message carries
 //! its sequence number). The payload is sent masked, as a client must.
+//!
+//! The worker is a [`Handler`] of ringws's own loop, the one the server
+//! runs on: every completion comes straight to it; frames are encoded
+//! straight into the connection's write batch.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::IpAddr;
-use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use ringws::proto::client::ClientHandshake;
 use ringws::proto::mask::apply_mask;
 use ringws::proto::{Connection, Event, Limits, MessageKind, Payload};
-use ringws::runtime::client::{self as rt, ClientStream};
+use ringws::runtime::client::{Gone, Handler, InputBuf, Io, SockId};
 
 use crate::stats::{Snapshot, Stats};
 use crate::target::Target;
@@ -66,38 +68,480 @@ pub struct Plan {
     pub raw: bool,
 }
 
-/// Runs worker `idx`'s connections and returns its counts. Sends a progress
-/// snapshot to `progress` every second.
-pub async fn run(idx: usize, plan: Arc<Plan>, progress: mpsc::Sender<Snapshot>) -> Stats {
-    let stats = Rc::new(RefCell::new(Stats::default()));
-    let reporter = {
-        let (stats, plan) = (stats.clone(), plan.clone());
-        rt::spawn(async move {
-            for second in 1.. {
-                rt::sleep_until(plan.start + Duration::from_secs(second)).await;
-                if progress.send(stats.borrow_mut().snapshot(second)).is_err() {
-                    return;
+/// In-flight bookkeeping: sequence number, intended and actual send time.
+type Sent = VecDeque<(u64, Instant, Instant)>;
+
+/// Where a connection is.
+enum Phase {
+    /// TCP connect under way.
+    Connecting,
+    /// Handshake sent; the response so far.
+    Handshake(ClientHandshake, Vec<u8>),
+    /// Exchanging messages.
+    Open,
+}
+
+/// One connection's state.
+struct Conn {
+    id: SockId,
+    /// Its number in the run (for the rate schedule and source address).
+    i: usize,
+    seed: u64,
+    phase: Phase,
+    ws: Connection,
+    sent: Sent,
+    /// The next sequence number to send.
+    seq: u64,
+    /// We sent our Close (raw mode: half-closed): the server's Close and
+    /// EOF are expected.
+    closing: bool,
+    /// The connect started.
+    t0: Instant,
+    /// Raw mode: echo bytes not yet cut into messages.
+    raw_buf: Vec<u8>,
+}
+
+/// One loop thread's connections and counts.
+pub struct Worker {
+    plan: Arc<Plan>,
+    payloads: Payloads,
+    stats: Stats,
+    progress: mpsc::Sender<Snapshot>,
+    /// The next progress second to report.
+    second: u64,
+    /// This thread's connection numbers not yet started, in order.
+    to_start: std::iter::StepBy<std::ops::Range<usize>>,
+    next_start: Option<usize>,
+    conns: Vec<Option<Conn>>,
+    open: usize,
+    /// Rate mode: when each connection sends next.
+    schedule: BinaryHeap<Reverse<(Instant, SockId)>>,
+    /// The interval between one connection's messages (rate mode).
+    interval: Duration,
+    seed: u64,
+    /// Past the hard stop, connections still open are cut.
+    expired: bool,
+}
+
+impl Worker {
+    /// Worker `idx`'s share of the run; starts what is due at once.
+    pub fn new(
+        idx: usize,
+        plan: Arc<Plan>,
+        progress: mpsc::Sender<Snapshot>,
+        io: &mut Io,
+    ) -> Worker {
+        let mut to_start = (idx..plan.connections).step_by(plan.threads);
+        let next_start = to_start.next();
+        let interval = plan.rate.map_or(Duration::ZERO, |r| {
+            Duration::from_secs_f64(plan.connections as f64 / r)
+        });
+        let mut w = Worker {
+            payloads: Payloads::new(plan.size, plan.kind, plan.raw),
+            stats: Stats::default(),
+            progress,
+            second: 1,
+            to_start,
+            next_start,
+            conns: Vec::new(),
+            open: 0,
+            schedule: BinaryHeap::new(),
+            interval,
+            seed: random_seed() ^ (idx as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            expired: false,
+            plan,
+        };
+        w.start_due(io, Instant::now());
+        w
+    }
+
+    /// This worker's counts, once the loop is done.
+    pub fn into_stats(self) -> Stats {
+        self.stats
+    }
+
+    fn hard_stop(&self) -> Instant {
+        self.plan.end + self.plan.drain
+    }
+
+    /// When connection `i` starts (the ramp).
+    fn start_time(&self, i: usize) -> Instant {
+        if self.plan.ramp > 0.0 {
+            self.plan.start + Duration::from_secs_f64(i as f64 / self.plan.ramp)
+        } else {
+            self.plan.start
+        }
+    }
+
+    /// Opens every connection whose start time has come.
+    fn start_due(&mut self, io: &mut Io, now: Instant) {
+        while let Some(i) = self.next_start {
+            if self.start_time(i) > now || self.expired {
+                return;
+            }
+            self.next_start = self.to_start.next();
+            self.seed = xorshift(self.seed);
+            let plan = &self.plan;
+            let source = (!plan.sources.is_empty()).then(|| plan.sources[i % plan.sources.len()]);
+            match io.connect(plan.target.addr, source) {
+                Ok(id) => {
+                    let conn = Conn {
+                        id,
+                        i,
+                        seed: self.seed,
+                        phase: Phase::Connecting,
+                        ws: Connection::client(Limits::default(), self.seed),
+                        sent: VecDeque::new(),
+                        seq: 0,
+                        closing: false,
+                        t0: now,
+                        raw_buf: Vec::new(),
+                    };
+                    if self.conns.len() <= id.index() {
+                        self.conns.resize_with(id.index() + 1, || None);
+                    }
+                    self.conns[id.index()] = Some(conn);
+                    self.open += 1;
+                    io.set_deadline(id, Some(now + self.plan.connect_timeout));
+                }
+                Err(e) => {
+                    self.stats.errors.connect += 1;
+                    self.stats
+                        .sample(format!("connect to {} failed: {e}", self.plan.target.addr));
                 }
             }
-        })
-    };
-    let mut seed = random_seed() ^ (idx as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let tasks: Vec<_> = (idx..plan.connections)
-        .step_by(plan.threads)
-        .map(|i| {
-            seed = xorshift(seed);
-            rt::spawn(connection(i, plan.clone(), stats.clone(), seed))
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
+        }
     }
-    reporter.abort();
-    let _ = reporter.await;
-    Rc::try_unwrap(stats)
-        .ok()
-        .expect("all tasks done")
-        .into_inner()
+
+    /// The connection is open (handshake done, or raw): start its traffic.
+    fn begin(&mut self, io: &mut Io, id: SockId, now: Instant) {
+        io.set_deadline(id, None);
+        let Some(c) = self.conns[id.index()].as_mut() else {
+            return;
+        };
+        c.phase = Phase::Open;
+        self.stats.connect.saturating_record(ns(now - c.t0));
+        self.stats.connected += 1;
+        match self.plan.rate {
+            None => self.fill(io, id, self.plan.in_flight, now),
+            Some(_) => {
+                // Spread the connections' schedules over one interval, so
+                // that they do not all send at the same instant.
+                let phase = self
+                    .interval
+                    .mul_f64(c.i as f64 / self.plan.connections as f64);
+                let at = now.max(self.plan.start) + phase;
+                self.schedule.push(Reverse((at, id)));
+            }
+        }
+    }
+
+    /// Queues `n` messages sent now (closed loop), within the per-connection
+    /// message budget.
+    fn fill(&mut self, io: &mut Io, id: SockId, n: usize, now: Instant) {
+        let Some(c) = self.conns[id.index()].as_mut() else {
+            return;
+        };
+        let (plan, payloads) = (&self.plan, &self.payloads);
+        io.send_with(id, |out| {
+            for _ in 0..n {
+                if c.seq >= plan.per_connection
+                    || !payloads.encode(&mut c.ws, c.seq, plan.fragments, out)
+                {
+                    return;
+                }
+                c.sent.push_back((c.seq, now, now));
+                c.seq += 1;
+            }
+        });
+    }
+
+    /// Sends our Close (in raw mode, half-closes instead).
+    fn start_close(&mut self, io: &mut Io, id: SockId) {
+        let Some(c) = self.conns[id.index()].as_mut() else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        if self.plan.raw {
+            io.shutdown_after_flush(id);
+            return;
+        }
+        c.ws.close(1000, "", io.now());
+        let ws = &mut c.ws;
+        io.send_with(id, |out| ws.take_control(out));
+    }
+
+    /// Rate mode: sends every message whose time has come.
+    fn send_due(&mut self, io: &mut Io, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.schedule.peek() {
+            if at > now {
+                return;
+            }
+            self.schedule.pop();
+            if !io.is_open(id) {
+                continue;
+            }
+            let Some(c) = self.conns[id.index()].as_mut() else {
+                continue;
+            };
+            if c.closing || c.ws.is_closed() {
+                continue;
+            }
+            if at >= self.plan.end {
+                self.start_close(io, id);
+                continue;
+            }
+            let (plan, payloads) = (&self.plan, &self.payloads);
+            let mut ok = true;
+            io.send_with(id, |out| {
+                ok = payloads.encode(&mut c.ws, c.seq, plan.fragments, out);
+            });
+            if !ok {
+                continue;
+            }
+            c.sent.push_back((c.seq, at, now));
+            c.seq += 1;
+            self.schedule.push(Reverse((at + self.interval, id)));
+        }
+    }
+
+    fn handshake_data(&mut self, io: &mut Io, id: SockId, buf: &[u8], now: Instant) {
+        let Some(c) = self.conns[id.index()].as_mut() else {
+            return;
+        };
+        let Phase::Handshake(hs, acc) = &mut c.phase else {
+            return;
+        };
+        acc.extend_from_slice(buf);
+        match hs.parse_response(acc, 16 << 10) {
+            Ok(None) => {}
+            Ok(Some(head)) => {
+                let mut rest = acc.split_off(head);
+                let limits = Limits {
+                    max_frame_size: u64::MAX >> 1,
+                    max_message_size: u64::MAX >> 1,
+                    close_timeout: self.plan.drain,
+                };
+                c.ws = Connection::client(limits, c.seed);
+                self.begin(io, id, now);
+                if !rest.is_empty() {
+                    self.frames(io, id, &mut rest, now);
+                }
+            }
+            Err(e) => {
+                self.stats.errors.handshake += 1;
+                self.stats.sample(format!("handshake: {e}"));
+                io.close(id);
+            }
+        }
+    }
+
+    /// Echo bytes arrived on an open connection.
+    fn frames(&mut self, io: &mut Io, id: SockId, buf: &mut [u8], now: Instant) {
+        let Some(c) = self.conns[id.index()].as_mut() else {
+            return;
+        };
+        let plan = &*self.plan;
+        let echoes = if plan.raw {
+            c.raw_buf.extend_from_slice(buf);
+            absorb_raw(
+                &mut c.raw_buf,
+                &mut c.sent,
+                plan,
+                &mut self.stats,
+                &self.payloads,
+                now,
+            )
+        } else {
+            let mut replies = Vec::new();
+            let r = absorb(
+                &mut c.ws,
+                buf,
+                &mut c.sent,
+                plan,
+                &mut self.stats,
+                &self.payloads,
+                now,
+                &mut replies,
+                c.closing,
+            );
+            if !replies.is_empty() {
+                io.send(id, &replies);
+            }
+            r
+        };
+        let Some(echoes) = echoes else {
+            // Failed: the Close the connection queued is on its way; wait
+            // for the server to close.
+            c.closing = true;
+            if plan.raw {
+                io.close(id);
+            }
+            return;
+        };
+        if plan.rate.is_none() && !c.closing {
+            if now < plan.end && c.seq < plan.per_connection {
+                self.fill(io, id, echoes, now);
+            } else if c.sent.is_empty() {
+                self.start_close(io, id);
+            }
+        }
+    }
+
+    /// Past the hard stop: whatever is still open is counted and cut.
+    fn expire(&mut self, io: &mut Io) {
+        self.expired = true;
+        for slot in 0..self.conns.len() {
+            let Some(c) = &self.conns[slot] else { continue };
+            let id = c.id;
+            self.stats.errors.io += 1;
+            let lost = c.sent.len();
+            self.stats.sample(if lost > 0 {
+                format!("{lost} echoes did not arrive in time")
+            } else if matches!(c.phase, Phase::Open) {
+                "the server did not close the connection after the Close handshake".into()
+            } else {
+                "the connection did not open in time".into()
+            });
+            io.close(id);
+        }
+    }
+}
+
+impl Handler for Worker {
+    fn connected(&mut self, io: &mut Io, id: SockId, res: std::io::Result<()>) {
+        if let Err(e) = res {
+            self.stats.errors.connect += 1;
+            self.stats
+                .sample(format!("connect to {} failed: {e}", self.plan.target.addr));
+            io.close(id);
+            return;
+        }
+        let now = io.now();
+        if self.plan.raw {
+            self.begin(io, id, now);
+            return;
+        }
+        let Some(c) = self.conns[id.index()].as_mut() else {
+            return;
+        };
+        let hs = ClientHandshake::new(
+            &self.plan.target.host,
+            &self.plan.target.path,
+            nonce(c.seed),
+        );
+        io.send(id, hs.request());
+        c.phase = Phase::Handshake(hs, Vec::new());
+    }
+
+    fn data(&mut self, io: &mut Io, id: SockId, mut buf: InputBuf) {
+        let now = io.now();
+        match self
+            .conns
+            .get(id.index())
+            .and_then(|c| c.as_ref())
+            .map(|c| &c.phase)
+        {
+            Some(Phase::Handshake(..)) => self.handshake_data(io, id, buf.as_slice(), now),
+            Some(Phase::Open) => self.frames(io, id, buf.as_mut_slice(), now),
+            _ => {}
+        }
+    }
+
+    fn eof(&mut self, io: &mut Io, id: SockId, err: Option<std::io::Error>) {
+        let Some(c) = self.conns[id.index()].as_mut() else {
+            return;
+        };
+        match (&c.phase, err) {
+            (Phase::Handshake(..), _) => {
+                self.stats.errors.handshake += 1;
+                self.stats.sample(
+                    "the server closed the connection during the handshake (not a WebSocket server?)"
+                        .into(),
+                );
+            }
+            (_, Some(e)) => {
+                self.stats.errors.io += 1;
+                self.stats.sample(format!("read failed: {e}"));
+            }
+            (_, None) => {
+                if !(c.closing && (self.plan.raw || c.ws.is_closed())) {
+                    self.stats.errors.unexpected_close += 1;
+                    self.stats
+                        .sample("the server closed the TCP connection".into());
+                }
+            }
+        }
+        io.close(id);
+    }
+
+    fn timer(&mut self, io: &mut Io, id: SockId) {
+        let Some(c) = self.conns[id.index()].as_mut() else {
+            return;
+        };
+        match c.phase {
+            Phase::Connecting => {
+                self.stats.errors.connect += 1;
+                self.stats.sample(format!(
+                    "connect to {} failed: timed out",
+                    self.plan.target.addr
+                ));
+            }
+            Phase::Handshake(..) => {
+                self.stats.errors.handshake += 1;
+                self.stats.sample("handshake: timed out".into());
+            }
+            Phase::Open => return,
+        }
+        io.close(id);
+    }
+
+    fn gone(&mut self, _io: &mut Io, id: SockId, why: Gone) {
+        if let Some(c) = self.conns[id.index()].take() {
+            self.open -= 1;
+            if let (Gone::WriteError | Gone::WriteTimeout, false) =
+                (&why, c.closing && c.ws.is_closed())
+            {
+                self.stats.errors.io += 1;
+                self.stats.sample(format!("write failed: {why:?}"));
+            }
+        }
+    }
+
+    fn turn(&mut self, io: &mut Io) {
+        let now = Instant::now();
+        while now >= self.plan.start + Duration::from_secs(self.second) {
+            let _ = self.progress.send(self.stats.snapshot(self.second));
+            self.second += 1;
+        }
+        if !self.expired && now >= self.hard_stop() {
+            self.expire(io);
+            return;
+        }
+        self.start_due(io, now);
+        self.send_due(io, now);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut t = self.plan.start + Duration::from_secs(self.second);
+        if let Some(i) = self.next_start {
+            t = t.min(self.start_time(i));
+        }
+        if let Some(Reverse((at, ..))) = self.schedule.peek() {
+            t = t.min(*at);
+        }
+        if !self.expired {
+            t = t.min(self.hard_stop());
+        }
+        Some(t)
+    }
+
+    fn done(&self) -> bool {
+        self.open == 0 && (self.next_start.is_none() || self.expired)
+    }
 }
 
 /// 64 random bits from the kernel, to seed handshake keys and mask keys
@@ -226,349 +670,7 @@ impl Payloads {
     }
 }
 
-/// An open connection, after the handshake.
-struct Conn {
-    stream: Rc<ClientStream>,
-    ws: Connection,
-    /// Bytes after the handshake response: the first frames.
-    rbuf: Vec<u8>,
-}
-
-async fn open(i: usize, plan: &Plan, seed: u64) -> Result<Conn, (bool, String)> {
-    let source = (!plan.sources.is_empty()).then(|| plan.sources[i % plan.sources.len()]);
-    let deadline = Instant::now() + plan.connect_timeout;
-    let stream = ClientStream::connect(plan.target.addr, source, deadline)
-        .await
-        .map_err(|e| (true, format!("connect to {} failed: {e}", plan.target.addr)))?;
-    if plan.raw {
-        return Ok(Conn {
-            stream: Rc::new(stream),
-            ws: Connection::client(Limits::default(), seed),
-            rbuf: Vec::new(),
-        });
-    }
-    let hs = ClientHandshake::new(&plan.target.host, &plan.target.path, nonce(seed));
-    let (res, _) = stream.write_all(hs.request().to_vec()).await;
-    res.map_err(|e| (false, format!("sending the handshake failed: {e}")))?;
-    let mut buf = Vec::with_capacity(4096);
-    loop {
-        let (res, b) = stream.read_more_by(buf, deadline).await;
-        buf = b;
-        match res {
-            Ok(0) => return Err((
-                false,
-                "the server closed the connection during the handshake (not a WebSocket server?)"
-                    .into(),
-            )),
-            Ok(_) => {}
-            Err(e) => return Err((false, format!("handshake: {e}"))),
-        }
-        match hs.parse_response(&buf, 16 << 10) {
-            Ok(None) => continue,
-            Ok(Some(head)) => {
-                buf.drain(..head);
-                let limits = Limits {
-                    max_frame_size: u64::MAX >> 1,
-                    max_message_size: u64::MAX >> 1,
-                    close_timeout: plan.drain,
-                };
-                return Ok(Conn {
-                    stream: Rc::new(stream),
-                    ws: Connection::client(limits, seed),
-                    rbuf: buf,
-                });
-            }
-            Err(e) => return Err((false, format!("handshake: {e}"))),
-        }
-    }
-}
-
-/// One connection: ramp, connect, handshake, traffic, close.
-async fn connection(i: usize, plan: Arc<Plan>, stats: Rc<RefCell<Stats>>, seed: u64) {
-    if plan.ramp > 0.0 {
-        rt::sleep_until(plan.start + Duration::from_secs_f64(i as f64 / plan.ramp)).await;
-    }
-    let t0 = Instant::now();
-    let conn = match open(i, &plan, seed).await {
-        Ok(c) => c,
-        Err((connect, msg)) => {
-            let mut s = stats.borrow_mut();
-            if connect {
-                s.errors.connect += 1;
-            } else {
-                s.errors.handshake += 1;
-            }
-            s.sample(msg);
-            return;
-        }
-    };
-    {
-        let mut s = stats.borrow_mut();
-        s.connect.saturating_record(ns(t0.elapsed()));
-        s.connected += 1;
-    }
-    // One watchdog per connection: at the hard stop, a connection that is
-    // still waiting (a server that stopped answering) is shut down.
-    let hard_stop = plan.end + plan.drain;
-    let expired = Rc::new(std::cell::Cell::new(false));
-    let watchdog = {
-        let (stream, expired) = (conn.stream.clone(), expired.clone());
-        rt::spawn(async move {
-            rt::sleep_until(hard_stop).await;
-            expired.set(true);
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-        })
-    };
-    let payloads = Payloads::new(plan.size, plan.kind, plan.raw);
-    let Conn { stream, ws, rbuf } = conn;
-    let shared = Rc::new(Shared {
-        ws: RefCell::new(ws),
-        sent: RefCell::new(VecDeque::new()),
-        closing: std::cell::Cell::new(false),
-        payloads,
-    });
-    match plan.rate {
-        None => {
-            let mut out = Vec::new();
-            shared.fill(&plan, plan.in_flight, Instant::now(), &mut 0, &mut out);
-            receive(&stream, &shared, &plan, &stats, rbuf, out, true, &expired).await;
-        }
-        Some(rate) => {
-            let sender = rt::spawn(send_on_schedule(
-                i,
-                stream.clone(),
-                shared.clone(),
-                plan.clone(),
-                stats.clone(),
-                rate,
-            ));
-            receive(
-                &stream,
-                &shared,
-                &plan,
-                &stats,
-                rbuf,
-                Vec::new(),
-                false,
-                &expired,
-            )
-            .await;
-            let _ = sender.await;
-        }
-    }
-    watchdog.abort();
-}
-
-/// In-flight bookkeeping: sequence number, intended and actual send time.
-type Sent = VecDeque<(u64, Instant, Instant)>;
-
-/// A connection's state shared by its reader and (rate mode) its sender.
-/// Borrowed only between awaits, never across one.
-struct Shared {
-    ws: RefCell<Connection>,
-    sent: RefCell<Sent>,
-    /// We sent our Close: the server's Close and EOF are expected.
-    closing: std::cell::Cell<bool>,
-    payloads: Payloads,
-}
-
-impl Shared {
-    /// Queues `n` messages sent now (closed loop), within the per-connection
-    /// message budget.
-    fn fill(&self, plan: &Plan, n: usize, now: Instant, seq: &mut u64, out: &mut Vec<u8>) {
-        let mut ws = self.ws.borrow_mut();
-        let mut sent = self.sent.borrow_mut();
-        for _ in 0..n {
-            if *seq >= plan.per_connection {
-                return;
-            }
-            if !self.payloads.encode(&mut ws, *seq, plan.fragments, out) {
-                return;
-            }
-            sent.push_back((*seq, now, now));
-            *seq += 1;
-        }
-    }
-
-    /// Queues our Close (in raw mode the caller half-closes instead).
-    fn start_close(&self, out: &mut Vec<u8>) {
-        self.closing.set(true);
-        if self.payloads.raw {
-            return;
-        }
-        let mut ws = self.ws.borrow_mut();
-        ws.close(1000, "", Instant::now());
-        ws.take_control(out);
-    }
-}
-
-/// Writes `out`, returning it emptied for reuse, or counts the error and
-/// returns `None`.
-async fn write(stream: &ClientStream, out: Vec<u8>, stats: &RefCell<Stats>) -> Option<Vec<u8>> {
-    let (res, mut out) = stream.write_all(out).await;
-    out.clear();
-    match res {
-        Ok(()) => Some(out),
-        Err(e) => {
-            let mut s = stats.borrow_mut();
-            s.errors.io += 1;
-            s.sample(format!("write failed: {e}"));
-            None
-        }
-    }
-}
-
-/// Rate mode's sender: message `k` is due at `start + phase + k * interval`
-/// and is sent then, or at once if the sender is behind. After the last one
-/// it starts the closing handshake.
-async fn send_on_schedule(
-    i: usize,
-    stream: Rc<ClientStream>,
-    shared: Rc<Shared>,
-    plan: Arc<Plan>,
-    stats: Rc<RefCell<Stats>>,
-    rate: f64,
-) {
-    let interval = Duration::from_secs_f64(plan.connections as f64 / rate);
-    // Spread the connections' schedules over one interval, so that they do
-    // not all send at the same instant.
-    let phase = interval.mul_f64(i as f64 / plan.connections as f64);
-    let mut next = Instant::now().max(plan.start) + phase;
-    let mut out = Vec::with_capacity(plan.size + 64);
-    let mut seq = 0u64;
-    while next < plan.end && !shared.ws.borrow().is_closed() {
-        rt::sleep_until(next).await;
-        {
-            let mut ws = shared.ws.borrow_mut();
-            if !shared
-                .payloads
-                .encode(&mut ws, seq, plan.fragments, &mut out)
-            {
-                return;
-            }
-            shared
-                .sent
-                .borrow_mut()
-                .push_back((seq, next, Instant::now()));
-        }
-        seq += 1;
-        out = match write(&stream, out, &stats).await {
-            Some(o) => o,
-            None => return,
-        };
-        next += interval;
-    }
-    shared.start_close(&mut out);
-    if plan.raw {
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-    } else {
-        let _ = stream.write_all(out).await;
-    }
-}
-
-/// Reads until the server closes the TCP connection: checks and records
-/// every echo, answers the protocol, and in the closed loop (`refill`) sends
-/// a new message for each echo and the Close at the end.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the connection's parts, borrowed separately so none is held across an await"
-)]
-async fn receive(
-    stream: &ClientStream,
-    shared: &Shared,
-    plan: &Plan,
-    stats: &RefCell<Stats>,
-    mut rbuf: Vec<u8>,
-    mut out: Vec<u8>,
-    refill: bool,
-    expired: &std::cell::Cell<bool>,
-) {
-    let mut seq = shared.sent.borrow().len() as u64;
-    rbuf.reserve(64 << 10);
-    let mut pending = !rbuf.is_empty();
-    let mut half_closed = false;
-    loop {
-        if !out.is_empty() {
-            out = match write(stream, out, stats).await {
-                Some(o) => o,
-                None => return,
-            };
-        }
-        if plan.raw && refill && shared.closing.get() && !half_closed {
-            // The raw protocol's close: no more requests, then the server's EOF.
-            half_closed = true;
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-        }
-        if !pending {
-            let (res, b) = stream.read_more(rbuf).await;
-            rbuf = b;
-            match res {
-                Ok(n) if n > 0 && !expired.get() => {}
-                Ok(_) | Err(_) if expired.get() => {
-                    let mut s = stats.borrow_mut();
-                    s.errors.io += 1;
-                    let lost = shared.sent.borrow().len();
-                    s.sample(if lost > 0 {
-                        format!("{lost} echoes did not arrive in time")
-                    } else {
-                        "the server did not close the connection after the Close handshake".into()
-                    });
-                    return;
-                }
-                Ok(_) => {
-                    if !(shared.closing.get() && (plan.raw || shared.ws.borrow().is_closed())) {
-                        let mut s = stats.borrow_mut();
-                        s.errors.unexpected_close += 1;
-                        s.sample("the server closed the TCP connection".into());
-                    }
-                    return;
-                }
-                Err(e) => {
-                    let mut s = stats.borrow_mut();
-                    s.errors.io += 1;
-                    s.sample(format!("read failed: {e}"));
-                    return;
-                }
-            }
-        }
-        pending = false;
-        let now = Instant::now();
-        let echoes = {
-            let mut ws = shared.ws.borrow_mut();
-            let mut sent = shared.sent.borrow_mut();
-            let mut st = stats.borrow_mut();
-            match absorb(
-                &mut ws,
-                &mut rbuf,
-                &mut sent,
-                plan,
-                &mut st,
-                &shared.payloads,
-                now,
-                &mut out,
-                shared.closing.get(),
-            ) {
-                Some(n) => n,
-                None => {
-                    // Failed: send the Close the connection queued, then
-                    // wait for the server to close.
-                    drop((ws, sent, st));
-                    shared.closing.set(true);
-                    continue;
-                }
-            }
-        };
-        if refill && !shared.closing.get() {
-            if now < plan.end && seq < plan.per_connection {
-                shared.fill(plan, echoes, now, &mut seq, &mut out);
-            } else if shared.sent.borrow().is_empty() {
-                shared.start_close(&mut out);
-            }
-        }
-    }
-}
-
-/// Feeds `rbuf` to the connection: checks and records every echo, appends
+/// Feeds one read to the connection: checks and records every echo, appends
 /// protocol replies (Pong, Close) to `out`. Returns the number of echoes, or
 /// `None` when the connection failed.
 #[expect(
@@ -577,7 +679,7 @@ async fn receive(
 )]
 fn absorb(
     ws: &mut Connection,
-    rbuf: &mut Vec<u8>,
+    rbuf: &mut [u8],
     sent: &mut Sent,
     plan: &Plan,
     stats: &mut Stats,
@@ -586,9 +688,6 @@ fn absorb(
     out: &mut Vec<u8>,
     closing: bool,
 ) -> Option<usize> {
-    if payloads.raw {
-        return absorb_raw(rbuf, sent, plan, stats, payloads, now);
-    }
     let mut echoes = 0;
     let mut ok = true;
     let mut off = 0;
@@ -632,7 +731,6 @@ fn absorb(
         }
         off += n;
     }
-    rbuf.clear();
     if ws.has_control() {
         ws.take_control(out);
     }

@@ -250,3 +250,30 @@ pub(crate) fn nofile_limit() -> usize {
     }
     usize::try_from(r.rlim_cur).unwrap_or(usize::MAX)
 }
+
+/// Blocks `signals` in the calling thread (and the threads it starts after
+/// this); returns the set, for [`wait_signal`].
+pub(crate) fn block_signals(signals: &[i32]) -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t is a plain C struct, initialised by sigemptyset before
+    // any other use; every pointer is to a local that outlives its call.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        Ok(set)
+    }
+}
+
+/// Waits for one of the (blocked) signals in `set`.
+pub(crate) fn wait_signal(set: &libc::sigset_t) {
+    let mut sig = 0;
+    // SAFETY: `set` is a valid, initialised signal set; `sig` outlives the
+    // call. sigwait only fails for an invalid set, which this is not.
+    unsafe { libc::sigwait(set, &mut sig) };
+}

@@ -46,7 +46,7 @@ const READS_PER_TURN: usize = 8;
 /// A socket's slot and generation. A handler keeps its per-connection
 /// state in a vector indexed by [`SockId::index`]; the generation tells a
 /// reused slot from the socket that had it before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SockId {
     pub(crate) slot: u32,
     pub(crate) gen: u16,
@@ -457,6 +457,17 @@ impl Io {
         let Some(b) = self.out(id) else { return false };
         let h = b.hdr.len();
         b.hdr.extend_from_slice(bytes);
+        b.push_hdr_from(h);
+        true
+    }
+
+    /// Queues what `f` appends to the buffer it is given (frames encoded in
+    /// place, no copy) to send on `id`. Returns false, without calling `f`,
+    /// if the socket is closing.
+    pub fn send_with(&mut self, id: SockId, f: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let Some(b) = self.out(id) else { return false };
+        let h = b.hdr.len();
+        f(&mut b.hdr);
         b.push_hdr_from(h);
         true
     }

@@ -119,6 +119,23 @@ impl Waker {
     }
 }
 
+/// SIGINT and SIGTERM, blocked in every thread and taken by [`StopSignals::wait`]:
+/// no handler runs inside a worker, and no signal interrupts a wait.
+pub struct StopSignals(libc::sigset_t);
+
+impl StopSignals {
+    /// Blocks both signals in this thread and in the threads it starts
+    /// after this; call it before [`Server::start`].
+    pub fn block() -> std::io::Result<StopSignals> {
+        epoll::block_signals(&[libc::SIGINT, libc::SIGTERM]).map(StopSignals)
+    }
+
+    /// Waits until one of them arrives.
+    pub fn wait(&self) {
+        epoll::wait_signal(&self.0);
+    }
+}
+
 /// A worker as the [`Server`] handle sees it.
 struct Worker {
     mailbox: mpsc::Sender<Command>,
