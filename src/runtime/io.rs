@@ -423,8 +423,10 @@ impl Io {
     pub fn set_deadline(&mut self, id: SockId, at: Option<Instant>) {
         let due = at.map_or(0, |t| self.tick_of(t));
         if let Some(s) = self.sock_mut(id) {
-            s.user_due = due;
-            self.rearm(id.slot);
+            if s.user_due != due {
+                s.user_due = due;
+                self.rearm(id.slot);
+            }
         }
     }
 
@@ -436,17 +438,21 @@ impl Io {
             .max(1)
     }
 
+    /// Makes sure the wheel wakes `slot` no later than its earliest
+    /// deadline. Lazy: an entry due earlier is left in place (when it fires,
+    /// `fire_timers` finds nothing due and arms the real deadline), and a
+    /// cleared deadline is not cancelled. So the write deadline, set on
+    /// every send and cleared on every completion, costs the wheel nothing
+    /// while the entry armed for an earlier send is still ahead.
     fn rearm(&mut self, slot: u32) {
         let s = &self.socks[slot as usize];
         let due = match (s.user_due, s.write_due) {
-            (0, 0) => 0,
+            (0, 0) => return,
             (0, w) => w,
             (u, 0) => u,
             (u, w) => u.min(w),
         };
-        if due == 0 {
-            self.wheel.cancel(slot);
-        } else {
+        if self.wheel.due(slot).is_none_or(|d| d > due) {
             self.wheel.arm(slot, due);
         }
     }
@@ -560,11 +566,17 @@ impl Io {
     }
 
     /// Frees the slot once the handler knows and every op is back.
+    #[inline]
     fn maybe_release(&mut self, slot: u32) {
-        let s = &mut self.socks[slot as usize];
-        if s.flags & (CLOSING | GONE_TOLD) != CLOSING | GONE_TOLD || s.ops > 0 {
-            return;
+        let s = &self.socks[slot as usize];
+        if s.flags & (CLOSING | GONE_TOLD) == CLOSING | GONE_TOLD && s.ops == 0 {
+            self.release(slot);
         }
+    }
+
+    #[cold]
+    fn release(&mut self, slot: u32) {
+        let s = &mut self.socks[slot as usize];
         s.flags = 0;
         s.gen = s.gen.wrapping_add(1);
         let inflight = s.inflight.take();
@@ -774,8 +786,6 @@ impl Io {
         if s.pending.as_ref().is_some_and(|p| !p.is_empty()) {
             self.start_send(slot);
         } else {
-            self.rearm(slot);
-            let s = &mut self.socks[slot as usize];
             if s.flags & CLOSE_AFTER_FLUSH != 0 {
                 self.close(id);
                 return;

@@ -73,6 +73,15 @@ impl Wheel {
         self.link(slot, due as usize % BUCKETS);
     }
 
+    /// The tick `slot` is armed for, if it is.
+    #[inline]
+    pub(crate) fn due(&self, slot: u32) -> Option<u32> {
+        self.nodes
+            .get(slot as usize)
+            .filter(|n| n.bucket != NONE)
+            .map(|n| n.due)
+    }
+
     /// Clears `slot`'s deadline, if any.
     pub(crate) fn cancel(&mut self, slot: u32) {
         if self
