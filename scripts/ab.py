@@ -9,7 +9,7 @@ core 1 with `split`), then prints the median messages/s and server CPU time
 per message of each. COMMAND is a server command line with `{addr}` for its
 listen address; a relative program name is taken from target/release, so
 build first (scripts/bench.sh builds everything). A program whose name
-ends in `tcp-echo` is driven with `loadgen --raw`. Example, the current
+ends in `tcp-echo` or `uring-echo` is driven with `loadgen --raw`. Example, the current
 build against a saved one and a peer:
 
     scripts/ab.py 100 20 4 shared "new=ringws --listen {addr} --threads 1 --log-level warn" \\
@@ -37,7 +37,7 @@ def main():
         name, cmd = arg.split("=", 1)
         parts = cmd.split()
         parts[0] = os.path.join(bench.REL, parts[0])
-        variants.append((name, parts, parts[0].endswith("tcp-echo")))
+        variants.append((name, parts, parts[0].endswith(("tcp-echo", "uring-echo"))))
     res = {}
     for r in range(rounds):
         for name, cmd, raw in variants:

@@ -29,6 +29,7 @@ SERVERS = [
     ("tokio-tungstenite", [f"{REL}/peer-tungstenite", "{addr}"], False),
     ("tokio-websockets", [f"{REL}/peer-tokio-websockets", "{addr}"], False),
     ("tcp-echo", [f"{REL}/peer-tcp-echo", "{addr}"], True),
+    ("uring-echo", [f"{REL}/peer-uring-echo", "{addr}"], True),
 ]
 LOADS = [(100, 20), (10, 1024), (500, 16384), (1000, 512)] if not QUICK else [(100, 20), (10, 16384)]
 ROUNDS = 1 if QUICK else 3
@@ -159,11 +160,12 @@ def instructions(name, cmd, raw, conns, size, n1, n2):
 
 
 def versions():
-    lock = open(os.path.join(ROOT, "Cargo.lock")).read()
+    # The peers have a lock file of their own; io-uring is ringws's too.
+    lock = open(os.path.join(ROOT, "benches", "peers", "Cargo.lock")).read()
     v = {}
-    for name in ("fastwebsockets", "tokio-tungstenite", "tungstenite", "tokio-websockets", "tokio-uring", "hyper", "tokio"):
-        m = re.search(r'name = "%s"\nversion = "([^"]+)"' % re.escape(name), lock)
-        v[name] = m.group(1) if m else None
+    for name in ("fastwebsockets", "tokio-tungstenite", "tungstenite", "tokio-websockets", "tokio-uring", "io-uring", "hyper", "tokio"):
+        found = re.findall(r'name = "%s"\nversion = "([^"]+)"' % re.escape(name), lock)
+        v[name] = " and ".join(found) if found else None
     return v
 
 
@@ -276,7 +278,7 @@ def render(res):
 
 def chart(res):
     names = [n for n, _, _ in SERVERS]
-    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#7f7f7f"]
+    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#7f7f7f", "#bcbd22"]
     loads = list(res["throughput"].keys())
     W, H, top, left, gh = 900, 360 + 40 * len(names), 40, 70, 260
     group_w = (W - left - 20) / len(loads)

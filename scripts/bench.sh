@@ -7,5 +7,6 @@
 #   scripts/bench.sh --quick   fewer loads, one round (about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p ringws -p loadgen -p ringws-peers
+cargo build --release --quiet -p ringws -p loadgen
+cargo build --release --quiet --manifest-path benches/peers/Cargo.toml --target-dir target
 exec python3 scripts/bench.py "$@"

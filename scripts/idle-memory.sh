@@ -16,7 +16,8 @@ counts="${IDLE_CONNECTIONS:-10000}"
 if [ "${1:-}" = "--all" ]; then
   servers=(ringws fastwebsockets tokio-tungstenite tokio-websockets)
   counts="${IDLE_CONNECTIONS:-10000 50000}"
-  cargo build --release --quiet -p ringws -p ringws-peers
+  cargo build --release --quiet -p ringws
+  cargo build --release --quiet --manifest-path benches/peers/Cargo.toml --target-dir target
 else
   cargo build --release --quiet -p ringws
 fi

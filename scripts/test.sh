@@ -13,6 +13,9 @@ step "format"
 cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+step "format and clippy of the benchmark peers (a workspace of their own)"
+cargo fmt --manifest-path benches/peers/Cargo.toml -- --check
+cargo clippy --manifest-path benches/peers/Cargo.toml --target-dir target --all-targets -- -D warnings
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "unit and integration tests"
