@@ -155,8 +155,11 @@ const MAX_SPARE_LARGE: usize = 64;
 const MAX_SPARE_LARGE_BYTES: usize = 256 << 10;
 const MAX_SPARE_SMALL_BYTES: usize = 4 << 10;
 
-/// The least number of ring buffers kept lent.
-const MIN_LOW_WATER: usize = 16;
+/// The least number of ring buffers kept lent. Few: with incremental
+/// consumption many reads share one buffer, and the ring grows the mark
+/// (doubling) as soon as it runs dry. Every buffer lent gets filled in turn,
+/// so the mark is also how much of the pool a quiet server keeps warm.
+const MIN_LOW_WATER: usize = 4;
 /// Turns without the ring running dry before the low-water mark shrinks.
 const DECAY_AFTER: u32 = 4096;
 
@@ -203,8 +206,10 @@ pub struct Io {
     heap_rx: HashMap<u32, Vec<u8>>,
     /// `SO_PEERNAME` results in flight (direct descriptors), by slot.
     peer_bufs: HashMap<u32, Box<[u8; 32]>>,
-    /// Peer addresses, by slot (learnt at accept or connect).
-    peers: Vec<Option<SocketAddr>>,
+    /// Peer addresses, by slot (learnt at accept or connect), IPv4 ones
+    /// packed into 8 bytes; IPv6 ones in `peers_v6`.
+    peers: Vec<PackedPeer>,
+    peers_v6: HashMap<u32, SocketAddr>,
     /// Socket addresses of connects in flight, by slot.
     connect_addrs: HashMap<u32, Box<socket2::SockAddr>>,
     /// Thread ops in flight (accept, wake).
@@ -259,6 +264,7 @@ impl Io {
             heap_rx: HashMap::new(),
             peer_bufs: HashMap::new(),
             peers: Vec::new(),
+            peers_v6: HashMap::new(),
             connect_addrs: HashMap::new(),
             thread_ops: 0,
             listener: None,
@@ -338,7 +344,7 @@ impl Io {
                     flags: 0,
                     ops: 0,
                 });
-                self.peers.push(None);
+                self.peers.push(PackedPeer::NONE);
                 (self.socks.len() - 1) as u32
             }
         };
@@ -348,8 +354,9 @@ impl Io {
         s.ops = 0;
         s.user_due = 0;
         s.write_due = 0;
-        self.peers[slot as usize] = None;
-        SockId { slot, gen: s.gen }
+        let gen = s.gen;
+        self.set_peer(slot, None);
+        SockId { slot, gen }
     }
 
     fn sock(&self, id: SockId) -> Option<&Sock> {
@@ -378,13 +385,36 @@ impl Io {
     /// The peer's address, if known.
     pub fn peer(&mut self, id: SockId) -> Option<SocketAddr> {
         let s = self.sock(id)?;
-        if let Some(p) = self.peers[id.slot as usize] {
+        let fd = s.fd;
+        if let Some(p) = self.get_peer(id.slot) {
             return Some(p);
         }
-        let Fd::Raw(fd) = s.fd else { return None };
+        let Fd::Raw(fd) = fd else { return None };
         let p = epoll::peer_addr(fd);
-        self.peers[id.slot as usize] = p;
+        self.set_peer(id.slot, p);
         p
+    }
+
+    fn get_peer(&self, slot: u32) -> Option<SocketAddr> {
+        match self.peers[slot as usize] {
+            PackedPeer::V6 => self.peers_v6.get(&slot).copied(),
+            p => p.v4(),
+        }
+    }
+
+    fn set_peer(&mut self, slot: u32, a: Option<SocketAddr>) {
+        let p = match a {
+            None => PackedPeer::NONE,
+            Some(SocketAddr::V4(v4)) => PackedPeer::from_v4(v4),
+            Some(v6) => {
+                self.peers_v6.insert(slot, v6);
+                PackedPeer::V6
+            }
+        };
+        if self.peers[slot as usize] == PackedPeer::V6 && p != PackedPeer::V6 {
+            self.peers_v6.remove(&slot);
+        }
+        self.peers[slot as usize] = p;
     }
 
     /// The batch to append `id`'s next frames to; they go out at the end of
@@ -615,7 +645,7 @@ impl Io {
         let fd = s.into_raw_fd();
         let id = self.alloc(Fd::Raw(fd));
         self.socks[id.slot as usize].flags |= CONNECTING;
-        self.peers[id.slot as usize] = Some(addr);
+        self.set_peer(id.slot, Some(addr));
         let sa = Box::new(socket2::SockAddr::from(addr));
         match &mut self.backend {
             Backend::Uring(u) => {
@@ -940,7 +970,8 @@ impl Io {
             Op::Peer => {
                 if let Some(b) = self.peer_bufs.remove(&slot) {
                     if c.res > 0 {
-                        self.peers[slot as usize] = parse_sockaddr(&b[..c.res as usize]);
+                        let p = parse_sockaddr(&b[..c.res as usize]);
+                        self.set_peer(slot, p);
                     }
                 }
             }
@@ -1359,6 +1390,28 @@ impl Io {
     }
 }
 
+/// An IPv4 peer address in 8 bytes: address, port, and a marker in the
+/// top bits that tells "none" and "IPv6, see the side table" apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackedPeer(u64);
+
+impl PackedPeer {
+    const NONE: PackedPeer = PackedPeer(0);
+    const V6: PackedPeer = PackedPeer(2 << 48);
+    const V4_TAG: u64 = 1 << 48;
+
+    fn from_v4(a: std::net::SocketAddrV4) -> PackedPeer {
+        PackedPeer(Self::V4_TAG | (u64::from(u32::from(*a.ip())) << 16) | u64::from(a.port()))
+    }
+
+    fn v4(self) -> Option<SocketAddr> {
+        (self.0 >> 48 == 1).then(|| {
+            let ip = std::net::Ipv4Addr::from((self.0 >> 16) as u32);
+            SocketAddr::from((ip, self.0 as u16))
+        })
+    }
+}
+
 /// A peer's address for a log line, or the slot when unknown.
 pub struct PeerName(Option<SocketAddr>, u32);
 
@@ -1431,12 +1484,32 @@ mod tests {
         assert_eq!(io.spares.len(), MAX_SPARE_LARGE - 1);
     }
 
+    #[test]
+    fn peer_addresses_pack_and_unpack() {
+        let mut io = new_io();
+        let id = io.alloc(Fd::Raw(-1));
+        for a in [
+            "1.2.3.4:5",
+            "255.255.255.255:65535",
+            "0.0.0.0:0",
+            "[::1]:9",
+            "[fe80::1]:65535",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            io.set_peer(id.slot, Some(a));
+            assert_eq!(io.get_peer(id.slot), Some(a));
+        }
+        io.set_peer(id.slot, None);
+        assert_eq!(io.get_peer(id.slot), None);
+        assert!(io.peers_v6.is_empty());
+    }
+
     /// What an idle connection costs this layer: its slot, its timer node
     /// and its peer address (`scripts/idle-memory.sh` measures the whole).
     #[test]
     fn a_socket_slot_stays_small() {
-        let slot = std::mem::size_of::<Sock>() + std::mem::size_of::<Option<SocketAddr>>();
+        let slot = std::mem::size_of::<Sock>() + std::mem::size_of::<PackedPeer>();
         eprintln!("socket slot {slot} bytes");
-        assert!(slot <= 80, "socket slot grew to {slot} bytes");
+        assert!(slot <= 48, "socket slot grew to {slot} bytes");
     }
 }

@@ -14,20 +14,20 @@ const NONE: u32 = u32::MAX;
 /// Buckets per lap (a power of two).
 const BUCKETS: usize = 1024;
 
+/// A slot's entry. Linked (into the bucket `due % BUCKETS`) exactly when
+/// `due != 0`: tick 0 is never a deadline, since `arm` puts every one at
+/// least a tick ahead.
 #[derive(Debug, Clone, Copy)]
 struct Node {
     due: u32,
     prev: u32,
     next: u32,
-    /// The bucket it is linked into, or NONE.
-    bucket: u32,
 }
 
 const FREE: Node = Node {
     due: 0,
     prev: NONE,
     next: NONE,
-    bucket: NONE,
 };
 
 /// Deadlines in ticks, keyed by slot.
@@ -63,7 +63,7 @@ impl Wheel {
             self.nodes.resize(i + 1, FREE);
         }
         let n = self.nodes[i];
-        if n.bucket != NONE {
+        if n.due != 0 {
             if n.due == due {
                 return;
             }
@@ -78,17 +78,13 @@ impl Wheel {
     pub(crate) fn due(&self, slot: u32) -> Option<u32> {
         self.nodes
             .get(slot as usize)
-            .filter(|n| n.bucket != NONE)
+            .filter(|n| n.due != 0)
             .map(|n| n.due)
     }
 
     /// Clears `slot`'s deadline, if any.
     pub(crate) fn cancel(&mut self, slot: u32) {
-        if self
-            .nodes
-            .get(slot as usize)
-            .is_some_and(|n| n.bucket != NONE)
-        {
+        if self.nodes.get(slot as usize).is_some_and(|n| n.due != 0) {
             self.unlink(slot);
         }
     }
@@ -144,7 +140,6 @@ impl Wheel {
             due: self.nodes[slot as usize].due,
             prev: NONE,
             next: head,
-            bucket: b as u32,
         };
         if head != NONE {
             self.nodes[head as usize].prev = slot;
@@ -155,7 +150,7 @@ impl Wheel {
 
     fn unlink(&mut self, slot: u32) {
         let n = self.nodes[slot as usize];
-        let b = n.bucket as usize;
+        let b = n.due as usize % BUCKETS;
         if n.prev != NONE {
             self.nodes[n.prev as usize].next = n.next;
         } else {
@@ -167,7 +162,7 @@ impl Wheel {
         if n.next != NONE {
             self.nodes[n.next as usize].prev = n.prev;
         }
-        self.nodes[slot as usize] = Node { due: n.due, ..FREE };
+        self.nodes[slot as usize] = FREE;
     }
 }
 
