@@ -25,14 +25,24 @@ HZ = os.sysconf("SC_CLK_TCK")
 
 SERVERS = [
     ("ringws", [f"{REL}/ringws", "--listen", "{addr}", "--threads", "1", "--log-level", "warn"], False),
+    ("ringws-epoll", [f"{REL}/ringws", "--listen", "{addr}", "--threads", "1", "--backend", "epoll",
+                      "--log-level", "warn"], False),
     ("fastwebsockets", [f"{REL}/peer-fastwebsockets", "{addr}"], False),
     ("tokio-tungstenite", [f"{REL}/peer-tungstenite", "{addr}"], False),
     ("tokio-websockets", [f"{REL}/peer-tokio-websockets", "{addr}"], False),
     ("tcp-echo", [f"{REL}/peer-tcp-echo", "{addr}"], True),
     ("uring-echo", [f"{REL}/peer-uring-echo", "{addr}"], True),
 ]
-LOADS = [(100, 20), (10, 1024), (500, 16384), (1000, 512)] if not QUICK else [(100, 20), (10, 16384)]
+# (connections, payload bytes, messages in flight per connection)
+LOADS = [(100, 20, 1), (10, 1024, 1), (500, 16384, 1), (1000, 512, 1), (10, 1024, 64)]
+if QUICK:
+    LOADS = [(100, 20, 1), (10, 16384, 1), (10, 1024, 64)]
+# Pipelined loads are measured with server and loadgen sharing a core only:
+# their point is how much a server batches, which the split placement's
+# noise would hide.
+PIPELINED_PLACEMENTS = ("shared",)
 ROUNDS = 1 if QUICK else 3
+LATENCY_ROUNDS = 1 if QUICK else 5
 DURATION = 1.5 if QUICK else 2.5
 WARMUP = 0.5
 PLACEMENTS = {"shared": "0", "split": "1"}
@@ -86,14 +96,18 @@ def loadgen(port, conns, size, raw, core, extra, json_path):
     return subprocess.Popen(args + extra, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def throughput_run(name, cmd, raw, conns, size, placement):
+def load_key(conns, size, in_flight):
+    return "%d x %d B" % (conns, size) + (" x %d in flight" % in_flight if in_flight > 1 else "")
+
+
+def throughput_run(name, cmd, raw, conns, size, placement, in_flight=1):
     global PORT
     PORT += 1
     server = start_server(["taskset", "-c", "0"] + cmd, PORT)
     with tempfile.NamedTemporaryFile(suffix=".json") as tf:
         t0 = time.time()
         lg = loadgen(PORT, conns, size, raw, PLACEMENTS[placement], ["--warmup", "%gs" % WARMUP,
-                     "--duration", "%gs" % DURATION], tf.name)
+                     "--duration", "%gs" % DURATION, "--in-flight", str(in_flight)], tf.name)
         # Sample inside the measured window (connections are made first).
         time.sleep(WARMUP + 0.3 + (conns / 4000.0))
         s0, c0, w0 = cpu_ticks(server.pid), cpu_ticks(lg.pid), time.time()
@@ -184,15 +198,18 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     t_start = time.time()
     res = {"machine": machine(), "versions": versions(), "quick": QUICK, "rounds": ROUNDS,
+           "latency_rounds": LATENCY_ROUNDS,
            "duration_s": DURATION, "throughput": {}, "latency": {}, "instructions": {}}
     # Throughput: rounds interleaved, so drift hits every server alike.
     runs = {}
     for r in range(ROUNDS):
-        for conns, size in LOADS:
+        for conns, size, in_flight in LOADS:
             for placement in PLACEMENTS:
+                if in_flight > 1 and placement not in PIPELINED_PLACEMENTS:
+                    continue
                 for name, cmd, raw in SERVERS:
-                    key = "%d x %d B" % (conns, size)
-                    x = throughput_run(name, cmd, raw, conns, size, placement)
+                    key = load_key(conns, size, in_flight)
+                    x = throughput_run(name, cmd, raw, conns, size, placement, in_flight)
                     runs.setdefault(key, {}).setdefault(placement, {}).setdefault(name, []).append(x)
                     print("round %d %-14s %-6s %-18s %9.0f msgs/s  server %5.0f ns/msg  cpu s %3.0f%% c %3.0f%%"
                           % (r + 1, key, placement, name, x["msgs_per_sec"], x["server_ns_per_msg"] or 0,
@@ -210,16 +227,24 @@ def main():
     # Latency at 50 % and 80 % of the slowest WebSocket peer's maximum at
     # 100 x 20 B (split placement, where loadgen has its own core).
     base = res["throughput"]["100 x 20 B"]["split"]
-    slowest = min(base[n]["msgs_per_sec"] for n, _, raw in SERVERS if not raw and n != "ringws")
-    for frac in (0.5, 0.8):
-        rate = slowest * frac
-        key = "%d%% (%d msgs/s)" % (frac * 100, rate)
-        res["latency"][key] = {}
-        for name, cmd, raw in SERVERS:
-            x = latency_run(name, cmd, raw, rate)
-            res["latency"][key][name] = x
-            print("latency %-22s %-18s p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us  max %7.0f us"
-                  % (key, name, x["p50"] / 1e3, x["p99"] / 1e3, x["p99.9"] / 1e3, x["max"] / 1e3), flush=True)
+    slowest = min(base[n]["msgs_per_sec"] for n, _, raw in SERVERS if not raw and not n.startswith("ringws"))
+    # Rounds interleaved, medians of each percentile: one round's p99 is
+    # noise-dominated on this machine.
+    lat_runs = {}
+    for r in range(LATENCY_ROUNDS):
+        for frac in (0.5, 0.8):
+            rate = slowest * frac
+            key = "%d%% (%d msgs/s)" % (frac * 100, rate)
+            for name, cmd, raw in SERVERS:
+                x = latency_run(name, cmd, raw, rate)
+                lat_runs.setdefault(key, {}).setdefault(name, []).append(x)
+                print("latency round %d %-22s %-18s p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us  max %7.0f us"
+                      % (r + 1, key, name, x["p50"] / 1e3, x["p99"] / 1e3, x["p99.9"] / 1e3, x["max"] / 1e3), flush=True)
+    for key, by_srv in lat_runs.items():
+        res["latency"][key] = {
+            name: dict({q: med([x[q] for x in xs]) for q in ("msgs_per_sec", "p50", "p99", "p99.9", "max")},
+                       errors=sum(x["errors"] for x in xs), rounds=xs)
+            for name, xs in by_srv.items()}
     # User-space instructions per echoed message.
     for conns, size, n1, n2 in CALLGRIND_LOADS:
         key = "%d x %d B" % (conns, size)
@@ -248,8 +273,9 @@ def render(res):
     L = ["# ringws benchmark%s" % (" (quick)" if res["quick"] else ""), "",
          "Machine: %s, %d cores, Linux %s; %s." % (m["cpu"], m["cores"], m["kernel"], m["rustc"]),
          "Peers: " + ", ".join("%s %s" % kv for kv in res["versions"].items() if kv[1]) + ".",
-         "Every server one thread; loadgen one thread; %d round(s) of %.1f s per cell, medians."
-         % (res["rounds"], res["duration_s"]),
+         "Every server one thread; loadgen one thread; %d round(s) of %.1f s per cell, medians;"
+         " latency: %d interleaved round(s), medians of each percentile."
+         % (res["rounds"], res["duration_s"], res.get("latency_rounds", 1)),
          "Reproduce: `scripts/bench.sh%s`." % (" --quick" if res["quick"] else ""), ""]
     L += ["## Throughput, server and loadgen sharing core 0 (ratios to ringws)", "",
           "| load | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -262,6 +288,8 @@ def render(res):
     L += ["", "## Throughput, server on core 0, loadgen on core 1 (median, min-max; CPU use server/loadgen)", "",
           "| load | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key, by_pl in res["throughput"].items():
+        if "split" not in by_pl:
+            continue
         row = by_pl["split"]
         L.append("| %s | " % key + " | ".join("%.0f (%.0f-%.0f; %.0f%%/%.0f%%)" % (row[n]["msgs_per_sec"], row[n]["min"], row[n]["max"],
                  100 * row[n]["server_cpu"], 100 * row[n]["client_cpu"]) for n in names) + " |")
@@ -278,7 +306,7 @@ def render(res):
 
 def chart(res):
     names = [n for n, _, _ in SERVERS]
-    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#7f7f7f", "#bcbd22"]
+    colors = ["#d62728", "#ff9896", "#1f77b4", "#2ca02c", "#9467bd", "#7f7f7f", "#bcbd22"]
     loads = list(res["throughput"].keys())
     W, H, top, left, gh = 900, 360 + 40 * len(names), 40, 70, 260
     group_w = (W - left - 20) / len(loads)

@@ -71,6 +71,11 @@ struct Args {
     /// io-uring or epoll.
     #[arg(long, env = "RINGWS_BACKEND", default_value = "auto")]
     backend: BackendKind,
+    /// Let the kernel fill one read buffer with several reads (io_uring,
+    /// Linux 6.12): less of the pool pinned by small messages, but large
+    /// ones straddle buffers and are copied.
+    #[arg(long, env = "RINGWS_INCREMENTAL_READS")]
+    incremental_reads: bool,
     /// error, warn, info or debug.
     #[arg(long, env = "RINGWS_LOG", default_value = "info")]
     log_level: Level,
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
         backlog: a.backlog,
         max_backpressure: usize::try_from(a.max_backpressure).unwrap_or(usize::MAX),
         backend: a.backend,
+        incremental_reads: a.incremental_reads,
     };
     let threads = cfg.threads;
     // Before any worker starts, so that every thread inherits the mask and

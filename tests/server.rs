@@ -9,10 +9,12 @@ use ringws::{BackendKind, Config, Server};
 std::thread_local! {
     /// The backend the current test runs on (see `on_both_backends!`).
     static BACKEND: std::cell::Cell<BackendKind> = const { std::cell::Cell::new(BackendKind::IoUring) };
+    /// Whether it asks for incremental reads (io_uring only).
+    static INCREMENTAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Every test runs twice, once on each backend: nothing above the runtime
-/// may tell them apart.
+/// Every test runs on each backend, and on io_uring once more with
+/// incremental reads: nothing above the runtime may tell them apart.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod io_uring {
@@ -20,6 +22,13 @@ macro_rules! on_both_backends {
         }
         mod epoll {
             $(#[test] fn $name() { super::BACKEND.with(|b| b.set(ringws::BackendKind::Epoll)); super::$name() })*
+        }
+        mod io_uring_incremental {
+            $(#[test] fn $name() {
+                super::BACKEND.with(|b| b.set(ringws::BackendKind::IoUring));
+                super::INCREMENTAL.with(|b| b.set(true));
+                super::$name()
+            })*
         }
     };
 }
@@ -34,6 +43,7 @@ fn config() -> Config {
         close_timeout: Duration::from_millis(300),
         handshake_timeout: Duration::from_millis(300),
         backend: BACKEND.with(|b| b.get()),
+        incremental_reads: INCREMENTAL.with(|b| b.get()),
         ..Config::default()
     }
 }

@@ -75,8 +75,9 @@ where
                         core_affinity::set_for_current(core_affinity::CoreId { id: i % cores });
                     }
                     let pool = super::buf::Pool::new(opts.read_buffer_size, opts.read_buffers)?;
-                    let backend = super::open_backend(opts.backend, opts.ring_entries, 0, &pool)
-                        .map_err(|e| io::Error::other(e.to_string()))?;
+                    let backend =
+                        super::open_backend(opts.backend, opts.ring_entries, 0, &pool, false)
+                            .map_err(|e| io::Error::other(e.to_string()))?;
                     let mut io = Io::new(
                         backend,
                         pool,

@@ -279,9 +279,10 @@ fn open_backend(
     ring_entries: u32,
     files: u32,
     pool: &Pool,
+    incremental: bool,
 ) -> Result<Backend, StartError> {
     if kind != BackendKind::Epoll {
-        match uring::Uring::new(ring_entries, files, pool) {
+        match uring::Uring::new(ring_entries, files, pool, incremental) {
             Ok(u) => return Ok(Backend::Uring(Box::new(u))),
             Err(e) if kind == BackendKind::IoUring => return Err(StartError::IoUring(e)),
             Err(e) => log!(Warn, "io_uring is not available ({e}); running on epoll"),
@@ -315,7 +316,13 @@ fn worker(
     // allows (the kernel applies it to the table's size); past that, plain
     // descriptors (see `io.rs`).
     let files = epoll::nofile_limit().min(1 << 20) as u32;
-    let backend = match open_backend(cfg.backend, cfg.ring_entries, files, &pool) {
+    let backend = match open_backend(
+        cfg.backend,
+        cfg.ring_entries,
+        files,
+        &pool,
+        cfg.incremental_reads,
+    ) {
         Ok(b) => b,
         Err(e) => {
             let _ = ready.send(Err(e));

@@ -102,7 +102,14 @@ pub(crate) struct Uring {
 impl Uring {
     /// Sets up a ring with `entries` submission entries, a file table of
     /// `files` entries (0: none) and a buffer ring for `pool`.
-    pub(crate) fn new(entries: u32, files: u32, pool: &Pool) -> io::Result<Uring> {
+    /// `incremental`: ask for `IOU_PBUF_RING_INC` (see
+    /// `Config::incremental_reads`); without kernel support, plain.
+    pub(crate) fn new(
+        entries: u32,
+        files: u32,
+        pool: &Pool,
+        incremental: bool,
+    ) -> io::Result<Uring> {
         let mut feats = Vec::new();
         let ring = {
             // Cheapest first: a single issuer whose completion work runs only
@@ -199,9 +206,9 @@ impl Uring {
                     .register_buf_ring_with_flags(mem as u64, n, GROUP, flags)
             }
         };
-        let incremental = match reg(PBUF_RING_INC) {
-            Ok(()) => true,
-            Err(_) => {
+        let incremental = match incremental.then(|| reg(PBUF_RING_INC)) {
+            Some(Ok(())) => true,
+            _ => {
                 reg(0)?;
                 false
             }
