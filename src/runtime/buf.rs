@@ -113,6 +113,28 @@ impl Drop for PoolInner {
     }
 }
 
+/// A fresh private anonymous mapping of `len > 0` bytes, readable and
+/// writable, page-aligned, zero-filled on first touch. The caller unmaps it.
+pub(crate) fn map_anonymous(len: usize) -> io::Result<NonNull<u8>> {
+    assert!(len > 0, "an empty mapping");
+    // SAFETY: a fresh private anonymous mapping aliases nothing; the
+    // arguments are valid for any `len > 0`.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if mem == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(NonNull::new(mem as *mut u8).expect("mmap returned a non-null address"))
+}
+
 /// A worker thread's read buffers. Cheap to clone (an `Rc`).
 #[derive(Clone)]
 pub(crate) struct Pool {
@@ -128,26 +150,12 @@ impl Pool {
         let len = stride * count as usize;
         // An anonymous mapping rather than the allocator: page-aligned (see
         // `stride`), and its pages cost memory only once they are written.
-        // SAFETY: a fresh private anonymous mapping aliases nothing; the
-        // arguments are valid for any `len > 0`.
-        let mem = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if mem == libc::MAP_FAILED {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(
+        let base = map_anonymous(len).map_err(|e| {
+            io::Error::new(
                 e.kind(),
                 format!("cannot map {len} bytes of read buffers: {e}"),
-            ));
-        }
-        let base = NonNull::new(mem as *mut u8).expect("mmap returned a non-null address");
+            )
+        })?;
         let n = count as usize;
         Ok(Pool {
             inner: Rc::new(PoolInner {

@@ -177,23 +177,9 @@ impl Uring {
         // The buffer ring: a power of two of slots, at least as many as
         // buffers (at most 32768, which `Config::validate` ensures).
         let n = (pool.inner.count as usize).next_power_of_two().max(1) as u16;
-        let len = BufRing::bytes(n);
-        // SAFETY: a fresh private anonymous mapping aliases nothing.
-        let mem = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if mem == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        let mem = super::buf::map_anonymous(BufRing::bytes(n))?.as_ptr();
         let bufs = BufRing {
-            base: mem as *mut u8,
+            base: mem,
             entries: n,
             tail: 0,
             unpublished: false,
