@@ -320,6 +320,7 @@ fn run_once(
         connect_timeout: b.connect_timeout,
         drain: Duration::from_secs(2),
         raw: b.raw,
+        quiet: b.quiet,
     });
     let (tx, rx) = mpsc::channel::<Snapshot>();
     let threads = params.threads;

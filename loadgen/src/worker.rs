@@ -66,6 +66,8 @@ pub struct Plan {
     /// Plain TCP echo: no handshake, no framing; each message is `size`
     /// bytes, and the echo is read back by count (`--raw`).
     pub raw: bool,
+    /// No progress lines (`--quiet`): their per-second latency is not kept.
+    pub quiet: bool,
 }
 
 /// In-flight bookkeeping: sequence number, intended and actual send time.
@@ -156,7 +158,11 @@ impl Worker {
     }
 
     /// This worker's counts, once the loop is done.
-    pub fn into_stats(self) -> Stats {
+    pub fn into_stats(mut self) -> Stats {
+        if self.plan.rate.is_none() {
+            // See `record`.
+            self.stats.latency_actual = self.stats.latency.clone();
+        }
         self.stats
     }
 
@@ -636,8 +642,9 @@ impl Payloads {
             let start = out.len();
             out.extend_from_slice(&self.template[a..b]);
             // Stamp the bytes of this part that the stamp covers.
-            for i in a..b.min(n) {
-                out[start + i - a] = stamp[i];
+            let covered = b.min(n);
+            if covered > a {
+                out[start..start + covered - a].copy_from_slice(&stamp[a..covered]);
             }
             if let Some(k) = mask {
                 apply_mask(&mut out[start..], k, 0);
@@ -748,13 +755,21 @@ fn record(
 ) {
     let lat = ns(now - intended);
     stats.interval_messages += 1;
-    stats.interval_latency.saturating_record(lat);
+    // Only the progress lines use it: not worth a record per message when
+    // they are not printed.
+    if !plan.quiet {
+        stats.interval_latency.saturating_record(lat);
+    }
     if now >= plan.measure_from && now < plan.end {
         stats.messages += 1;
         stats.last_echo = Some(now);
         stats.bytes += bytes as u64;
         stats.latency.saturating_record(lat);
-        stats.latency_actual.saturating_record(ns(now - actual));
+        // In the closed loop a message goes out when it is due, so both
+        // latencies are the same: `into_stats` copies the histogram.
+        if plan.rate.is_some() {
+            stats.latency_actual.saturating_record(ns(now - actual));
+        }
     }
 }
 
