@@ -52,9 +52,8 @@ pub struct Config {
     pub read_buffer_size: usize,
     /// Read buffers per thread, shared by all its connections and lent to
     /// the kernel through a provided-buffer ring, only as many as it takes,
-    /// the most recently used first (at most [`MAX_READ_BUFFERS`]). Where
-    /// the kernel can, it fills one buffer with several reads, so small
-    /// messages share buffers. Default 2048: 64 MiB of
+    /// the most recently used first (at most [`MAX_READ_BUFFERS`]); one read
+    /// takes one buffer unless `incremental_reads` is on. Default 2048: 64 MiB of
     /// address space at the default size, of which only the pages messages
     /// touch become resident. This is a ceiling for bursts and many busy
     /// connections, not what a quiet server touches. When all are

@@ -155,10 +155,11 @@ const MAX_SPARE_LARGE: usize = 64;
 const MAX_SPARE_LARGE_BYTES: usize = 256 << 10;
 const MAX_SPARE_SMALL_BYTES: usize = 4 << 10;
 
-/// The least number of ring buffers kept lent. Few: with incremental
-/// consumption many reads share one buffer, and the ring grows the mark
-/// (doubling) as soon as it runs dry. Every buffer lent gets filled in turn,
-/// so the mark is also how much of the pool a quiet server keeps warm.
+/// The least number of ring buffers kept lent. Few: the ring grows the
+/// mark (doubling) as soon as it runs dry, and since the kernel takes ring
+/// buffers in order, every buffer lent is written in turn: the mark is also
+/// how much of the pool a quiet server keeps resident (idle connections
+/// cost 210 bytes with 4, see docs/performance.md).
 const MIN_LOW_WATER: usize = 4;
 /// Turns without the ring running dry before the low-water mark shrinks.
 const DECAY_AFTER: u32 = 4096;
@@ -506,19 +507,6 @@ impl Io {
         f(&mut b.hdr);
         b.push_hdr_from(h);
         true
-    }
-
-    /// Queues `bytes` to send on `id` without a copy. Returns false (and
-    /// drops them) if the socket is closing.
-    pub fn send_owned(&mut self, id: SockId, bytes: Vec<u8>) -> bool {
-        let Some(b) = self.out(id) else { return false };
-        b.push_owned(bytes);
-        true
-    }
-
-    /// Bytes queued to send on `id` and not yet sent.
-    pub fn queued(&self, id: SockId) -> usize {
-        self.sock(id).map_or(0, Sock::queued)
     }
 
     /// Closes `id` once everything queued is sent.
