@@ -78,6 +78,12 @@ pub struct Config {
     /// 25,229 msgs/s without (4 interleaved shared-core rounds), and at
     /// 100 x 20 B and 1000 x 512 B it made no difference beyond the noise.
     pub incremental_reads: bool,
+    /// Silence after which a WebSocket is closed with 1001, with a Ping
+    /// sent halfway so that a live peer answers in time. Default 120 s; zero
+    /// turns it off. A peer that vanishes without a FIN (a cable pulled, a
+    /// NAT entry dropped) would otherwise keep its connection until the
+    /// process ends. Routes may set their own ([`crate::app::Route`]).
+    pub idle_timeout: Duration,
     /// The kernel interface: io_uring, epoll, or `Auto` (io_uring where the
     /// kernel allows it, else epoll, with a log line saying why). Default
     /// `Auto`.
@@ -112,6 +118,7 @@ impl Default for Config {
             backlog: 1024,
             max_backpressure: 1 << 20,
             incremental_reads: false,
+            idle_timeout: Duration::from_secs(120),
             backend: BackendKind::Auto,
         }
     }

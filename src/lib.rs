@@ -59,10 +59,14 @@
 //! * [`config`]: every limit, its default and what it guards against.
 //! * `main.rs`: command line to [`Config`] to [`Server`], nothing else.
 
+pub mod app;
 pub mod config;
 pub mod log;
 pub mod proto;
 pub mod runtime;
 
+pub use app::{
+    App, Handler, Message, Request, SendStatus, ServerHandle, Socket, SocketRef, Upgrade,
+};
 pub use config::Config;
-pub use runtime::{BackendKind, Server, StartError};
+pub use runtime::{BackendKind, StartError};

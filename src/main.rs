@@ -1,13 +1,15 @@
 //! The `ringws` binary: command line to [`ringws::Config`] to a running
-//! echo server, and nothing else.
+//! echo server (the library's [`ringws::app::Echo`] on every path), and
+//! nothing else.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use ringws::app::{App, Echo};
 use ringws::log::{self, Level};
-use ringws::{BackendKind, Config, Server};
+use ringws::{BackendKind, Config};
 
 /// A WebSocket echo server on io_uring, one thread per core.
 ///
@@ -67,6 +69,10 @@ struct Args {
     /// pauses (until half are sent).
     #[arg(long, env = "RINGWS_MAX_BACKPRESSURE", default_value = "1M", value_parser = size)]
     max_backpressure: u64,
+    /// Silence after which a connection is closed (1001), with a Ping sent
+    /// halfway; 0 turns it off.
+    #[arg(long, env = "RINGWS_IDLE_TIMEOUT", default_value = "120s", value_parser = duration)]
+    idle_timeout: Duration,
     /// Kernel interface: auto (io_uring where allowed, else epoll),
     /// io-uring or epoll.
     #[arg(long, env = "RINGWS_BACKEND", default_value = "auto")]
@@ -137,36 +143,16 @@ fn main() -> ExitCode {
         max_backpressure: usize::try_from(a.max_backpressure).unwrap_or(usize::MAX),
         backend: a.backend,
         incremental_reads: a.incremental_reads,
+        idle_timeout: a.idle_timeout,
     };
-    let threads = cfg.threads;
-    // Before any worker starts, so that every thread inherits the mask and
-    // the signals wait for this one.
-    let signals = match ringws::runtime::StopSignals::block() {
-        Ok(s) => s,
-        Err(e) => {
-            ringws::log!(Error, "cannot block SIGINT and SIGTERM: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let server = match Server::start(cfg) {
-        Ok(s) => s,
+    // The echo is one handler on the library's API, like any other.
+    match App::new(cfg).route_prefix("/", Echo).run() {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             ringws::log!(Error, "{e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    ringws::log!(
-        Info,
-        "ringws {} echo server listening on ws://{} ({threads} threads, {})",
-        env!("CARGO_PKG_VERSION"),
-        server.local_addr(),
-        server.backend()
-    );
-    signals.wait();
-    ringws::log!(Info, "shutting down: closing connections (1001)");
-    server.shutdown();
-    ringws::log!(Info, "stopped");
-    ExitCode::SUCCESS
+    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use ringws::app::{App, Echo};
 use ringws::proto::client::ClientHandshake;
 use ringws::proto::{Connection, Event, Limits, MessageKind, Payload};
 use ringws::runtime::client::{run_loops, Gone, Handler, InputBuf, Io, LoopOptions, SockId};
-use ringws::{BackendKind, Config, Server};
+use ringws::{BackendKind, Config, ServerHandle};
 
 /// A connection: its handshake, then its connection, and the bytes of a
 /// response head that came in pieces.
@@ -124,7 +125,7 @@ impl Handler for Echoes {
 }
 
 fn run(backend: BackendKind) {
-    let server = Server::start(Config {
+    let server = echo_server(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         threads: 1,
         backend,
@@ -156,7 +157,7 @@ fn run(backend: BackendKind) {
     )
     .unwrap();
     assert_eq!(results, vec![(20, 20, None)]);
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 #[test]
@@ -167,4 +168,12 @@ fn connect_echo_close_on_io_uring() {
 #[test]
 fn connect_echo_close_on_epoll() {
     run(BackendKind::Epoll);
+}
+
+/// How long a test's shutdown waits for closing handshakes.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The `ringws` binary's server: echo on every path.
+fn echo_server(cfg: Config) -> Result<ServerHandle, ringws::StartError> {
+    App::new(cfg).route_prefix("/", Echo).start()
 }

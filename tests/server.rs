@@ -4,7 +4,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ringws::{BackendKind, Config, Server};
+use ringws::app::{App, Echo};
+use ringws::{BackendKind, Config, ServerHandle};
 
 std::thread_local! {
     /// The backend the current test runs on (see `on_both_backends!`).
@@ -48,8 +49,8 @@ fn config() -> Config {
     }
 }
 
-fn start(cfg: Config) -> Server {
-    Server::start(cfg).expect("server starts")
+fn start(cfg: Config) -> ServerHandle {
+    echo_server(cfg).expect("server starts")
 }
 
 /// A masked client frame, encoded here by hand rather than by the code
@@ -174,7 +175,7 @@ fn handshake_then_echo_of_text_and_binary() {
     c.send(&frame(0x88, b"\x03\xe8"));
     assert_eq!(c.recv(), (0x88, b"\x03\xe8".to_vec()));
     c.expect_eof();
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn frame_in_the_same_packet_as_the_handshake() {
@@ -185,7 +186,7 @@ fn frame_in_the_same_packet_as_the_handshake() {
     c.send(&bytes);
     assert_eq!(c.read_exact(KEY_RESP.len()), KEY_RESP);
     assert_eq!(c.recv(), (0x81, b"early".to_vec()));
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn pipelined_messages_come_back_in_order_byte_for_byte() {
@@ -209,7 +210,7 @@ fn pipelined_messages_come_back_in_order_byte_for_byte() {
     };
     assert_eq!(c.read_exact(want.len()), want);
     writer.join().unwrap();
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 /// The server writes its header over the client's, just before the payload,
@@ -239,7 +240,7 @@ fn frames_split_across_reads_come_back_intact() {
             assert_eq!(c.recv(), (0x82, payload.clone()), "split at {split}");
         }
     }
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn fragments_with_pings_between() {
@@ -253,7 +254,7 @@ fn fragments_with_pings_between() {
     c.send(&wire);
     assert_eq!(c.recv(), (0x8A, b"ping-1".to_vec()));
     assert_eq!(c.recv(), (0x81, b"Hello, fragmented world".to_vec()));
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn close_paths() {
@@ -283,7 +284,7 @@ fn close_paths() {
         c.expect_close(code);
         c.expect_eof();
     }
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 /// A violation gets a Close with `code`; the server then waits for the
@@ -327,7 +328,7 @@ fn bad_input_of_each_kind() {
     c.send(b"\x82\xff\x80\x00\x00\x00\x00\x00\x00\x00abcd");
     c.expect_close(1002);
     c.expect_eof(); // frame boundaries are lost: the close timeout ends it
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn invalid_utf8_fails_before_the_frame_is_complete() {
@@ -336,7 +337,7 @@ fn invalid_utf8_fails_before_the_frame_is_complete() {
     let wire = frame(0x81, b"valid start \xff then more bytes that never come");
     c.send(&wire[..20]); // header (6) + "valid start \xff" (13), not the rest
     c.expect_close(1007);
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn close_timeout_when_the_peer_never_answers() {
@@ -351,7 +352,7 @@ fn close_timeout_when_the_peer_never_answers() {
         waited >= Duration::from_millis(200),
         "closed after {waited:?}"
     );
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn handshake_answers() {
@@ -392,7 +393,7 @@ fn handshake_answers() {
         let body = resp.split("\r\n\r\n").nth(1).unwrap();
         assert_eq!(body.lines().count(), 1, "one-line reason: {body:?}");
     }
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn handshake_timeout() {
@@ -402,7 +403,7 @@ fn handshake_timeout() {
     let t = Instant::now();
     c.expect_eof();
     assert!(t.elapsed() >= Duration::from_millis(200));
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn max_connections_answers_503() {
@@ -435,13 +436,13 @@ fn max_connections_answers_503() {
         assert!(Instant::now() < deadline, "never let in again");
         std::thread::sleep(Duration::from_millis(20));
     }
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn graceful_shutdown_sends_going_away() {
     let server = start(config());
     let mut c = Client::open(server.local_addr());
-    let stopper = std::thread::spawn(move || server.shutdown());
+    let stopper = std::thread::spawn(move || server.shutdown(GRACE));
     c.expect_close(1001);
     c.send(&frame(0x88, b"\x03\xe9"));
     c.expect_eof();
@@ -451,7 +452,7 @@ fn graceful_shutdown_sends_going_away() {
 fn address_in_use_is_reported() {
     // Another ringws on the port (which SO_REUSEPORT alone would let in).
     let server = start(config());
-    let err = Server::start(Config {
+    let err = echo_server(Config {
         listen: server.local_addr(),
         ..config()
     })
@@ -460,14 +461,14 @@ fn address_in_use_is_reported() {
     assert!(err.to_string().contains("already in use"), "{err}");
     // Any other listener.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let err = Server::start(Config {
+    let err = echo_server(Config {
         listen: taken.local_addr().unwrap(),
         ..config()
     })
     .err()
     .expect("bind fails");
     assert!(err.to_string().contains("already in use"), "{err}");
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn a_peer_that_stops_reading_is_disconnected_after_the_write_timeout() {
@@ -498,7 +499,7 @@ fn a_peer_that_stops_reading_is_disconnected_after_the_write_timeout() {
         "the server kept the connection of a peer that never reads"
     );
     assert!(t.elapsed() >= Duration::from_millis(300));
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 fn a_dry_read_pool_still_echoes_every_message() {
@@ -526,7 +527,7 @@ fn a_dry_read_pool_still_echoes_every_message() {
     for w in workers {
         w.join().unwrap();
     }
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 /// Messages larger than one read buffer, whole and in fragments, come back
@@ -556,7 +557,7 @@ fn large_messages_whole_and_fragmented() {
             writer.join().unwrap();
         }
     }
-    server.shutdown();
+    server.shutdown(GRACE);
 }
 
 on_both_backends!(
@@ -578,3 +579,11 @@ on_both_backends!(
     a_peer_that_stops_reading_is_disconnected_after_the_write_timeout,
     a_dry_read_pool_still_echoes_every_message,
 );
+
+/// How long a test's shutdown waits for closing handshakes.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The `ringws` binary's server: echo on every path.
+fn echo_server(cfg: Config) -> Result<ServerHandle, ringws::StartError> {
+    App::new(cfg).route_prefix("/", Echo).start()
+}

@@ -723,7 +723,7 @@ fn absorb(
                 echoes += 1;
                 record(stats, plan, now, intended, actual, data.len());
             }
-            Ok(Some(Event::Closed { code })) => {
+            Ok(Some(Event::Closed { code, .. })) => {
                 if !closing {
                     stats.errors.unexpected_close += 1;
                     stats.sample(format!("the server sent Close (code {code:?})"));

@@ -5,10 +5,11 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
-use ringws::{Config, Server};
+use ringws::app::{App, Echo};
+use ringws::{Config, ServerHandle};
 
-fn server() -> Server {
-    Server::start(Config {
+fn server() -> ServerHandle {
+    echo_server(Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         threads: 1,
         ..Config::default()
@@ -81,7 +82,7 @@ fn throughput_run_counts_add_up() {
     assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
     let h = std::fs::read_to_string(&hgrm).unwrap();
     assert!(h.contains("Percentile") && h.contains("#[Max"), "{h}");
-    s.shutdown();
+    s.shutdown(GRACE);
 }
 
 #[test]
@@ -128,7 +129,7 @@ fn rate_mode_holds_its_rate_and_reports_both_latencies() {
             run["latency_ns"]["count"]
         );
     }
-    s.shutdown();
+    s.shutdown(GRACE);
 }
 
 #[test]
@@ -224,5 +225,13 @@ fn a_message_budget_sends_exactly_that_many() {
         (rate * secs - 700.0).abs() < 1.0,
         "{rate} msgs/s over {secs} s"
     );
-    s.shutdown();
+    s.shutdown(GRACE);
+}
+
+/// How long a test's shutdown waits for closing handshakes.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The `ringws` binary's server: echo on every path.
+fn echo_server(cfg: Config) -> Result<ServerHandle, ringws::StartError> {
+    App::new(cfg).route_prefix("/", Echo).start()
 }

@@ -70,6 +70,16 @@ pub fn parse_payload(payload: &[u8]) -> Result<Option<(u16, &str)>, ProtocolErro
     }
 }
 
+/// `reason` cut to the 123 bytes a Close frame has room for, on a
+/// character boundary.
+pub fn truncate_reason(reason: &str) -> &str {
+    let mut cut = reason.len().min(123);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &reason[..cut]
+}
+
 /// Appends a Close frame with `code` (none for an empty payload) and a reason
 /// cut to fit the 125-byte control frame limit on a character boundary.
 pub fn encode(code: Option<u16>, reason: &str, mask: Option<[u8; 4]>, out: &mut Vec<u8>) {
@@ -77,12 +87,9 @@ pub fn encode(code: Option<u16>, reason: &str, mask: Option<[u8; 4]>, out: &mut 
     let mut n = 0;
     if let Some(c) = code {
         payload[..2].copy_from_slice(&c.to_be_bytes());
-        let mut cut = reason.len().min(123);
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        payload[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
-        n = 2 + cut;
+        let reason = truncate_reason(reason);
+        payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+        n = 2 + reason.len();
     }
     encode_frame(OpCode::Close, mask, &payload[..n], out);
 }

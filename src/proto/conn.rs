@@ -72,6 +72,19 @@ impl CtrlPayload {
     fn bytes(&self) -> &[u8] {
         self.0.as_deref().map_or(&[], |b| &b[..self.1])
     }
+
+    /// The payload as a vector, reusing the scratch's allocation (none for
+    /// an empty payload).
+    fn into_vec(self) -> Vec<u8> {
+        match self.0 {
+            None => Vec::new(),
+            Some(b) => {
+                let mut v = (b as Box<[u8]>).into_vec();
+                v.truncate(self.1);
+                v
+            }
+        }
+    }
 }
 
 /// The opcode of a data frame: the message's kind on its first frame,
@@ -113,16 +126,34 @@ pub enum Event {
         /// The payload.
         payload: Payload,
     },
-    /// A Ping; its Pong is queued.
-    Ping,
-    /// A Pong.
-    Pong,
+    /// A Ping, with its payload; its Pong is queued.
+    Ping(Vec<u8>),
+    /// A Pong, with its payload.
+    Pong(Vec<u8>),
     /// The peer's Close arrived. Any reply is queued, and the state is
     /// [`CloseState::Closed`]: flush, then close the TCP connection.
     Closed {
         /// The peer's status code, if it sent one.
         code: Option<u16>,
+        /// The peer's reason (valid UTF-8, at most 123 bytes; often empty).
+        reason: String,
     },
+}
+
+/// What [`Connection::read_borrowed`] found: a message's data borrowed
+/// from the input when it arrived whole, text already as `&str`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<'i> {
+    /// A text message, wholly in the input.
+    Text(&'i str),
+    /// A binary message, wholly in the input.
+    Binary(&'i [u8]),
+    /// A text message reassembled from fragments or reads.
+    TextOwned(String),
+    /// A binary message reassembled from fragments or reads.
+    BinaryOwned(Vec<u8>),
+    /// Anything else the peer did.
+    Other(Event),
 }
 
 /// Refusal to send: the closing handshake has begun.
@@ -394,6 +425,44 @@ impl Connection {
                 (off, Err(e))
             }
         }
+    }
+
+    /// [`Connection::read`], with a message's data handed out as borrowed
+    /// (or owned) bytes and text, rather than as a range of `input`: text
+    /// is validated once, here, and never again by the caller.
+    #[inline]
+    pub fn read_borrowed<'i>(
+        &mut self,
+        input: &'i mut [u8],
+        now: Instant,
+    ) -> (usize, Result<Option<Received<'i>>, ProtocolError>) {
+        let (n, res) = self.read(input, now);
+        let input: &'i [u8] = input;
+        let res = res.map(|ev| {
+            ev.map(|ev| match ev {
+                Event::Message { kind, payload } => match (kind, payload) {
+                    (MessageKind::Text, Payload::Input(r)) => {
+                        // SAFETY: `read` validated exactly these bytes as
+                        // UTF-8 (a text message is delivered only once it
+                        // passed), and `input` has been borrowed since, so
+                        // they are unchanged.
+                        let text = unsafe { utf8::assume_valid(&input[r]) };
+                        Received::Text(text)
+                    }
+                    (MessageKind::Binary, Payload::Input(r)) => Received::Binary(&input[r]),
+                    (MessageKind::Text, Payload::Owned(v)) => {
+                        // SAFETY: the streaming validator accepted every
+                        // piece and the end of this message before `read`
+                        // delivered it.
+                        let text = unsafe { utf8::assume_valid_owned(v) };
+                        Received::TextOwned(text)
+                    }
+                    (MessageKind::Binary, Payload::Owned(v)) => Received::BinaryOwned(v),
+                },
+                other => Received::Other(other),
+            })
+        });
+        (n, res)
     }
 
     /// Reacts to a violation: queue our Close and stop accepting messages.
@@ -676,12 +745,9 @@ impl Connection {
                 let mask = self.next_mask();
                 let ctrl = self.take_ctrl();
                 encode_frame(OpCode::Pong, mask, ctrl.bytes(), self.queue());
-                Ok(Some(Event::Ping))
+                Ok(Some(Event::Ping(ctrl.into_vec())))
             }
-            OpCode::Pong => {
-                self.take_ctrl();
-                Ok(Some(Event::Pong))
-            }
+            OpCode::Pong => Ok(Some(Event::Pong(self.take_ctrl().into_vec()))),
             OpCode::Close => self.peer_close(),
         }
     }
@@ -696,6 +762,7 @@ impl Connection {
         match parsed {
             Ok(p) => {
                 let code = p.map(|(c, _)| c);
+                let reason = p.map_or_else(String::new, |(_, r)| r.to_owned());
                 if was_open {
                     // 5.5.1: "the endpoint typically echos the status code it
                     // received"; an empty Close is answered with an empty one.
@@ -703,7 +770,7 @@ impl Connection {
                     close::encode(code, "", mask, self.queue());
                 }
                 self.reset_message();
-                Ok(Some(Event::Closed { code }))
+                Ok(Some(Event::Closed { code, reason }))
             }
             Err(e) => {
                 if was_open {
@@ -784,9 +851,9 @@ mod tests {
                             MessageKind::Binary => Seen::Binary(data),
                         });
                     }
-                    Ok(Some(Event::Ping)) => seen.push(Seen::Ping),
-                    Ok(Some(Event::Pong)) => seen.push(Seen::Pong),
-                    Ok(Some(Event::Closed { code })) => seen.push(Seen::Closed(code)),
+                    Ok(Some(Event::Ping(_))) => seen.push(Seen::Ping),
+                    Ok(Some(Event::Pong(_))) => seen.push(Seen::Pong),
+                    Ok(Some(Event::Closed { code, .. })) => seen.push(Seen::Closed(code)),
                     Ok(None) => assert_eq!(off + n, piece.len(), "None before input ran out"),
                     Err(e) => seen.push(Seen::Err(e)),
                 }

@@ -13,8 +13,14 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// 1002: protocol error.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// 1005: no status code was present (reported, never sent).
+    pub const NO_STATUS: u16 = 1005;
+    /// 1006: the connection ended without a Close (reported, never sent).
+    pub const ABNORMAL: u16 = 1006;
     /// 1007: data inconsistent with the message type (invalid UTF-8 in text).
     pub const INVALID_PAYLOAD: u16 = 1007;
+    /// 1008: a policy was violated (a send queue past its limit).
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// 1009: message too big to process.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// 1011: unexpected condition on the server.

@@ -35,26 +35,151 @@ impl Default for HandshakeLimits {
     }
 }
 
-/// A request that the server accepts.
+/// A request that the server can accept, with its head still borrowed
+/// from the bytes it was parsed from, for the application to look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Accepted {
+pub struct Accepted<'a> {
     /// Length of the request head, including the final CRLF CRLF.
     pub head_len: usize,
     /// The `Sec-WebSocket-Accept` value.
     pub accept: [u8; 28],
+    /// The request target: path and query (`/chat?room=1`).
+    pub target: &'a str,
+    /// Every header line, in order.
+    pub headers: Vec<httparse::Header<'a>>,
 }
 
-impl Accepted {
-    /// The 101 response. No extension or subprotocol is echoed: the server
-    /// supports none, and 4.2.2 says to list only those it selected.
+impl Accepted<'_> {
+    /// The path of the target, without the query.
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(self.target, |(p, _)| p)
+    }
+
+    /// The query of the target (after `?`), if any.
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+
+    /// The value of the first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// The subprotocols the client offers (`Sec-WebSocket-Protocol`, over
+    /// every such header, in order).
+    pub fn protocols(&self) -> impl Iterator<Item = &str> {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+    }
+
+    /// The 101 response, with no subprotocol and no extension (4.2.2 says
+    /// to list only those the server selected).
     pub fn response(&self) -> Vec<u8> {
         let mut r = Vec::with_capacity(130);
-        r.extend_from_slice(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
-        );
-        r.extend_from_slice(&self.accept);
-        r.extend_from_slice(b"\r\n\r\n");
+        self.write_response(None, &[], &mut r);
         r
+    }
+
+    /// Appends the 101 response to `out`: with `protocol` as the selected
+    /// subprotocol, and `extra` header lines (names and values the caller
+    /// has checked, see [`is_header_safe`]).
+    pub fn write_response(
+        &self,
+        protocol: Option<&str>,
+        extra: &[(String, String)],
+        out: &mut Vec<u8>,
+    ) {
+        write_switching(&self.accept, protocol, extra, out);
+    }
+}
+
+/// Appends a 101 response with the `Sec-WebSocket-Accept` value `accept`,
+/// as [`Accepted::write_response`] does, for a decision made after the
+/// request's bytes are gone.
+pub fn write_switching(
+    accept: &[u8; 28],
+    protocol: Option<&str>,
+    extra: &[(String, String)],
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
+    out.extend_from_slice(accept);
+    out.extend_from_slice(b"\r\n");
+    if let Some(p) = protocol {
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (k, v) in extra {
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Can `name: value` go into a response head as it is? A name is an HTTP
+/// token; a value has no CR, LF or other control byte but tab. Anything else
+/// would let application data split the response (header injection).
+pub fn is_header_safe(name: &str, value: &str) -> bool {
+    const TOKEN_EXTRA: &[u8] = b"!#$%&'*+-.^_`|~";
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || TOKEN_EXTRA.contains(&b))
+        && value
+            .bytes()
+            .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Appends an HTTP response refusing a request: `status` with its reason
+/// phrase, `extra` header lines (checked by the caller, see
+/// [`is_header_safe`]), a plain-text `body`, and `Connection: close`.
+pub fn write_refusal(status: u16, extra: &[(String, String)], body: &[u8], out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    for (k, v) in extra {
+        let _ = write!(out, "{k}: {v}\r\n");
+    }
+    let _ = write!(
+        out,
+        "Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    out.extend_from_slice(body);
+}
+
+/// The reason phrase of the statuses a WebSocket server answers with.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
     }
 }
 
@@ -83,7 +208,7 @@ fn has_token(value: &[u8], token: &str) -> bool {
 pub fn parse_request(
     buf: &[u8],
     limits: HandshakeLimits,
-) -> Result<Option<Accepted>, HandshakeError> {
+) -> Result<Option<Accepted<'_>>, HandshakeError> {
     let max_head = limits.max_head;
     // Once per handshake attempt, sized by the configured limit.
     let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
@@ -158,9 +283,14 @@ pub fn parse_request(
         Ok(16) => {}
         _ => return Err(HandshakeError::BadKey),
     }
+    let accept = accept_key(key);
+    let (target, count) = (req.path.unwrap_or("/"), req.headers.len());
+    headers.truncate(count);
     Ok(Some(Accepted {
         head_len,
-        accept: accept_key(key),
+        accept,
+        target,
+        headers,
     }))
 }
 
@@ -168,23 +298,19 @@ pub fn parse_request(
 /// text body with the reason, and `Connection: close`. A 426 also names the
 /// version the server speaks (4.4).
 pub fn refusal(err: HandshakeError) -> Vec<u8> {
-    let status = err.status();
-    let text = match status {
-        426 => "Upgrade Required",
-        431 => "Request Header Fields Too Large",
-        _ => "Bad Request",
-    };
-    let extra = if status == 426 {
-        "Sec-WebSocket-Version: 13\r\n"
+    let extra = if err.status() == 426 {
+        vec![("Sec-WebSocket-Version".to_owned(), "13".to_owned())]
     } else {
-        ""
+        Vec::new()
     };
-    let body = err.reason();
-    format!(
-        "HTTP/1.1 {status} {text}\r\n{extra}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}\n",
-        body.len() + 1
-    )
-    .into_bytes()
+    let mut out = Vec::with_capacity(200);
+    write_refusal(
+        err.status(),
+        &extra,
+        format!("{}\n", err.reason()).as_bytes(),
+        &mut out,
+    );
+    out
 }
 
 #[cfg(test)]

@@ -13,6 +13,6 @@ pub mod mask;
 pub mod message;
 pub mod utf8;
 
-pub use conn::{Connection, Event, Limits, Payload, Role};
+pub use conn::{Connection, Event, Limits, Payload, Received, Role};
 pub use error::{HandshakeError, ProtocolError};
 pub use message::MessageKind;

@@ -44,6 +44,32 @@ pub fn validate(bytes: &[u8]) -> Result<(), Utf8Error> {
         .map_err(|_| Utf8Error)
 }
 
+/// `bytes` as text, without a second validation: for text this module has
+/// already judged valid.
+///
+/// # Safety
+/// `bytes` must be valid UTF-8: exactly the bytes [`validate`] or a
+/// [`Utf8Validator`] (through [`Utf8Validator::finish`]) accepted, not
+/// changed since.
+#[inline]
+pub(crate) unsafe fn assume_valid(bytes: &[u8]) -> &str {
+    debug_assert!(std::str::from_utf8(bytes).is_ok());
+    // SAFETY: the caller guarantees the bytes were validated as UTF-8 and
+    // have not changed since.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
+}
+
+/// [`assume_valid`] for a message reassembled into its own vector.
+///
+/// # Safety
+/// As for [`assume_valid`].
+#[inline]
+pub(crate) unsafe fn assume_valid_owned(bytes: Vec<u8>) -> String {
+    debug_assert!(std::str::from_utf8(&bytes).is_ok());
+    // SAFETY: as above, the caller guarantees the bytes are valid UTF-8.
+    unsafe { String::from_utf8_unchecked(bytes) }
+}
+
 impl Utf8Validator {
     /// Feeds the next piece of the stream. Fails as soon as the bytes seen so
     /// far cannot be the start of valid UTF-8.

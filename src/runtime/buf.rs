@@ -300,6 +300,7 @@ pub enum InputBuf {
 
 impl InputBuf {
     /// The received bytes.
+    #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         match self {
             InputBuf::Pooled(p) => p.as_mut_slice(),
@@ -308,6 +309,7 @@ impl InputBuf {
     }
 
     /// The received bytes.
+    #[inline]
     pub fn as_slice(&self) -> &[u8] {
         match self {
             InputBuf::Pooled(p) => p.as_slice(),
@@ -340,6 +342,9 @@ enum Seg {
     Input(u32, Range<usize>),
     /// One of the batch's owned payloads.
     Owned(usize),
+    /// One of the batch's shared frames (a publish: the same bytes in the
+    /// batch of every subscriber).
+    Shared(usize),
 }
 
 /// Frames to send in one go, and everything their bytes live in. Reused:
@@ -349,6 +354,7 @@ pub(crate) struct WriteBatch {
     pub(crate) hdr: Vec<u8>,
     segs: Vec<Seg>,
     owned: Vec<Vec<u8>>,
+    shared: Vec<bytes::Bytes>,
     inputs: Vec<InputBuf>,
     /// Bytes in the batch not yet sent.
     bytes: usize,
@@ -365,6 +371,7 @@ impl Default for WriteBatch {
             hdr: Vec::new(),
             segs: Vec::new(),
             owned: Vec::new(),
+            shared: Vec::new(),
             inputs: Vec::new(),
             bytes: 0,
             iov: Vec::new(),
@@ -378,6 +385,7 @@ impl Default for WriteBatch {
 
 impl WriteBatch {
     /// Marks `hdr[start..]` (just appended) as the next piece to send.
+    #[inline]
     pub(crate) fn push_hdr_from(&mut self, start: usize) {
         if start < self.hdr.len() {
             self.bytes += self.hdr.len() - start;
@@ -395,18 +403,21 @@ impl WriteBatch {
     /// The index the next [`WriteBatch::add_input`] will return, so that
     /// ranges of an input can be pushed before the input itself is added
     /// (it must be added before the batch is sent).
+    #[inline]
     pub(crate) fn next_input(&self) -> u32 {
         self.inputs.len() as u32
     }
 
     /// Keeps `input` until the batch is sent, for [`WriteBatch::push_input`].
     /// Returns its index in the batch.
+    #[inline]
     pub(crate) fn add_input(&mut self, input: InputBuf) -> u32 {
         self.inputs.push(input);
         (self.inputs.len() - 1) as u32
     }
 
     /// Sends `range` of input buffer `idx` next.
+    #[inline]
     pub(crate) fn push_input(&mut self, idx: u32, range: Range<usize>) {
         if !range.is_empty() {
             self.bytes += range.len();
@@ -414,12 +425,41 @@ impl WriteBatch {
         }
     }
 
-    /// Sends `data` next.
-    pub(crate) fn push_owned(&mut self, data: Vec<u8>) {
+    /// Keeps a place for an owned payload that arrives later (see
+    /// [`WriteBatch::fill_owned`]), so that pieces of it can be pushed
+    /// while the caller still borrows it. Returns the place's index.
+    pub(crate) fn reserve_owned(&mut self) -> usize {
+        self.owned.push(Vec::new());
+        self.owned.len() - 1
+    }
+
+    /// Sends the `len` bytes of the owned payload at `idx` next (reserved,
+    /// or filled already).
+    #[inline]
+    pub(crate) fn push_owned_at(&mut self, idx: usize, len: usize) {
+        if len > 0 {
+            self.bytes += len;
+            self.segs.push(Seg::Owned(idx));
+        }
+    }
+
+    /// Puts `data` in the place `idx` reserved. Its length must be what
+    /// was pushed for it; a place that is gone or filled is left alone.
+    pub(crate) fn fill_owned(&mut self, idx: usize, data: Vec<u8>) {
+        if let Some(v) = self.owned.get_mut(idx) {
+            if v.is_empty() {
+                *v = data;
+            }
+        }
+    }
+
+    /// Sends `data` next: bytes shared with other batches, not copied.
+    #[inline]
+    pub(crate) fn push_shared(&mut self, data: bytes::Bytes) {
         if !data.is_empty() {
             self.bytes += data.len();
-            self.segs.push(Seg::Owned(self.owned.len()));
-            self.owned.push(data);
+            self.segs.push(Seg::Shared(self.shared.len()));
+            self.shared.push(data);
         }
     }
 
@@ -429,6 +469,7 @@ impl WriteBatch {
     }
 
     /// Bytes not yet sent.
+    #[inline]
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
@@ -442,6 +483,7 @@ impl WriteBatch {
             + self.hdr.capacity()
             + self.segs.capacity() * size_of::<Seg>()
             + self.owned.capacity() * size_of::<Vec<u8>>()
+            + self.shared.capacity() * size_of::<bytes::Bytes>()
             + self.inputs.capacity() * size_of::<InputBuf>()
             + self.iov.capacity() * size_of::<libc::iovec>()
     }
@@ -452,6 +494,7 @@ impl WriteBatch {
         self.hdr.clear();
         self.segs.clear();
         self.owned.clear();
+        self.shared.clear();
         self.inputs.clear();
         self.iov.clear();
         self.bytes = 0;
@@ -471,6 +514,7 @@ impl WriteBatch {
                 Seg::Hdr(r) => &self.hdr[r.clone()],
                 Seg::Input(i, r) => &self.inputs[*i as usize].as_slice()[r.clone()],
                 Seg::Owned(i) => &self.owned[*i],
+                Seg::Shared(i) => &self.shared[*i],
             };
             self.iov.push(libc::iovec {
                 iov_base: bytes.as_ptr() as *mut libc::c_void,
@@ -494,6 +538,7 @@ impl WriteBatch {
                     .hdr
                     .extend_from_slice(&self.inputs[*i as usize].as_slice()[r.clone()]),
                 Seg::Owned(i) => self.hdr.extend_from_slice(&self.owned[*i]),
+                Seg::Shared(i) => self.hdr.extend_from_slice(&self.shared[*i]),
             }
         }
         self.segs.clear();
@@ -502,6 +547,7 @@ impl WriteBatch {
         // before the write, not after it.
         self.inputs.clear();
         self.owned.clear();
+        self.shared.clear();
     }
 
     /// The iovecs still to send, at most [`IOV_MAX`] of them.
@@ -572,10 +618,16 @@ mod tests {
         b.push_input(i, 6..payload + 6);
         b.hdr.extend_from_slice(&[0x8a, 0x00]);
         b.push_hdr_from(2);
-        b.push_owned(vec![7, 8, 9]);
+        // An owned payload pushed (twice) before it is handed over, and one
+        // shared frame.
+        let o = b.reserve_owned();
+        b.push_owned_at(o, 3);
+        b.push_owned_at(o, 3);
+        b.fill_owned(o, vec![7, 8, 9]);
+        b.push_shared(bytes::Bytes::from_static(&[1, 2]));
         let mut want = vec![0x82, 0x7e];
         want.extend_from_slice(&input[6..]);
-        want.extend_from_slice(&[0x8a, 0x00, 7, 8, 9]);
+        want.extend_from_slice(&[0x8a, 0x00, 7, 8, 9, 7, 8, 9, 1, 2]);
         (b, want)
     }
 
@@ -591,11 +643,11 @@ mod tests {
             "the read buffer goes back before the write"
         );
 
-        let (mut b, want) = batch(COALESCE_MAX - 7);
+        let (mut b, want) = batch(COALESCE_MAX - 12);
         assert_eq!(gathered(&mut b), (want, 1));
 
-        let (mut b, want) = batch(COALESCE_MAX - 6);
-        assert_eq!(gathered(&mut b), (want, 4));
+        let (mut b, want) = batch(COALESCE_MAX - 11);
+        assert_eq!(gathered(&mut b), (want, 6));
         assert!(!b.inputs.is_empty());
     }
 

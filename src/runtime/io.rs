@@ -91,6 +91,9 @@ pub trait Handler {
     /// The socket is gone: drop the state kept for it. Called exactly once
     /// per socket, after which its id is dead.
     fn gone(&mut self, io: &mut Io, id: SockId, why: Gone);
+    /// Everything queued on `id` when [`Io::notify_writable`] was asked for
+    /// has been sent.
+    fn writable(&mut self, _io: &mut Io, _id: SockId) {}
     /// Another thread woke this loop (through the eventfd given to
     /// `Io::watch_wake`).
     fn wake(&mut self, _io: &mut Io) {}
@@ -119,6 +122,7 @@ const DIRTY: u16 = 1 << 10; // on the dirty list
 const STARVED: u16 = 1 << 11; // on the starved list
 const CONNECTING: u16 = 1 << 12;
 const IN_USE: u16 = 1 << 13;
+const NOTIFY_WRITABLE: u16 = 1 << 14; // tell the handler when a batch is sent
 
 /// One socket slot.
 pub(crate) struct Sock {
@@ -188,6 +192,8 @@ pub struct Io {
     ready: Vec<u32>,
     /// Sockets closed whose handler has not been told yet.
     gone: Vec<(SockId, Gone)>,
+    /// Sockets whose handler asked to hear of a sent batch, and has one.
+    writable: Vec<SockId>,
     #[expect(
         clippy::vec_box,
         reason = "batches move between spares and sockets boxed: a socket keeps 8 bytes per batch slot, not 200"
@@ -197,6 +203,8 @@ pub struct Io {
     fired: Vec<u32>,
     epoch: Instant,
     now: Instant,
+    /// `now` in ticks, rounded up.
+    now_tick: u32,
     write_ticks: u32,
     cfg: IoConfig,
     /// Ring buffers to keep lent (io_uring), and the lends since the ring
@@ -253,11 +261,13 @@ impl Io {
             starved: Vec::new(),
             ready: Vec::new(),
             gone: Vec::new(),
+            writable: Vec::new(),
             spares: Vec::new(),
             wheel: Wheel::new(),
             fired: Vec::new(),
             epoch: now,
             now,
+            now_tick: 1,
             write_ticks,
             cfg,
             low_water,
@@ -420,7 +430,15 @@ impl Io {
 
     /// The batch to append `id`'s next frames to; they go out at the end of
     /// the turn. `None` if the socket is closing.
+    #[inline]
     pub(crate) fn out(&mut self, id: SockId) -> Option<&mut WriteBatch> {
+        self.out_and_inflight(id).map(|(b, _)| b)
+    }
+
+    /// [`Io::out`], with the bytes of the batch in flight: what is queued
+    /// is those plus the batch's, in one look-up.
+    #[inline]
+    pub(crate) fn out_and_inflight(&mut self, id: SockId) -> Option<(&mut WriteBatch, usize)> {
         let slot = id.slot as usize;
         let s = self.socks.get_mut(slot)?;
         if s.gen != id.gen || s.flags & (IN_USE | CLOSING) != IN_USE {
@@ -433,7 +451,8 @@ impl Io {
         if s.pending.is_none() {
             s.pending = Some(self.spares.pop().unwrap_or_default());
         }
-        s.pending.as_deref_mut()
+        let inflight = s.inflight.as_ref().map_or(0, |b| b.bytes());
+        s.pending.as_deref_mut().map(|b| (b, inflight))
     }
 
     fn put_batch(&mut self, mut b: Box<WriteBatch>) {
@@ -447,6 +466,30 @@ impl Io {
         if keep {
             self.spares.push(b);
         }
+    }
+
+    /// Bytes queued on `id` and not yet sent (0 for a socket that is gone).
+    pub(crate) fn buffered(&self, id: SockId) -> usize {
+        self.sock(id).map_or(0, Sock::queued)
+    }
+
+    /// Calls [`Handler::writable`] for `id` once the next batch in flight
+    /// (or the one queued this turn) has been sent. Once per call.
+    pub(crate) fn notify_writable(&mut self, id: SockId) {
+        if let Some(s) = self.sock_mut(id) {
+            s.flags |= NOTIFY_WRITABLE;
+        }
+    }
+
+    /// The loop's clock in ticks (10 ms), for handlers that keep a time per
+    /// connection in 4 bytes.
+    pub(crate) fn now_ticks(&self) -> u32 {
+        self.now_tick
+    }
+
+    /// The instant `ticks` stands for (see [`Io::now_ticks`]).
+    pub(crate) fn instant_of(&self, ticks: u32) -> Instant {
+        self.epoch + TICK * ticks
     }
 
     /// Sets (or clears) the deadline at which [`Handler::timer`] runs for
@@ -801,6 +844,11 @@ impl Io {
         self.put_batch(b);
         let s = &mut self.socks[slot as usize];
         s.write_due = 0;
+        if s.flags & NOTIFY_WRITABLE != 0 {
+            s.flags &= !NOTIFY_WRITABLE;
+            self.writable.push(id);
+        }
+        let s = &mut self.socks[slot as usize];
         if s.pending.as_ref().is_some_and(|p| !p.is_empty()) {
             self.start_send(slot);
         } else {
@@ -1262,14 +1310,23 @@ impl Io {
         self.thread_ops + self.socks.iter().map(|s| s.ops as usize).sum::<usize>()
     }
 
-    /// Tells handlers of sockets that went away.
+    /// Tells handlers of sockets that went away, and of sent batches they
+    /// asked to hear of.
     fn tell_gone<H: Handler>(&mut self, h: &mut H) {
-        while let Some((id, why)) = self.gone.pop() {
-            if let Some(s) = self.socks.get_mut(id.slot as usize) {
-                s.flags |= GONE_TOLD;
+        loop {
+            if let Some((id, why)) = self.gone.pop() {
+                if let Some(s) = self.socks.get_mut(id.slot as usize) {
+                    s.flags |= GONE_TOLD;
+                }
+                h.gone(self, id, why);
+                self.maybe_release(id.slot);
+            } else if let Some(id) = self.writable.pop() {
+                if self.is_open(id) {
+                    h.writable(self, id);
+                }
+            } else {
+                return;
             }
-            h.gone(self, id, why);
-            self.maybe_release(id.slot);
         }
     }
 
@@ -1306,7 +1363,7 @@ impl Io {
 
     /// How long the next wait may last.
     fn wait_time<H: Handler>(&self, h: &H) -> Option<Duration> {
-        if !self.ready.is_empty() || !self.gone.is_empty() {
+        if !self.ready.is_empty() || !self.gone.is_empty() || !self.writable.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut until: Option<Instant> = self.wheel.next_due().map(|t| self.epoch + TICK * t);
@@ -1324,12 +1381,14 @@ impl Io {
             self.flush();
             self.refill();
             if h.done() {
-                if self.ops_in_flight() == 0 {
-                    return Ok(());
-                }
                 if !cancelled_all {
                     cancelled_all = true;
                     self.cancel_everything();
+                    // epoll closes at once: the handlers hear of it now.
+                    self.tell_gone(h);
+                }
+                if self.ops_in_flight() == 0 {
+                    return Ok(());
                 }
             }
             let timeout = self.wait_time(h);
@@ -1338,6 +1397,7 @@ impl Io {
                 Backend::Epoll(e) => e.wait(timeout, &mut cqes)?,
             }
             self.now = Instant::now();
+            self.now_tick = self.tick_of(self.now);
             for c in cqes.drain(..) {
                 self.dispatch(c, h);
                 self.tell_gone(h);
@@ -1410,6 +1470,11 @@ impl std::fmt::Display for PeerName {
             None => write!(f, "connection {}", self.1),
         }
     }
+}
+
+/// `d` in loop ticks (10 ms), rounded up.
+pub(crate) fn ticks_of(d: Duration) -> u32 {
+    ticks(d)
 }
 
 fn ticks(d: Duration) -> u32 {

@@ -1,6 +1,6 @@
 //! The runtime: the only part of ringws that knows io_uring or epoll.
 //!
-//! [`Server::start`] binds one SO_REUSEPORT listener per worker thread (so
+//! `start_workers` binds one SO_REUSEPORT listener per worker thread (so
 //! the kernel spreads new connections over the threads and no thread hands a
 //! connection to another), starts the threads, each with its own event loop
 //! (`io.rs`), read-buffer pool and write-batch spares, and returns once all
@@ -18,16 +18,14 @@
 //!   closing, timers, and the `Handler` trait it calls.
 //! * `wheel.rs`: the per-thread timing wheel.
 //! * `buf.rs`: the read pool and write batches.
-//! * `driver.rs`: the server's handler: handshake, echo, close.
 //! * [`client`]: the loop for clients (the load generator): the same
 //!   [`client::Handler`] and [`client::Io`], with connects.
 
 mod backend;
-mod buf;
+pub(crate) mod buf;
 pub mod client;
-mod driver;
 mod epoll;
-mod io;
+pub(crate) mod io;
 mod uring;
 mod wheel;
 
@@ -36,7 +34,7 @@ pub use backend::BackendKind;
 use std::fmt;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -46,7 +44,6 @@ use crate::config::Config;
 use crate::log;
 use backend::Backend;
 use buf::Pool;
-use driver::Command;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -96,14 +93,14 @@ pub(crate) struct Waker {
 }
 
 impl Waker {
-    fn new() -> std::io::Result<Waker> {
+    pub(crate) fn new() -> std::io::Result<Waker> {
         Ok(Waker {
             fd: epoll::eventfd()?,
             pending: AtomicBool::new(false),
         })
     }
 
-    /// Makes the loop run [`io::Handler::wake`] soon.
+    /// Makes the loop run `Handler::wake` soon.
     pub(crate) fn wake(&self) {
         // The loop clears `pending` before it reads its mailbox, so a
         // message sent after that clear is either seen by that read or wakes
@@ -125,7 +122,7 @@ pub struct StopSignals(libc::sigset_t);
 
 impl StopSignals {
     /// Blocks both signals in this thread and in the threads it starts
-    /// after this; call it before [`Server::start`].
+    /// after this; call it before [`crate::App::start`].
     pub fn block() -> std::io::Result<StopSignals> {
         epoll::block_signals(&[libc::SIGINT, libc::SIGTERM]).map(StopSignals)
     }
@@ -136,110 +133,90 @@ impl StopSignals {
     }
 }
 
-/// A worker as the [`Server`] handle sees it.
-struct Worker {
-    mailbox: mpsc::Sender<Command>,
-    waker: Arc<Waker>,
-    thread: JoinHandle<()>,
+/// Worker threads started by [`start_workers`].
+pub(crate) struct Workers {
+    /// The address the listeners are bound to (with the real port).
+    pub(crate) addr: SocketAddr,
+    /// The backend the workers run on, with the features in use.
+    pub(crate) backend: String,
+    pub(crate) threads: Vec<JoinHandle<()>>,
 }
 
-/// A running server. Dropping it without [`Server::shutdown`] leaves the
-/// worker threads running.
-pub struct Server {
-    addr: SocketAddr,
-    backend: String,
-    workers: Vec<Worker>,
-}
-
-impl Server {
-    /// Binds, starts `cfg.threads` workers and returns once every one of them
-    /// is accepting connections.
-    pub fn start(cfg: Config) -> Result<Server, StartError> {
-        cfg.validate().map_err(StartError::Config)?;
-        // Bind every listener here, so that "address in use" is reported
-        // before any thread starts. With port 0 the first socket picks the
-        // port and the others join it.
-        let mut addr = cfg.listen;
-        if addr.port() != 0 {
-            probe(addr).map_err(|e| StartError::Bind(addr, e))?;
+/// Binds `cfg.threads` listeners, starts one worker thread for each, with
+/// the handler `make(i)` builds on that thread, and returns once every one
+/// of them is accepting connections. If one fails, `stop` is called (to
+/// tell the started ones to finish) and the threads are joined.
+pub(crate) fn start_workers<H, F>(
+    cfg: Arc<Config>,
+    wakers: &[Arc<Waker>],
+    make: F,
+    stop: &dyn Fn(),
+) -> Result<Workers, StartError>
+where
+    H: io::Handler,
+    F: Fn(usize) -> H + Send + Sync + 'static,
+{
+    cfg.validate().map_err(StartError::Config)?;
+    // Bind every listener here, so that "address in use" is reported
+    // before any thread starts. With port 0 the first socket picks the
+    // port and the others join it.
+    let mut addr = cfg.listen;
+    if addr.port() != 0 {
+        probe(addr).map_err(|e| StartError::Bind(addr, e))?;
+    }
+    let mut listeners = Vec::with_capacity(cfg.threads);
+    for _ in 0..cfg.threads {
+        let l = bind(addr, cfg.backlog).map_err(|e| StartError::Bind(addr, e))?;
+        addr = l
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or_else(|| StartError::Bind(addr, std::io::Error::other("no local address")))?;
+        listeners.push(l);
+    }
+    let make = Arc::new(make);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut workers = Workers {
+        addr,
+        backend: String::new(),
+        threads: Vec::new(),
+    };
+    let fail = |workers: Workers, e: StartError| {
+        stop();
+        for t in workers.threads {
+            let _ = t.join();
         }
-        let mut listeners = Vec::with_capacity(cfg.threads);
-        for _ in 0..cfg.threads {
-            let l = bind(addr, cfg.backlog).map_err(|e| StartError::Bind(addr, e))?;
-            addr = l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .ok_or_else(|| StartError::Bind(addr, std::io::Error::other("no local address")))?;
-            listeners.push(l);
+        Err(e)
+    };
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (cfg, ready, waker, make) = (
+            cfg.clone(),
+            ready_tx.clone(),
+            wakers[i].clone(),
+            make.clone(),
+        );
+        let pin = cfg.pin.then_some(i % cores);
+        let spawned = std::thread::Builder::new()
+            .name(format!("ringws-{i}"))
+            .spawn(move || worker(listener, cfg, waker, ready, pin, || make(i)));
+        match spawned {
+            Ok(t) => workers.threads.push(t),
+            Err(e) => return fail(workers, StartError::Thread(e)),
         }
-        let cfg = Arc::new(cfg);
-        let open = Arc::new(AtomicUsize::new(0));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut server = Server {
-            addr,
-            backend: String::new(),
-            workers: Vec::new(),
-        };
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let waker = Arc::new(Waker::new().map_err(StartError::Thread)?);
-            let (tx, rx) = mpsc::channel();
-            let (cfg, open, ready, w) =
-                (cfg.clone(), open.clone(), ready_tx.clone(), waker.clone());
-            let pin = cfg.pin.then_some(i % cores);
-            let thread = std::thread::Builder::new()
-                .name(format!("ringws-{i}"))
-                .spawn(move || worker(listener, cfg, open, rx, w, ready, pin))
-                .map_err(StartError::Thread)?;
-            server.workers.push(Worker {
-                mailbox: tx,
-                waker,
-                thread,
-            });
-        }
-        drop(ready_tx);
-        for _ in 0..server.workers.len() {
-            match ready_rx.recv() {
-                Ok(Ok(desc)) => server.backend = desc,
-                Ok(Err(e)) => {
-                    server.shutdown();
-                    return Err(e);
-                }
-                Err(_) => {
-                    server.shutdown();
-                    return Err(StartError::Thread(std::io::Error::other(
-                        "worker exited during start",
-                    )));
-                }
+    }
+    drop(ready_tx);
+    for _ in 0..workers.threads.len() {
+        match ready_rx.recv() {
+            Ok(Ok(desc)) => workers.backend = desc,
+            Ok(Err(e)) => return fail(workers, e),
+            Err(_) => {
+                let e = std::io::Error::other("worker exited during start");
+                return fail(workers, StartError::Thread(e));
             }
         }
-        Ok(server)
     }
-
-    /// The address the server listens on (with the real port when 0 was
-    /// asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// The backend the workers run on, with the features in use (for the
-    /// log line at start).
-    pub fn backend(&self) -> &str {
-        &self.backend
-    }
-
-    /// Stops accepting, sends every connection a Close (1001), waits up to
-    /// the close timeout for them to end, and joins the workers.
-    pub fn shutdown(self) {
-        for w in &self.workers {
-            let _ = w.mailbox.send(Command::Shutdown);
-            w.waker.wake();
-        }
-        for w in self.workers {
-            let _ = w.thread.join();
-        }
-    }
+    Ok(workers)
 }
 
 /// Fails with `AddrInUse` if anything listens on `addr`, including another
@@ -293,14 +270,13 @@ fn open_backend(
         .map_err(StartError::Thread)
 }
 
-fn worker(
+fn worker<H: io::Handler>(
     listener: Socket,
     cfg: Arc<Config>,
-    open: Arc<AtomicUsize>,
-    mailbox: mpsc::Receiver<Command>,
     waker: Arc<Waker>,
     ready: mpsc::Sender<Result<String, StartError>>,
     pin: Option<usize>,
+    make: impl FnOnce() -> H,
 ) {
     if let Some(core) = pin {
         pin_to_core(core);
@@ -346,9 +322,9 @@ fn worker(
         let _ = ready.send(Err(StartError::Thread(e)));
         return;
     }
+    let mut handler = make();
     let _ = ready.send(Ok(desc));
-    let mut server = driver::Server::new(cfg, open, mailbox, waker);
-    if let Err(e) = io.run(&mut server) {
+    if let Err(e) = io.run(&mut handler) {
         log!(Error, "worker loop failed: {e}");
     }
     // The listener closes here, after the loop has cancelled its accept.

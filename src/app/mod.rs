@@ -1,0 +1,426 @@
+//! The application API: [`App`] routes connections by path to a
+//! [`Handler`], which sees each connection through a [`Socket`].
+//!
+//! The behaviour follows uWebSockets' `App` and `WebSocketBehavior`:
+//!
+//! * an upgrade hook per route ([`Handler::upgrade`]) that sees the request
+//!   and accepts (with the connection's user data, a subprotocol, extra
+//!   headers), rejects (an HTTP status and body), or defers the decision to
+//!   any thread ([`Upgrade::defer`]);
+//! * callbacks for `open`, `message`, `drain`, `ping`, `pong` and `close`,
+//!   all on the connection's own worker thread, with nothing shared on the
+//!   way;
+//! * sends that return a [`SendStatus`], a send-queue limit per route
+//!   (`max_backpressure`) with a policy, and `drain` once the queue is back
+//!   below it;
+//! * an implicit cork: everything sent during one loop turn leaves in one
+//!   write per connection;
+//! * topics: [`Socket::subscribe`], [`Socket::publish`] and
+//!   [`ServerHandle::publish`] with frames encoded once and shared;
+//! * [`SocketRef`] and [`ServerHandle`] to send, publish and close from any
+//!   thread or async task;
+//! * an idle timeout with automatic Pings.
+//!
+//! # Layout
+//! * `mod.rs`: [`App`], [`Route`], the [`Handler`] trait, [`ServerHandle`].
+//! * `upgrade.rs`: [`Request`], [`Upgrade`], [`Accept`], [`Reject`],
+//!   [`Deferred`].
+//! * `socket.rs`: [`Socket`], [`SocketRef`], [`Message`], [`SendStatus`].
+//! * `topics.rs`: the per-thread subscription tables.
+//! * `worker.rs`: each worker thread's side: handshake, routing, the read
+//!   path into the callbacks, timers, commands from other threads.
+
+mod socket;
+mod topics;
+mod upgrade;
+mod worker;
+
+pub use socket::{Gone, Message, SendStatus, Socket, SocketRef};
+pub use upgrade::{Accept, Deferred, Reject, Request, Upgrade};
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::runtime::{self, StartError, StopSignals, Waker};
+use worker::{Command, RouteCfg, RouteRt, RouteState, Worker};
+
+/// What a route does with its connections. Every method but
+/// [`Handler::upgrade`] has a default that does nothing; all run on the
+/// connection's worker thread, so the handler is shared (`Sync`) and keeps
+/// per-connection state in [`Handler::Data`].
+pub trait Handler: Send + Sync + 'static {
+    /// The user data of each connection, made by the upgrade hook and
+    /// handed to [`Handler::close`] (and so dropped) exactly once.
+    type Data: 'static;
+
+    /// Decides on an upgrade request to this route.
+    fn upgrade(&self, req: &Request<'_>) -> Upgrade<Self::Data>;
+
+    /// The connection is open (the 101 is queued ahead of anything sent
+    /// here).
+    fn open(&self, _ws: &mut Socket<'_, Self::Data>) {}
+
+    /// A whole message arrived: borrowed from the read buffer when it came
+    /// in one piece, so that sending it back ([`Socket::send`]) copies
+    /// nothing.
+    fn message(&self, _ws: &mut Socket<'_, Self::Data>, _msg: Message<'_>) {}
+
+    /// The send queue, past `max_backpressure` at a send, is back within it.
+    fn drain(&self, _ws: &mut Socket<'_, Self::Data>) {}
+
+    /// A Ping arrived (its Pong is already queued).
+    fn ping(&self, _ws: &mut Socket<'_, Self::Data>, _payload: &[u8]) {}
+
+    /// A Pong arrived.
+    fn pong(&self, _ws: &mut Socket<'_, Self::Data>, _payload: &[u8]) {}
+
+    /// The connection has ended (or can no longer be sent to): the peer's
+    /// close code and reason, 1005 if its Close had none, our own code if
+    /// the peer never answered ours, or 1006 if the TCP connection ended
+    /// without a closing handshake. Runs exactly once per opened
+    /// connection.
+    fn close(&self, _data: Self::Data, _code: u16, _reason: &str) {}
+}
+
+/// What a send does when the connection's queue is already past the
+/// route's `max_backpressure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackpressurePolicy {
+    /// Drop the message: the send returns [`SendStatus::Dropped`] and
+    /// [`Handler::drain`] follows once the queue is back within the limit.
+    Drop,
+    /// Close the connection with 1008 (logged): a consumer this slow is
+    /// not wanted.
+    Close,
+}
+
+/// A route: a path pattern, its handler and its limits.
+pub struct Route<H: Handler> {
+    path: String,
+    prefix: bool,
+    handler: Arc<H>,
+    max_backpressure: Option<usize>,
+    policy: BackpressurePolicy,
+    idle_timeout: Option<Duration>,
+    send_pings: bool,
+}
+
+impl<H: Handler> Route<H> {
+    /// Requests for exactly `path` (the query aside).
+    pub fn exact(path: impl Into<String>, handler: H) -> Route<H> {
+        Route::new(path.into(), false, handler)
+    }
+
+    /// Requests for `prefix` and everything below it: `/api` takes `/api`
+    /// and `/api/x` but not `/apix`; `/` takes every path. The longest
+    /// matching prefix wins, and an exact route beats every prefix.
+    pub fn prefix(prefix: impl Into<String>, handler: H) -> Route<H> {
+        Route::new(prefix.into(), true, handler)
+    }
+
+    fn new(path: String, prefix: bool, handler: H) -> Route<H> {
+        Route {
+            path,
+            prefix,
+            handler: Arc::new(handler),
+            max_backpressure: None,
+            policy: BackpressurePolicy::Drop,
+            idle_timeout: None,
+            send_pings: true,
+        }
+    }
+
+    /// Bytes a connection's send queue may hold before sends report
+    /// [`SendStatus::Backpressure`] and then apply the policy. Default:
+    /// [`Config::max_backpressure`].
+    pub fn max_backpressure(mut self, bytes: usize) -> Self {
+        self.max_backpressure = Some(bytes);
+        self
+    }
+
+    /// What a send past the limit does. Default [`BackpressurePolicy::Drop`].
+    pub fn on_backpressure(mut self, policy: BackpressurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Silence after which a connection is closed with 1001 (zero: never).
+    /// Default: [`Config::idle_timeout`].
+    pub fn idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = Some(t);
+        self
+    }
+
+    /// Send a Ping after half the idle timeout in silence, so a live peer
+    /// answers and keeps the connection. Default on.
+    pub fn send_pings(mut self, on: bool) -> Self {
+        self.send_pings = on;
+        self
+    }
+}
+
+/// A route as the threads share it.
+struct RouteEntry {
+    path: String,
+    prefix: bool,
+    cfg: RouteCfg,
+    /// Makes the route's per-thread state.
+    make: Box<dyn Fn(u32) -> Box<dyn RouteRt> + Send + Sync>,
+}
+
+/// What every thread of a server shares: read-only but for the counter,
+/// the mailboxes and the join handles.
+pub(crate) struct Shared {
+    cfg: Arc<Config>,
+    routes: Vec<RouteEntry>,
+    mailboxes: Vec<mpsc::Sender<Command>>,
+    wakers: Vec<Arc<Waker>>,
+    open_total: AtomicUsize,
+    addr: OnceLock<SocketAddr>,
+    backend: OnceLock<String>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    /// Puts `cmd` in worker `i`'s mailbox and wakes it.
+    pub(crate) fn command(&self, i: usize, cmd: Command) {
+        if self.mailboxes[i].send(cmd).is_ok() {
+            self.wakers[i].wake();
+        }
+    }
+
+    /// Sends `frame` to `topic`'s subscribers on every thread but `from`.
+    pub(crate) fn publish_remote(&self, from: usize, topic: &str, frame: Bytes) {
+        if self.mailboxes.len() < 2 {
+            return;
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        for i in (0..self.mailboxes.len()).filter(|&i| i != from) {
+            let (topic, frame) = (topic.clone(), frame.clone());
+            self.command(i, Command::Publish { topic, frame });
+        }
+    }
+
+    /// The route for `path`: an exact one, else the longest prefix.
+    fn route_for(&self, path: &str) -> Option<u32> {
+        let mut best: Option<(usize, u32)> = None;
+        for (i, r) in self.routes.iter().enumerate() {
+            if !r.prefix {
+                if r.path == path {
+                    return Some(i as u32);
+                }
+                continue;
+            }
+            let p = r.path.trim_end_matches('/');
+            let hit =
+                path == p || (path.starts_with(p) && path.as_bytes().get(p.len()) == Some(&b'/'));
+            if hit && best.is_none_or(|(l, _)| p.len() > l) {
+                best = Some((p.len(), i as u32));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+}
+
+/// A server's routes and configuration, to start.
+///
+/// ```no_run
+/// use ringws::app::{App, Echo};
+/// use ringws::Config;
+///
+/// App::new(Config::default()).route_prefix("/", Echo).run().unwrap();
+/// ```
+pub struct App {
+    cfg: Config,
+    routes: Vec<RouteEntry>,
+}
+
+impl App {
+    /// An app with no routes yet: every request is answered 404.
+    pub fn new(cfg: Config) -> App {
+        App {
+            cfg,
+            routes: Vec::new(),
+        }
+    }
+
+    /// Adds `handler` for exactly `path`, with the configuration's limits.
+    pub fn route<H: Handler>(self, path: impl Into<String>, handler: H) -> App {
+        self.with_route(Route::exact(path, handler))
+    }
+
+    /// Adds `handler` for `prefix` and the paths below it (see
+    /// [`Route::prefix`]).
+    pub fn route_prefix<H: Handler>(self, prefix: impl Into<String>, handler: H) -> App {
+        self.with_route(Route::prefix(prefix, handler))
+    }
+
+    /// Adds a route with limits of its own.
+    pub fn with_route<H: Handler>(mut self, r: Route<H>) -> App {
+        let idle = r.idle_timeout.unwrap_or(self.cfg.idle_timeout);
+        let cfg = RouteCfg {
+            max_backpressure: r.max_backpressure.unwrap_or(self.cfg.max_backpressure),
+            policy: r.policy,
+            idle_ticks: runtime::io::ticks_of(idle),
+            idle_timeout: idle,
+            send_pings: r.send_pings,
+        };
+        let (handler, c) = (r.handler, cfg.clone());
+        self.routes.push(RouteEntry {
+            path: r.path,
+            prefix: r.prefix,
+            cfg,
+            make: Box::new(move |i| Box::new(RouteState::new(handler.clone(), c.clone(), i))),
+        });
+        self
+    }
+
+    /// Binds, starts the worker threads and returns once every one of them
+    /// is accepting connections.
+    pub fn start(self) -> Result<ServerHandle, StartError> {
+        self.cfg.validate().map_err(StartError::Config)?;
+        let threads = self.cfg.threads;
+        let mut wakers = Vec::with_capacity(threads);
+        let mut mailboxes = Vec::with_capacity(threads);
+        let mut receivers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            wakers.push(Arc::new(Waker::new().map_err(StartError::Thread)?));
+            let (tx, rx) = mpsc::channel();
+            mailboxes.push(tx);
+            receivers.push(Some(rx));
+        }
+        let cfg = Arc::new(self.cfg);
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            routes: self.routes,
+            mailboxes,
+            wakers: wakers.clone(),
+            open_total: AtomicUsize::new(0),
+            addr: OnceLock::new(),
+            backend: OnceLock::new(),
+            threads: Mutex::new(Vec::new()),
+        });
+        let receivers = Mutex::new(receivers);
+        let s = shared.clone();
+        let make = move |i: usize| {
+            let rx = receivers.lock().expect("not poisoned")[i]
+                .take()
+                .expect("one worker per mailbox");
+            let routes = (0..s.routes.len())
+                .map(|r| (s.routes[r].make)(r as u32))
+                .collect();
+            Worker::new(i, s.clone(), routes, rx)
+        };
+        let stop = || {
+            for i in 0..threads {
+                shared.command(
+                    i,
+                    Command::Shutdown {
+                        grace: Duration::ZERO,
+                    },
+                );
+            }
+        };
+        let w = runtime::start_workers(cfg, &wakers, make, &stop)?;
+        let _ = shared.addr.set(w.addr);
+        let _ = shared.backend.set(w.backend);
+        *shared.threads.lock().expect("not poisoned") = w.threads;
+        Ok(ServerHandle { shared })
+    }
+
+    /// Starts, serves until SIGINT or SIGTERM, then shuts down with the
+    /// close timeout as the grace period.
+    pub fn run(self) -> Result<(), StartError> {
+        // Before any worker starts, so that every thread inherits the mask.
+        let signals = StopSignals::block().map_err(StartError::Thread)?;
+        let grace = self.cfg.close_timeout;
+        let server = self.start()?;
+        crate::log!(
+            Info,
+            "ringws {} listening on ws://{} ({} threads, {})",
+            env!("CARGO_PKG_VERSION"),
+            server.local_addr(),
+            server.shared.mailboxes.len(),
+            server.backend()
+        );
+        signals.wait();
+        crate::log!(Info, "shutting down: closing connections (1001)");
+        server.shutdown(grace);
+        crate::log!(Info, "stopped");
+        Ok(())
+    }
+}
+
+/// A running server, from any thread: `Send + Sync + Clone`.
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when 0 was
+    /// asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        *self.shared.addr.get().expect("set at start")
+    }
+
+    /// The backend the workers run on, with the features in use.
+    pub fn backend(&self) -> &str {
+        self.shared.backend.get().map_or("", String::as_str)
+    }
+
+    /// Connections open now, over all threads.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .open_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sends `msg` to every subscriber of `topic` on every thread: one
+    /// message per thread, the frame encoded once. Messages published from
+    /// one thread arrive in the order published.
+    pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) {
+        let frame = msg.into().frame();
+        let topic: Arc<str> = Arc::from(topic);
+        for i in 0..self.shared.mailboxes.len() {
+            let (topic, frame) = (topic.clone(), frame.clone());
+            self.shared.command(i, Command::Publish { topic, frame });
+        }
+    }
+
+    /// Stops accepting, sends every connection a Close (1001), waits up to
+    /// `grace` for the closing handshakes, cuts what is left, and joins the
+    /// workers. Later calls (from any clone) return at once.
+    pub fn shutdown(&self, grace: Duration) {
+        for i in 0..self.shared.mailboxes.len() {
+            self.shared.command(i, Command::Shutdown { grace });
+        }
+        let threads = std::mem::take(&mut *self.shared.threads.lock().expect("not poisoned"));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends every message back as it came: the `ringws` binary's server, and
+/// the smallest handler there is.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Echo;
+
+impl Handler for Echo {
+    type Data = ();
+
+    fn upgrade(&self, _req: &Request<'_>) -> Upgrade<()> {
+        Upgrade::accept(())
+    }
+
+    fn message(&self, ws: &mut Socket<'_, ()>, msg: Message<'_>) {
+        ws.send(msg);
+    }
+}

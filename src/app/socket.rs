@@ -1,0 +1,379 @@
+//! What a handler acts through: [`Socket`] inside callbacks, [`SocketRef`]
+//! from anywhere else.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::worker::{Command, Conn, Ctx, InputView, RouteCfg};
+use super::{BackpressurePolicy, ServerHandle, Shared};
+use crate::log;
+use crate::proto::close;
+use crate::proto::error::close_code;
+use crate::proto::frame::{encode_frame, OpCode};
+use crate::runtime::io::{Io, SockId};
+
+/// A message, borrowed: text (always valid UTF-8) or binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A text message.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// The payload's bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        match *self {
+            Message::Text(s) => s.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
+
+    /// The payload's length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Is the payload empty?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn opcode(&self) -> OpCode {
+        match self {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+        }
+    }
+
+    /// The whole frame a server sends for this message (unmasked), encoded
+    /// once to be shared.
+    pub(crate) fn frame(&self) -> Bytes {
+        let mut v = Vec::with_capacity(self.len() + 10);
+        encode_frame(self.opcode(), None, self.as_bytes(), &mut v);
+        Bytes::from(v)
+    }
+}
+
+impl<'a> From<&'a str> for Message<'a> {
+    fn from(s: &'a str) -> Self {
+        Message::Text(s)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Message<'a> {
+    fn from(b: &'a [u8]) -> Self {
+        Message::Binary(b)
+    }
+}
+
+/// What became of a send (as in uWebSockets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    /// Queued; the connection's send queue is within its limit.
+    Sent,
+    /// Queued, but the queue is now past the route's `max_backpressure`:
+    /// stop sending until [`crate::app::Handler::drain`].
+    Backpressure,
+    /// Not queued: the queue was already past the limit (policy `Drop`), or
+    /// the connection is closing (or was closed for it, policy `Close`).
+    Dropped,
+}
+
+/// A send from outside the connection's thread found it gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
+impl std::fmt::Display for Gone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the connection is closed")
+    }
+}
+
+impl std::error::Error for Gone {}
+
+/// A connection inside a handler's callback, with its user data. Whatever
+/// is sent through it in one callback (and in the rest of the loop's turn)
+/// goes out in one write.
+pub struct Socket<'a, D> {
+    pub(crate) conn: &'a mut Conn<D>,
+    pub(crate) io: &'a mut Io,
+    pub(crate) ctx: &'a mut Ctx,
+    pub(crate) cfg: &'a RouteCfg,
+    pub(crate) view: &'a mut InputView,
+}
+
+impl<D> Socket<'_, D> {
+    /// Sends `msg`. A message this callback received is sent without a copy
+    /// (it stays in the read buffer until written); anything else is copied
+    /// into the send queue.
+    #[inline]
+    pub fn send<'m>(&mut self, msg: impl Into<Message<'m>>) -> SendStatus {
+        let msg = msg.into();
+        if !self.conn.is_open() {
+            return SendStatus::Dropped;
+        }
+        let limit = self.cfg.max_backpressure;
+        let Some((batch, inflight)) = self.io.out_and_inflight(self.conn.id) else {
+            return SendStatus::Dropped;
+        };
+        if inflight + batch.bytes() > limit {
+            return self.past_limit();
+        }
+        self.view.queue(batch, msg);
+        if inflight + batch.bytes() > limit {
+            self.conn.want_drain(self.io);
+            SendStatus::Backpressure
+        } else {
+            SendStatus::Sent
+        }
+    }
+
+    /// Sends a frame encoded elsewhere ([`SocketRef::send`]).
+    pub(crate) fn send_frame(&mut self, frame: Bytes) -> SendStatus {
+        if !self.conn.is_open() {
+            return SendStatus::Dropped;
+        }
+        if let Some(s) = self.over_limit() {
+            return s;
+        }
+        match self.io.out(self.conn.id) {
+            Some(b) => b.push_shared(frame),
+            None => return SendStatus::Dropped,
+        }
+        self.status()
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> SendStatus {
+        self.send(Message::Text(text))
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> SendStatus {
+        self.send(Message::Binary(data))
+    }
+
+    /// Sends a Ping with `payload` (at most 125 bytes; longer is cut).
+    pub fn ping(&mut self, payload: &[u8]) -> SendStatus {
+        if !self.conn.is_open() {
+            return SendStatus::Dropped;
+        }
+        let p = &payload[..payload.len().min(125)];
+        if !self
+            .io
+            .send_with(self.conn.id, |out| encode_frame(OpCode::Ping, None, p, out))
+        {
+            return SendStatus::Dropped;
+        }
+        self.status()
+    }
+
+    /// Past the limit before sending: apply the route's policy.
+    fn over_limit(&mut self) -> Option<SendStatus> {
+        if self.io.buffered(self.conn.id) <= self.cfg.max_backpressure {
+            return None;
+        }
+        Some(self.past_limit())
+    }
+
+    #[cold]
+    fn past_limit(&mut self) -> SendStatus {
+        match self.cfg.policy {
+            BackpressurePolicy::Drop => {
+                self.conn.want_drain(self.io);
+                SendStatus::Dropped
+            }
+            BackpressurePolicy::Close => {
+                log!(
+                    Info,
+                    "{}: send queue past max-backpressure ({} bytes); closing with 1008",
+                    self.io.peer_name(self.conn.id),
+                    self.cfg.max_backpressure
+                );
+                self.close(close_code::POLICY_VIOLATION, "send queue full");
+                SendStatus::Dropped
+            }
+        }
+    }
+
+    fn status(&mut self) -> SendStatus {
+        if self.io.buffered(self.conn.id) > self.cfg.max_backpressure {
+            self.conn.want_drain(self.io);
+            SendStatus::Backpressure
+        } else {
+            SendStatus::Sent
+        }
+    }
+
+    /// Bytes queued on this connection and not yet written to the kernel.
+    pub fn buffered_amount(&self) -> usize {
+        self.io.buffered(self.conn.id)
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (at most 123
+    /// bytes; longer is cut at a character boundary). A code that may not
+    /// be sent (1005, 1006, 1015, unassigned ones) becomes 1011, logged.
+    /// [`crate::app::Handler::close`] runs once the peer answers (or the
+    /// close timeout passes).
+    pub fn close(&mut self, code: u16, reason: &str) {
+        let code = if close::is_valid_code(code) {
+            code
+        } else {
+            log!(Warn, "close code {code} may not be sent; using 1011");
+            close_code::INTERNAL_ERROR
+        };
+        self.conn
+            .start_close(self.io, self.ctx, code, close::truncate_reason(reason));
+    }
+
+    /// Closes the TCP connection now, without a closing handshake.
+    /// [`crate::app::Handler::close`] runs with 1006.
+    pub fn terminate(&mut self) {
+        self.conn.terminate(self.io, self.ctx);
+    }
+
+    /// Subscribes to `topic` (on this thread's table). Returns false if
+    /// already subscribed, or the connection is closing.
+    pub fn subscribe(&mut self, topic: &str) -> bool {
+        if !self.conn.is_open() {
+            return false;
+        }
+        match self.ctx.topics.subscribe(self.conn.id, topic) {
+            Some(t) => {
+                self.conn.ext().topics.push(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Unsubscribes from `topic`. Returns false if not subscribed.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        let Some(t) = self.ctx.topics.unsubscribe(self.conn.id, topic) else {
+            return false;
+        };
+        if let Some(e) = self.conn.ext.as_deref_mut() {
+            e.topics.retain(|&x| x != t);
+        }
+        true
+    }
+
+    /// Is this connection subscribed to `topic`?
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.ctx.topics.is_subscribed(self.conn.id, topic)
+    }
+
+    /// Sends `msg` to every subscriber of `topic` on every thread but this
+    /// connection. The frame is encoded once and its bytes shared.
+    pub fn publish<'m>(&mut self, topic: &str, msg: impl Into<Message<'m>>) {
+        let frame = msg.into().frame();
+        self.ctx
+            .publish_local(self.io, topic, &frame, Some(self.conn.id));
+        self.ctx.shared.publish_remote(self.ctx.index, topic, frame);
+    }
+
+    /// The user data the upgrade hook made.
+    pub fn data(&self) -> &D {
+        self.conn.data.as_ref().expect("data lives until close")
+    }
+
+    /// The user data, to change.
+    pub fn data_mut(&mut self) -> &mut D {
+        self.conn.data.as_mut().expect("data lives until close")
+    }
+
+    /// The peer's address, when known.
+    pub fn peer_addr(&mut self) -> Option<SocketAddr> {
+        self.io.peer(self.conn.id)
+    }
+
+    /// A handle to this connection for other threads and later times.
+    pub fn handle(&mut self) -> SocketRef {
+        let alive = self
+            .conn
+            .ext()
+            .alive
+            .get_or_insert_with(|| Arc::new(AtomicBool::new(true)))
+            .clone();
+        SocketRef {
+            shared: self.ctx.shared.clone(),
+            worker: self.ctx.index,
+            id: self.conn.id,
+            alive,
+        }
+    }
+
+    /// The server this connection belongs to: [`ServerHandle::publish`]
+    /// reaches every subscriber, this connection included.
+    pub fn server(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.ctx.shared.clone(),
+        }
+    }
+}
+
+/// A connection, from any thread or task: `Send + Sync + Clone`. What it
+/// sends goes through the connection's thread's queue; it is sent in order
+/// with everything else sent from the same thread.
+#[derive(Clone)]
+pub struct SocketRef {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) worker: usize,
+    pub(crate) id: SockId,
+    pub(crate) alive: Arc<AtomicBool>,
+}
+
+impl SocketRef {
+    /// Queues `msg` to the connection. `Err(Gone)` once it has closed (a
+    /// send racing with the close is dropped on arrival instead).
+    pub fn send<'m>(&self, msg: impl Into<Message<'m>>) -> Result<(), Gone> {
+        self.check()?;
+        let frame = msg.into().frame();
+        self.shared
+            .command(self.worker, Command::Send { id: self.id, frame });
+        Ok(())
+    }
+
+    /// Starts the closing handshake (see [`Socket::close`]).
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), Gone> {
+        self.check()?;
+        let reason = close::truncate_reason(reason).to_owned();
+        self.shared.command(
+            self.worker,
+            Command::Close {
+                id: self.id,
+                code,
+                reason,
+            },
+        );
+        Ok(())
+    }
+
+    /// Is the connection still open?
+    pub fn is_open(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    fn check(&self) -> Result<(), Gone> {
+        if self.is_open() {
+            Ok(())
+        } else {
+            Err(Gone)
+        }
+    }
+}
+
+impl std::fmt::Debug for SocketRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketRef")
+            .field("worker", &self.worker)
+            .field("slot", &self.id.index())
+            .field("open", &self.is_open())
+            .finish()
+    }
+}

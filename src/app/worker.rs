@@ -1,0 +1,1328 @@
+//! One worker thread of an [`crate::app::App`]: the loop's
+//! [`runtime::io::Handler`](crate::runtime::io::Handler), which does the
+//! opening handshake, routes each connection to its handler and feeds it
+//! the connection's messages.
+//!
+//! Per socket slot the worker keeps a 16-byte [`Slot`]; an open connection
+//! lives in its route's slab as a [`Conn`] with the route's user data type,
+//! so that every callback is a direct (monomorphised) call, and the one
+//! dynamic call per read is the route's.
+//!
+//! The zero-copy echo: a message that arrived whole in one read is handed
+//! to the handler borrowed from the read buffer. If the handler sends that
+//! very slice back on the same connection, [`InputView::queue`] recognises
+//! it by its address and queues a range of the read buffer (which the
+//! batch keeps until written) instead of a copy; the frame header goes over
+//! the client's own header, just before the payload, so header and payload
+//! leave as one piece. A message reassembled from fragments is moved into
+//! the batch instead.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::socket::{Message, Socket};
+use super::upgrade::{Accept, Deferred, Reject, Request, Resolution, Upgrade};
+use super::{BackpressurePolicy, Handler, Shared};
+use crate::log;
+use crate::proto::error::close_code;
+use crate::proto::frame::{encode_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::proto::handshake::{
+    is_header_safe, parse_request, refusal, write_refusal, write_switching, Accepted,
+};
+use crate::proto::{Connection, Event, Received};
+use crate::runtime::buf::{InputBuf, WriteBatch};
+use crate::runtime::io::{self, Gone, Io, SockId};
+use crate::runtime::Waker;
+
+/// What other threads ask of a worker.
+pub(crate) enum Command {
+    /// Stop accepting, close every connection with 1001, and cut what is
+    /// still open after `grace`.
+    Shutdown { grace: Duration },
+    /// Send an encoded frame ([`crate::app::SocketRef::send`]).
+    Send { id: SockId, frame: Bytes },
+    /// Start the closing handshake ([`crate::app::SocketRef::close`]).
+    Close {
+        id: SockId,
+        code: u16,
+        reason: String,
+    },
+    /// Deliver an encoded frame to this thread's subscribers of `topic`.
+    Publish { topic: Arc<str>, frame: Bytes },
+    /// A deferred upgrade was decided: a boxed `Resolution<D>` of the
+    /// route's user data type.
+    Resolve {
+        id: SockId,
+        route: u32,
+        decision: Box<dyn Any + Send>,
+    },
+    /// A deferred upgrade's handle was dropped undecided.
+    Abandoned { id: SockId, route: u32 },
+}
+
+/// How long a refused or failed connection may keep sending after our
+/// last bytes before it is cut: time for the peer to read them, without a
+/// reset destroying them (closing with unread input sends one).
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A route's limits, resolved from its options and the [`crate::Config`].
+#[derive(Debug, Clone)]
+pub(crate) struct RouteCfg {
+    pub(crate) max_backpressure: usize,
+    pub(crate) policy: BackpressurePolicy,
+    /// Silence allowed before the connection is closed, in loop ticks (0:
+    /// no idle timeout).
+    pub(crate) idle_ticks: u32,
+    pub(crate) idle_timeout: Duration,
+    /// Send a Ping once half of it has passed in silence.
+    pub(crate) send_pings: bool,
+}
+
+/// A connection's state as the worker sees it, by socket slot.
+enum Slot {
+    Empty,
+    /// Waiting for the request head; the part received so far when it came
+    /// in pieces.
+    #[expect(clippy::box_collection, reason = "8 bytes per idle slot, not 24")]
+    Handshake(Option<Box<Vec<u8>>>),
+    /// The upgrade hook deferred its decision.
+    Deferred(Box<Pending>),
+    /// A WebSocket, at `conn` in route `route`'s slab.
+    Open {
+        route: u32,
+        conn: u32,
+    },
+    /// Our last bytes are queued (an HTTP error, or a Close after framing
+    /// was lost); what the peer still sends is dropped until it closes or
+    /// the linger time is up.
+    Lingering,
+}
+
+/// A deferred upgrade, waiting for its decision.
+pub(crate) struct Pending {
+    route: u32,
+    accept: [u8; 28],
+    protocols: Vec<String>,
+    /// Bytes that came after the request head.
+    rest: Vec<u8>,
+}
+
+// Conn flags.
+const PINGED: u8 = 1; // an idle Ping is out, no answer yet
+const DRAIN: u8 = 1 << 1; // the handler waits for `drain`
+const TOLD: u8 = 1 << 2; // `close` ran; the user data is gone
+const TERMINATED: u8 = 1 << 3; // the socket is being closed without a handshake
+
+/// A connection's state for its route's handler.
+pub(crate) struct Conn<D> {
+    pub(crate) id: SockId,
+    proto: Connection,
+    /// Until [`Handler::close`] takes it.
+    pub(crate) data: Option<D>,
+    /// Topics and the handle flag, allocated only for connections that use
+    /// them.
+    pub(crate) ext: Option<Box<Extras>>,
+    /// When the peer last sent anything, in loop ticks.
+    last_rx: u32,
+    /// The code of the Close we sent (0: none).
+    sent_code: u16,
+    flags: u8,
+}
+
+/// What a connection needs once it subscribes or hands out a handle.
+#[derive(Default)]
+pub(crate) struct Extras {
+    pub(crate) topics: Vec<u32>,
+    pub(crate) alive: Option<Arc<AtomicBool>>,
+}
+
+impl<D> Conn<D> {
+    /// May the application still send on it?
+    #[inline]
+    pub(crate) fn is_open(&self) -> bool {
+        self.flags & (TOLD | TERMINATED) == 0
+            && self.proto.state() == crate::proto::close::CloseState::Open
+    }
+
+    pub(crate) fn ext(&mut self) -> &mut Extras {
+        self.ext.get_or_insert_with(Default::default)
+    }
+
+    pub(crate) fn want_drain(&mut self, io: &mut Io) {
+        self.flags |= DRAIN;
+        io.notify_writable(self.id);
+    }
+
+    /// Leaves every topic and marks handles closed: nothing more is sent
+    /// to a connection that is closing.
+    fn leave(&mut self, ctx: &mut Ctx) {
+        if let Some(e) = self.ext.as_deref_mut() {
+            for t in e.topics.drain(..) {
+                ctx.topics.remove(self.id, t);
+            }
+            if let Some(a) = &e.alive {
+                a.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// Queues the protocol's own frames (Pong, Close) behind what is queued.
+    fn flush_control(&mut self, io: &mut Io) {
+        if self.proto.has_control() {
+            if let Some(b) = io.out(self.id) {
+                let h = b.hdr.len();
+                self.proto.take_control(&mut b.hdr);
+                b.push_hdr_from(h);
+            }
+        }
+    }
+
+    /// Sends our Close (`code` valid to send) and waits for the peer's.
+    pub(crate) fn start_close(&mut self, io: &mut Io, ctx: &mut Ctx, code: u16, reason: &str) {
+        if !self.is_open() {
+            return;
+        }
+        self.proto.close(code, reason, io.now());
+        self.sent_code = code;
+        self.flush_control(io);
+        io.set_deadline(self.id, self.proto.poll_timeout());
+        self.leave(ctx);
+    }
+
+    pub(crate) fn terminate(&mut self, io: &mut Io, ctx: &mut Ctx) {
+        self.flags |= TERMINATED;
+        self.leave(ctx);
+        io.close(self.id);
+    }
+}
+
+/// The frame header length a server uses for a payload of `len` bytes.
+fn header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => 10,
+    }
+}
+
+/// The read being handled, as [`Socket::send`] needs to know it to send a
+/// received message without copying it.
+pub(crate) struct InputView {
+    /// Address and length of the read buffer (0, 0: no read).
+    base: usize,
+    len: usize,
+    /// The index the read buffer will have in the batch (set when first
+    /// used).
+    idx: u32,
+    /// Some range of the read buffer is queued: the batch must keep it.
+    used: bool,
+    /// The current message's payload in the read buffer, and where its
+    /// frame began in this read (its header lies in between).
+    msg: (usize, usize),
+    frame_start: usize,
+    /// The header bytes may still be overwritten with ours.
+    spot: bool,
+    /// Our header, to write over the client's once the callback is done
+    /// with the buffer: where, the bytes, and how many (0: none).
+    trick_at: usize,
+    trick_hdr: [u8; MAX_HEADER_LEN],
+    trick_len: u8,
+    /// The current message reassembled into its own vector: its address
+    /// and length, and its place in the batch once queued.
+    owned: (usize, usize),
+    owned_idx: Option<usize>,
+}
+
+impl InputView {
+    const NONE: InputView = InputView {
+        base: 0,
+        len: 0,
+        idx: 0,
+        used: false,
+        msg: (0, 0),
+        frame_start: 0,
+        spot: false,
+        trick_at: 0,
+        trick_hdr: [0; MAX_HEADER_LEN],
+        trick_len: 0,
+        owned: (0, 0),
+        owned_idx: None,
+    };
+
+    /// Queues `msg` on `batch`, pointing into the read buffer or the
+    /// reassembled message when that is where it is.
+    #[inline]
+    pub(crate) fn queue(&mut self, batch: &mut WriteBatch, msg: Message<'_>) {
+        let bytes = msg.as_bytes();
+        let (p, n) = (bytes.as_ptr() as usize, bytes.len());
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: msg.opcode(),
+            mask: None,
+            payload_len: n as u64,
+        };
+        if n > 0 && p >= self.base && p + n <= self.base + self.len {
+            if !self.used {
+                // Pieces of it may be queued before it is added (after the
+                // callback): they name it by the index it will have.
+                self.idx = batch.next_input();
+                self.used = true;
+            }
+            let at = p - self.base;
+            let hlen = header_len(n);
+            if self.spot && (at, n) == self.msg && at - self.frame_start >= hlen {
+                // The client's header, parsed and done with, lies just
+                // before the payload and is longer than ours: ours goes
+                // there (after the callback), so header and payload go out
+                // as one piece. Only once: a second send of the same
+                // message gets a header of its own.
+                if n < 126 {
+                    // The common case, without the general encoder.
+                    self.trick_hdr[0] = 0x80 | msg.opcode() as u8;
+                    self.trick_hdr[1] = n as u8;
+                } else {
+                    header.encode(&mut self.trick_hdr);
+                }
+                self.trick_at = at - hlen;
+                self.trick_len = hlen as u8;
+                self.spot = false;
+                batch.push_input(self.idx, at - hlen..at + n);
+            } else {
+                let h = batch.hdr.len();
+                header.encode_into(&mut batch.hdr);
+                batch.push_hdr_from(h);
+                batch.push_input(self.idx, at..at + n);
+            }
+        } else if n > 0 && (p, n) == self.owned {
+            let h = batch.hdr.len();
+            header.encode_into(&mut batch.hdr);
+            batch.push_hdr_from(h);
+            let i = *self.owned_idx.get_or_insert_with(|| batch.reserve_owned());
+            batch.push_owned_at(i, n);
+        } else {
+            let h = batch.hdr.len();
+            encode_frame(msg.opcode(), None, bytes, &mut batch.hdr);
+            batch.push_hdr_from(h);
+        }
+    }
+}
+
+/// The part of a worker that every route's code may use.
+pub(crate) struct Ctx {
+    pub(crate) index: usize,
+    pub(crate) shared: Arc<Shared>,
+    slots: Vec<Slot>,
+    pub(crate) topics: super::topics::Topics,
+    /// Subscribers a publish found past their limit under the `Close`
+    /// policy, closed once the publish is done.
+    victims: Vec<SockId>,
+}
+
+impl Ctx {
+    fn slot(&mut self, id: SockId) -> &mut Slot {
+        let i = id.index();
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, || Slot::Empty);
+        }
+        &mut self.slots[i]
+    }
+
+    /// Queues `frame` to every subscriber of `topic` here but `skip`.
+    pub(crate) fn publish_local(
+        &mut self,
+        io: &mut Io,
+        topic: &str,
+        frame: &Bytes,
+        skip: Option<SockId>,
+    ) {
+        for &sub in self.topics.subscribers(topic) {
+            if Some(sub) == skip {
+                continue;
+            }
+            let Some(Slot::Open { route, .. }) = self.slots.get(sub.index()) else {
+                continue;
+            };
+            let cfg = &self.shared.routes[*route as usize].cfg;
+            if io.buffered(sub) > cfg.max_backpressure {
+                if cfg.policy == BackpressurePolicy::Close {
+                    self.victims.push(sub);
+                }
+                continue;
+            }
+            if let Some(b) = io.out(sub) {
+                b.push_shared(frame.clone());
+            }
+        }
+    }
+}
+
+/// A route's code, for one worker, with the user data type erased.
+pub(crate) trait RouteRt {
+    /// The request head is in: ask the hook. Returns what came of it.
+    fn upgrade(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, head: &Accepted<'_>) -> Outcome;
+    /// A deferred decision arrived (`None`: the handle was dropped).
+    fn resolve(
+        &mut self,
+        io: &mut Io,
+        ctx: &mut Ctx,
+        id: SockId,
+        pending: Box<Pending>,
+        decision: Option<Box<dyn Any + Send>>,
+    );
+    fn data(
+        &mut self,
+        io: &mut Io,
+        ctx: &mut Ctx,
+        id: SockId,
+        conn: u32,
+        input: InputBuf,
+        start: usize,
+    );
+    fn eof(
+        &mut self,
+        io: &mut Io,
+        ctx: &mut Ctx,
+        id: SockId,
+        conn: u32,
+        err: Option<std::io::Error>,
+    );
+    fn timer(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, conn: u32);
+    fn gone(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, conn: u32);
+    fn writable(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, conn: u32);
+    fn command(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, conn: u32, cmd: Command);
+    /// Close with `code` (shutdown, or a publish under the `Close` policy).
+    fn close(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, conn: u32, code: u16, reason: &str);
+}
+
+/// What an upgrade came to.
+pub(crate) enum Outcome {
+    /// Open, at this index of the route's slab: feed it the rest.
+    Opened(u32),
+    /// Refused: the response is queued.
+    Refused,
+    Deferred(Box<Pending>),
+}
+
+/// One route on one worker: its handler, its limits, its connections.
+pub(crate) struct RouteState<H: Handler> {
+    pub(crate) handler: Arc<H>,
+    pub(crate) cfg: RouteCfg,
+    pub(crate) route: u32,
+    conns: Vec<Option<Conn<H::Data>>>,
+    free: Vec<u32>,
+}
+
+impl<H: Handler> RouteState<H> {
+    pub(crate) fn new(handler: Arc<H>, cfg: RouteCfg, route: u32) -> Self {
+        RouteState {
+            handler,
+            cfg,
+            route,
+            conns: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// Checks an accept, queues the 101 and opens the connection, or
+    /// refuses with 500 when the accept says what it must not.
+    fn open(
+        &mut self,
+        io: &mut Io,
+        ctx: &mut Ctx,
+        id: SockId,
+        accept_key: &[u8; 28],
+        offered: &dyn Fn(&str) -> bool,
+        a: Accept<H::Data>,
+    ) -> Outcome {
+        if let Some(p) = &a.protocol {
+            if !offered(p) {
+                refuse_500(io, id, &format!("subprotocol {p:?} was not offered"));
+                return Outcome::Refused;
+            }
+        }
+        if let Some((k, v)) = a.headers.iter().find(|(k, v)| !is_header_safe(k, v)) {
+            refuse_500(io, id, &format!("unsafe response header {k:?}: {v:?}"));
+            return Outcome::Refused;
+        }
+        queue_bytes(io, id, |out| {
+            write_switching(accept_key, a.protocol.as_deref(), &a.headers, out)
+        });
+        let now = io.now();
+        let conn = Conn {
+            id,
+            proto: Connection::server(ctx.shared.cfg.limits()),
+            data: Some(a.data),
+            ext: None,
+            last_rx: io.now_ticks(),
+            sent_code: 0,
+            flags: 0,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.conns[i as usize] = Some(conn);
+                i
+            }
+            None => {
+                self.conns.push(Some(conn));
+                (self.conns.len() - 1) as u32
+            }
+        };
+        *ctx.slot(id) = Slot::Open {
+            route: self.route,
+            conn: i,
+        };
+        // The handshake timeout is over; the idle timeout starts.
+        let idle = (self.cfg.idle_ticks > 0).then(|| now + self.cfg.idle_timeout / 2);
+        io.set_deadline(id, idle);
+        let c = self.conns[i as usize].as_mut().expect("just made");
+        let mut view = InputView::NONE;
+        self.handler.open(&mut Socket {
+            conn: c,
+            io,
+            ctx,
+            cfg: &self.cfg,
+            view: &mut view,
+        });
+        Outcome::Opened(i)
+    }
+
+    /// Runs [`Handler::close`] once, handing it the user data.
+    fn tell(handler: &H, c: &mut Conn<H::Data>, ctx: &mut Ctx, code: u16, reason: &str) {
+        if c.flags & TOLD != 0 {
+            return;
+        }
+        c.flags |= TOLD;
+        c.leave(ctx);
+        if let Some(d) = c.data.take() {
+            handler.close(d, code, reason);
+        }
+    }
+
+    /// Frees the connection at `i` (after telling the handler).
+    fn remove(&mut self, ctx: &mut Ctx, i: u32) {
+        if let Some(mut c) = self.conns[i as usize].take() {
+            let code = if c.sent_code != 0 {
+                c.sent_code
+            } else {
+                close_code::ABNORMAL
+            };
+            Self::tell(&self.handler, &mut c, ctx, code, "");
+            self.free.push(i);
+        }
+    }
+
+    /// After input or a callback: act on the protocol's state.
+    fn settle(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, i: u32) {
+        let Some(c) = self.conns[i as usize].as_mut() else {
+            return;
+        };
+        if c.flags & TERMINATED != 0 {
+            return;
+        }
+        if c.proto.framing_lost() {
+            // Frame boundaries are gone: nothing more can be read, so close
+            // now rather than wait for a Close that cannot be found.
+            self.remove(ctx, i);
+            linger(io, ctx, id);
+        } else if c.proto.is_closed() {
+            // 7.1.1: the server closes the TCP connection first, once its
+            // last frames are out.
+            let code = if c.sent_code != 0 {
+                c.sent_code
+            } else {
+                close_code::ABNORMAL
+            };
+            Self::tell(&self.handler, c, ctx, code, "");
+            io.close_after_flush(id);
+        }
+    }
+}
+
+/// Refuses an upgrade with 500 after a handler's mistake, saying why in
+/// the log.
+fn refuse_500(io: &mut Io, id: SockId, why: &str) {
+    log!(
+        Error,
+        "{}: upgrade refused with 500: {why}",
+        io.peer_name(id)
+    );
+    queue_bytes(io, id, |out| {
+        write_refusal(500, &[], b"internal server error\n", out)
+    });
+}
+
+/// Queues what `f` writes as the connection's next bytes.
+fn queue_bytes(io: &mut Io, id: SockId, f: impl FnOnce(&mut Vec<u8>)) {
+    io.send_with(id, f);
+}
+
+/// Sends nothing more and cuts the connection after [`LINGER`].
+fn linger(io: &mut Io, ctx: &mut Ctx, id: SockId) {
+    *ctx.slot(id) = Slot::Lingering;
+    io.shutdown_after_flush(id);
+    let at = io.now() + LINGER;
+    io.set_deadline(id, Some(at));
+}
+
+impl<H: Handler> RouteRt for RouteState<H> {
+    fn upgrade(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, head: &Accepted<'_>) -> Outcome {
+        let peer = io.peer(id);
+        let decision = self.handler.upgrade(&Request { head, peer });
+        match decision {
+            Upgrade::Accept(a) => {
+                let offered = |p: &str| head.protocols().any(|o| o == p);
+                self.open(io, ctx, id, &head.accept, &offered, a)
+            }
+            Upgrade::Reject(r) => {
+                reject(io, id, r);
+                Outcome::Refused
+            }
+            Upgrade::Defer(f) => {
+                let pending = Box::new(Pending {
+                    route: self.route,
+                    accept: head.accept,
+                    protocols: head.protocols().map(str::to_owned).collect(),
+                    rest: Vec::new(),
+                });
+                f(Deferred {
+                    shared: ctx.shared.clone(),
+                    worker: ctx.index,
+                    id,
+                    route: self.route,
+                    done: false,
+                    _data: std::marker::PhantomData,
+                });
+                Outcome::Deferred(pending)
+            }
+        }
+    }
+
+    fn resolve(
+        &mut self,
+        io: &mut Io,
+        ctx: &mut Ctx,
+        id: SockId,
+        pending: Box<Pending>,
+        decision: Option<Box<dyn Any + Send>>,
+    ) {
+        let res = decision.map(|d| d.downcast::<Resolution<H::Data>>());
+        match res {
+            Some(Ok(r)) => match *r {
+                Ok(a) => {
+                    let Pending {
+                        accept,
+                        protocols,
+                        rest,
+                        ..
+                    } = *pending;
+                    let offered = |p: &str| protocols.iter().any(|o| o == p);
+                    if let Outcome::Opened(i) = self.open(io, ctx, id, &accept, &offered, a) {
+                        if !rest.is_empty() {
+                            self.data(io, ctx, id, i, InputBuf::Heap(rest), 0);
+                        }
+                    } else {
+                        linger(io, ctx, id);
+                    }
+                }
+                Err(r) => {
+                    reject(io, id, r);
+                    linger(io, ctx, id);
+                }
+            },
+            Some(Err(_)) => {
+                refuse_500(io, id, "a deferred decision of another route's type");
+                linger(io, ctx, id);
+            }
+            None => {
+                refuse_500(io, id, "the deferred upgrade was dropped undecided");
+                linger(io, ctx, id);
+            }
+        }
+    }
+
+    fn data(
+        &mut self,
+        io: &mut Io,
+        ctx: &mut Ctx,
+        id: SockId,
+        i: u32,
+        mut input: InputBuf,
+        start: usize,
+    ) {
+        let now = io.now();
+        let tick = io.now_ticks();
+        let Some(c) = self.conns[i as usize].as_mut() else {
+            return;
+        };
+        c.last_rx = tick;
+        c.flags &= !PINGED;
+        let buf = input.as_mut_slice();
+        let (base, len) = (buf.as_ptr() as usize, buf.len());
+        let mut view = InputView {
+            base,
+            len,
+            ..InputView::NONE
+        };
+        let mut off = start;
+        let mut error = None;
+        while off < len {
+            if c.flags & TERMINATED != 0 {
+                break;
+            }
+            let (n, res) = c.proto.read_borrowed(&mut buf[off..], now);
+            let told = c.flags & TOLD != 0;
+            match res {
+                Ok(Some(Received::Text(s))) if !told => {
+                    view.msg = (s.as_ptr() as usize - base, s.len());
+                    view.frame_start = off;
+                    view.spot = true;
+                    let mut ws = Socket {
+                        conn: c,
+                        io,
+                        ctx,
+                        cfg: &self.cfg,
+                        view: &mut view,
+                    };
+                    self.handler.message(&mut ws, Message::Text(s));
+                }
+                Ok(Some(Received::Binary(b))) if !told => {
+                    view.msg = (b.as_ptr() as usize - base, b.len());
+                    view.frame_start = off;
+                    view.spot = true;
+                    let mut ws = Socket {
+                        conn: c,
+                        io,
+                        ctx,
+                        cfg: &self.cfg,
+                        view: &mut view,
+                    };
+                    self.handler.message(&mut ws, Message::Binary(b));
+                }
+                Ok(Some(Received::TextOwned(s))) if !told => {
+                    view.owned = (s.as_ptr() as usize, s.len());
+                    let mut ws = Socket {
+                        conn: c,
+                        io,
+                        ctx,
+                        cfg: &self.cfg,
+                        view: &mut view,
+                    };
+                    self.handler.message(&mut ws, Message::Text(&s));
+                    if let (Some(at), Some(b)) = (view.owned_idx.take(), io.out(id)) {
+                        b.fill_owned(at, s.into_bytes());
+                    }
+                    view.owned = (0, 0);
+                }
+                Ok(Some(Received::BinaryOwned(v))) if !told => {
+                    view.owned = (v.as_ptr() as usize, v.len());
+                    let mut ws = Socket {
+                        conn: c,
+                        io,
+                        ctx,
+                        cfg: &self.cfg,
+                        view: &mut view,
+                    };
+                    self.handler.message(&mut ws, Message::Binary(&v));
+                    if let (Some(at), Some(b)) = (view.owned_idx.take(), io.out(id)) {
+                        b.fill_owned(at, v);
+                    }
+                    view.owned = (0, 0);
+                }
+                Ok(Some(Received::Other(Event::Ping(p)))) if !told => {
+                    c.flush_control(io);
+                    let mut ws = Socket {
+                        conn: c,
+                        io,
+                        ctx,
+                        cfg: &self.cfg,
+                        view: &mut view,
+                    };
+                    self.handler.ping(&mut ws, &p);
+                }
+                Ok(Some(Received::Other(Event::Pong(p)))) if !told => {
+                    let mut ws = Socket {
+                        conn: c,
+                        io,
+                        ctx,
+                        cfg: &self.cfg,
+                        view: &mut view,
+                    };
+                    self.handler.pong(&mut ws, &p);
+                }
+                Ok(Some(Received::Other(Event::Closed { code, reason }))) => {
+                    log!(Debug, "{}: closed by peer ({code:?})", io.peer_name(id));
+                    let code = code.unwrap_or(close_code::NO_STATUS);
+                    c.flush_control(io);
+                    Self::tell(&self.handler, c, ctx, code, &reason);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if error.is_none() {
+                        log!(
+                            Info,
+                            "{}: protocol error: {e}; closing with {}",
+                            io.peer_name(id),
+                            e.close_code()
+                        );
+                        c.sent_code = e.close_code();
+                        c.leave(ctx);
+                        io.set_deadline(id, c.proto.poll_timeout());
+                    }
+                    error = Some(e);
+                }
+            }
+            c.flush_control(io);
+            if view.trick_len > 0 {
+                let (at, n) = (view.trick_at, usize::from(view.trick_len));
+                buf[at..at + n].copy_from_slice(&view.trick_hdr[..n]);
+                view.trick_len = 0;
+            }
+            off += n;
+        }
+        if view.used {
+            if let Some(b) = io.out(id) {
+                let idx = b.add_input(input);
+                debug_assert_eq!(idx, view.idx);
+            }
+        }
+        // Else the buffer goes back to the pool here, before the write.
+        if c.flags & TERMINATED != 0 || c.proto.framing_lost() || c.proto.is_closed() {
+            self.settle(io, ctx, id, i);
+        }
+    }
+
+    fn eof(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, i: u32, err: Option<std::io::Error>) {
+        if let Some(c) = self.conns[i as usize].as_mut() {
+            match err {
+                Some(e) => log!(Debug, "{}: read error: {e}", io.peer_name(id)),
+                None => {
+                    if c.proto.handle_eof() {
+                        log!(
+                            Debug,
+                            "{}: connection closed without a Close frame",
+                            io.peer_name(id)
+                        );
+                    }
+                }
+            }
+            c.leave(ctx);
+        }
+        io.close(id);
+    }
+
+    fn timer(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, i: u32) {
+        let Some(c) = self.conns[i as usize].as_mut() else {
+            io.close(id);
+            return;
+        };
+        if !c.is_open() {
+            // Our Close got no answer in time.
+            c.proto.handle_timeout(io.now());
+            log!(
+                Debug,
+                "{}: no Close from the peer in time",
+                io.peer_name(id)
+            );
+            io.close(id);
+            return;
+        }
+        let idle = self.cfg.idle_ticks;
+        if idle == 0 {
+            return;
+        }
+        let silent = io.now_ticks().saturating_sub(c.last_rx);
+        let half = idle / 2;
+        if silent >= idle && (c.flags & PINGED != 0 || !self.cfg.send_pings) {
+            log!(
+                Info,
+                "{}: silent for {:?} (idle timeout); closing with 1001",
+                io.peer_name(id),
+                self.cfg.idle_timeout
+            );
+            c.start_close(io, ctx, close_code::GOING_AWAY, "idle timeout");
+        } else if silent >= half && c.flags & PINGED == 0 && self.cfg.send_pings {
+            c.flags |= PINGED;
+            io.send_with(id, |out| encode_frame(OpCode::Ping, None, b"", out));
+            let at = io.instant_of(c.last_rx.saturating_add(idle));
+            io.set_deadline(id, Some(at));
+        } else {
+            let due = if silent >= half { idle } else { half };
+            let at = io.instant_of(c.last_rx.saturating_add(due));
+            io.set_deadline(id, Some(at));
+        }
+    }
+
+    fn gone(&mut self, _io: &mut Io, ctx: &mut Ctx, _id: SockId, i: u32) {
+        self.remove(ctx, i);
+    }
+
+    fn writable(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, i: u32) {
+        let Some(c) = self.conns[i as usize].as_mut() else {
+            return;
+        };
+        if c.flags & DRAIN == 0 || !c.is_open() {
+            return;
+        }
+        if io.buffered(id) > self.cfg.max_backpressure {
+            io.notify_writable(id);
+            return;
+        }
+        c.flags &= !DRAIN;
+        let mut view = InputView::NONE;
+        self.handler.drain(&mut Socket {
+            conn: c,
+            io,
+            ctx,
+            cfg: &self.cfg,
+            view: &mut view,
+        });
+        self.settle(io, ctx, id, i);
+    }
+
+    fn command(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, i: u32, cmd: Command) {
+        let Some(c) = self.conns[i as usize].as_mut() else {
+            return;
+        };
+        let mut view = InputView::NONE;
+        let mut ws = Socket {
+            conn: c,
+            io,
+            ctx,
+            cfg: &self.cfg,
+            view: &mut view,
+        };
+        match cmd {
+            Command::Send { frame, .. } => {
+                ws.send_frame(frame);
+            }
+            Command::Close { code, reason, .. } => ws.close(code, &reason),
+            _ => {}
+        }
+        self.settle(io, ctx, id, i);
+    }
+
+    fn close(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, i: u32, code: u16, reason: &str) {
+        if let Some(c) = self.conns[i as usize].as_mut() {
+            c.start_close(io, ctx, code, reason);
+        }
+        self.settle(io, ctx, id, i);
+    }
+}
+
+/// Queues the response of a rejected upgrade (a status outside 400-599,
+/// or an unsafe header, becomes a 500, logged).
+fn reject(io: &mut Io, id: SockId, r: Reject) {
+    if !(400..=599).contains(&r.status) {
+        log!(
+            Error,
+            "{}: upgrade rejected with status {}, which is not an error; sending 500",
+            io.peer_name(id),
+            r.status
+        );
+        return refuse_500(io, id, "bad reject status");
+    }
+    if let Some((k, v)) = r.headers.iter().find(|(k, v)| !is_header_safe(k, v)) {
+        let why = format!("unsafe response header {k:?}: {v:?}");
+        return refuse_500(io, id, &why);
+    }
+    log!(
+        Info,
+        "{}: upgrade rejected with {}",
+        io.peer_name(id),
+        r.status
+    );
+    queue_bytes(io, id, |out| {
+        write_refusal(r.status, &r.headers, &r.body, out)
+    });
+}
+
+/// One worker thread's handler for the loop.
+pub(crate) struct Worker {
+    ctx: Ctx,
+    routes: Vec<Box<dyn RouteRt>>,
+    mailbox: mpsc::Receiver<Command>,
+    waker: Arc<Waker>,
+    /// Connections open on this thread.
+    open: usize,
+    /// Set at shutdown: when to cut what is still open.
+    stopping: Option<Instant>,
+    done: bool,
+    last_warn: Option<Instant>,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        routes: Vec<Box<dyn RouteRt>>,
+        mailbox: mpsc::Receiver<Command>,
+    ) -> Worker {
+        let waker = shared.wakers[index].clone();
+        Worker {
+            ctx: Ctx {
+                index,
+                shared,
+                slots: Vec::new(),
+                topics: Default::default(),
+                victims: Vec::new(),
+            },
+            routes,
+            mailbox,
+            waker,
+            open: 0,
+            stopping: None,
+            done: false,
+            last_warn: None,
+        }
+    }
+
+    fn refuse(&mut self, io: &mut Io, id: SockId, bytes: &[u8]) {
+        io.send(id, bytes);
+        linger(io, &mut self.ctx, id);
+    }
+
+    fn handshake(&mut self, io: &mut Io, id: SockId, input: InputBuf) {
+        let cfg = self.ctx.shared.cfg.clone();
+        let limits = cfg.handshake_limits();
+        let Slot::Handshake(partial) = self.ctx.slot(id) else {
+            return;
+        };
+        let mut partial = partial.take();
+        let (input, complete) = match &mut partial {
+            None => {
+                let r = parse_request(input.as_slice(), limits).map(|a| a.is_some());
+                (input, r)
+            }
+            Some(acc) => {
+                acc.extend_from_slice(input.as_slice());
+                drop(input);
+                let acc = std::mem::take(&mut **acc);
+                let r = parse_request(&acc, limits).map(|a| a.is_some());
+                (InputBuf::Heap(acc), r)
+            }
+        };
+        match complete {
+            Ok(false) => {
+                let mut acc = match input {
+                    InputBuf::Heap(v) => v,
+                    other => {
+                        let mut v = Vec::with_capacity(limits.max_head);
+                        v.extend_from_slice(other.as_slice());
+                        v
+                    }
+                };
+                acc.reserve(limits.max_head.saturating_sub(acc.len()));
+                *self.ctx.slot(id) = Slot::Handshake(Some(Box::new(acc)));
+            }
+            Ok(true) => {
+                // Parsed twice on this path (a complete head is rare per
+                // connection): once to know, once to keep the borrow.
+                let head = parse_request(input.as_slice(), limits)
+                    .ok()
+                    .flatten()
+                    .expect("parsed above");
+                let head_len = head.head_len;
+                let Some(r) = self.ctx.shared.route_for(head.path()) else {
+                    log!(
+                        Info,
+                        "{}: no route for {:?}; 404",
+                        io.peer_name(id),
+                        head.path()
+                    );
+                    drop(head);
+                    let mut out = Vec::new();
+                    write_refusal(404, &[], b"no such path\n", &mut out);
+                    return self.refuse(io, id, &out);
+                };
+                let outcome = self.routes[r as usize].upgrade(io, &mut self.ctx, id, &head);
+                drop(head);
+                match outcome {
+                    Outcome::Opened(i) => {
+                        if input.as_slice().len() > head_len && io.is_open(id) {
+                            self.routes[r as usize].data(io, &mut self.ctx, id, i, input, head_len);
+                        }
+                    }
+                    Outcome::Refused => linger(io, &mut self.ctx, id),
+                    Outcome::Deferred(mut p) => {
+                        p.rest = input.as_slice()[head_len..].to_vec();
+                        *self.ctx.slot(id) = Slot::Deferred(p);
+                    }
+                }
+            }
+            Err(e) => {
+                log!(Info, "{}: refused handshake: {e}", io.peer_name(id));
+                self.refuse(io, id, &refusal(e));
+            }
+        }
+    }
+
+    fn start_shutdown(&mut self, io: &mut Io, grace: Duration) {
+        if self.stopping.is_some() {
+            return;
+        }
+        io.stop_accepting();
+        self.stopping = Some(io.now() + grace);
+        for slot in 0..self.ctx.slots.len() {
+            let Some(id) = io.id_of(slot as u32) else {
+                continue;
+            };
+            match &self.ctx.slots[slot] {
+                &Slot::Open { route, conn } => {
+                    self.routes[route as usize].close(
+                        io,
+                        &mut self.ctx,
+                        id,
+                        conn,
+                        close_code::GOING_AWAY,
+                        "server shutting down",
+                    );
+                }
+                Slot::Handshake(_) | Slot::Deferred(_) => io.close(id),
+                Slot::Lingering | Slot::Empty => {}
+            }
+        }
+    }
+
+    /// Closes the subscribers a publish found past their limit (policy
+    /// `Close`).
+    fn close_victims(&mut self, io: &mut Io) {
+        while let Some(id) = self.ctx.victims.pop() {
+            if let Some(&Slot::Open { route, conn }) = self.ctx.slots.get(id.index()) {
+                if io.is_open(id) {
+                    log!(
+                        Info,
+                        "{}: send queue past max-backpressure at a publish; closing with 1008",
+                        io.peer_name(id)
+                    );
+                    self.routes[route as usize].close(
+                        io,
+                        &mut self.ctx,
+                        id,
+                        conn,
+                        close_code::POLICY_VIOLATION,
+                        "send queue full",
+                    );
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, io: &mut Io, cmd: Command) {
+        let id = match &cmd {
+            Command::Shutdown { grace } => return self.start_shutdown(io, *grace),
+            Command::Publish { topic, frame } => {
+                self.ctx.publish_local(io, topic, frame, None);
+                return;
+            }
+            Command::Send { id, .. } | Command::Close { id, .. } => *id,
+            Command::Resolve { id, .. } | Command::Abandoned { id, .. } => *id,
+        };
+        if io.id_of(id.slot) != Some(id) {
+            // Gone since: the command is dropped (with any user data).
+            return;
+        }
+        match (cmd, self.ctx.slot(id)) {
+            (
+                cmd @ (Command::Send { .. } | Command::Close { .. }),
+                &mut Slot::Open { route, conn },
+            ) => {
+                self.routes[route as usize].command(io, &mut self.ctx, id, conn, cmd);
+            }
+            (
+                Command::Resolve {
+                    route, decision, ..
+                },
+                slot @ Slot::Deferred(_),
+            ) => {
+                let Slot::Deferred(p) = std::mem::replace(slot, Slot::Empty) else {
+                    unreachable!()
+                };
+                if p.route == route {
+                    self.routes[route as usize].resolve(io, &mut self.ctx, id, p, Some(decision));
+                }
+            }
+            (Command::Abandoned { route, .. }, slot @ Slot::Deferred(_)) => {
+                let Slot::Deferred(p) = std::mem::replace(slot, Slot::Empty) else {
+                    unreachable!()
+                };
+                if p.route == route {
+                    self.routes[route as usize].resolve(io, &mut self.ctx, id, p, None);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl io::Handler for Worker {
+    fn accepted(&mut self, io: &mut Io, id: SockId) {
+        let shared = &self.ctx.shared;
+        let total = shared.open_total.fetch_add(1, Ordering::Relaxed);
+        self.open += 1;
+        if self.stopping.is_some() {
+            io.close(id);
+            *self.ctx.slot(id) = Slot::Lingering;
+            return;
+        }
+        if total >= shared.cfg.max_connections {
+            let now = io.now();
+            if self
+                .last_warn
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                log!(
+                    Warn,
+                    "{}: refused, {total} connections open (max-connections)",
+                    io.peer_name(id)
+                );
+                self.last_warn = Some(now);
+            }
+            return self.refuse(
+                io,
+                id,
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+        let at = io.now() + shared.cfg.handshake_timeout;
+        *self.ctx.slot(id) = Slot::Handshake(None);
+        io.set_deadline(id, Some(at));
+    }
+
+    fn data(&mut self, io: &mut Io, id: SockId, buf: InputBuf) {
+        if let Some(&Slot::Open { route, conn }) = self.ctx.slots.get(id.index()) {
+            self.routes[route as usize].data(io, &mut self.ctx, id, conn, buf, 0);
+            if !self.ctx.victims.is_empty() {
+                self.close_victims(io);
+            }
+            return;
+        }
+        let max = self.ctx.shared.cfg.max_handshake_size;
+        match *self.ctx.slot(id) {
+            Slot::Open { .. } => {}
+            Slot::Handshake(_) => self.handshake(io, id, buf),
+            Slot::Deferred(ref mut p) => {
+                // A client should wait for the 101, but what it sends early
+                // is kept, within the head's limit.
+                if p.rest.len() + buf.as_slice().len() > max {
+                    log!(
+                        Info,
+                        "{}: too much sent before the upgrade was decided",
+                        io.peer_name(id)
+                    );
+                    io.close(id);
+                } else {
+                    p.rest.extend_from_slice(buf.as_slice());
+                }
+            }
+            Slot::Lingering | Slot::Empty => {}
+        }
+        if !self.ctx.victims.is_empty() {
+            self.close_victims(io);
+        }
+    }
+
+    fn eof(&mut self, io: &mut Io, id: SockId, err: Option<std::io::Error>) {
+        match *self.ctx.slot(id) {
+            Slot::Open { route, conn } => {
+                self.routes[route as usize].eof(io, &mut self.ctx, id, conn, err)
+            }
+            Slot::Handshake(_) | Slot::Deferred(_) => {
+                log!(Debug, "{}: closed during the handshake", io.peer_name(id));
+                io.close(id);
+            }
+            Slot::Lingering | Slot::Empty => io.close(id),
+        }
+    }
+
+    fn timer(&mut self, io: &mut Io, id: SockId) {
+        match *self.ctx.slot(id) {
+            Slot::Open { route, conn } => {
+                self.routes[route as usize].timer(io, &mut self.ctx, id, conn)
+            }
+            Slot::Handshake(_) => {
+                log!(Info, "{}: handshake timed out", io.peer_name(id));
+                io.close(id);
+            }
+            Slot::Deferred(_) => {
+                log!(
+                    Info,
+                    "{}: the deferred upgrade was not decided within the handshake timeout",
+                    io.peer_name(id)
+                );
+                io.close(id);
+            }
+            Slot::Lingering | Slot::Empty => io.close(id),
+        }
+    }
+
+    fn gone(&mut self, io: &mut Io, id: SockId, _why: Gone) {
+        let s = std::mem::replace(self.ctx.slot(id), Slot::Empty);
+        if matches!(s, Slot::Empty) {
+            return;
+        }
+        if let Slot::Open { route, conn } = s {
+            self.routes[route as usize].gone(io, &mut self.ctx, id, conn);
+        }
+        self.open -= 1;
+        self.ctx.shared.open_total.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn writable(&mut self, io: &mut Io, id: SockId) {
+        if let Slot::Open { route, conn } = *self.ctx.slot(id) {
+            self.routes[route as usize].writable(io, &mut self.ctx, id, conn);
+        }
+    }
+
+    fn wake(&mut self, io: &mut Io) {
+        self.waker.clear();
+        while let Ok(cmd) = self.mailbox.try_recv() {
+            self.command(io, cmd);
+        }
+        self.close_victims(io);
+    }
+
+    fn turn(&mut self, io: &mut Io) {
+        if !self.ctx.victims.is_empty() {
+            self.close_victims(io);
+        }
+        if let Some(until) = self.stopping {
+            if self.open == 0 || io.now() >= until {
+                self.done = true;
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.stopping
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every socket keeps one `Slot`, and an open connection one `Conn`
+    /// (`scripts/idle-memory.sh` measures the whole cost).
+    #[test]
+    fn per_connection_state_stays_small() {
+        let slot = std::mem::size_of::<super::Slot>();
+        let conn = std::mem::size_of::<Option<super::Conn<()>>>();
+        eprintln!(
+            "slot {slot} bytes, conn {conn} bytes, Connection {}",
+            std::mem::size_of::<crate::proto::Connection>()
+        );
+        assert!(slot <= 16, "slot grew to {slot} bytes");
+        assert!(
+            slot + conn <= 176,
+            "per-connection state grew to {} bytes",
+            slot + conn
+        );
+    }
+}
