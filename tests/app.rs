@@ -1,0 +1,628 @@
+//! The application API, on 127.0.0.1:0, spoken to with raw bytes. Every
+//! test runs on both backends.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ringws::app::{
+    Accept, App, BackpressurePolicy, Echo, Handler, Message, Reject, Request, Route, SendStatus,
+    Socket, SocketRef, Upgrade,
+};
+use ringws::{BackendKind, Config, ServerHandle};
+
+const GRACE: Duration = Duration::from_secs(2);
+
+fn config(backend: BackendKind, threads: usize) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads,
+        close_timeout: Duration::from_millis(300),
+        handshake_timeout: Duration::from_millis(400),
+        backend,
+        ..Config::default()
+    }
+}
+
+/// Runs `test` on each backend.
+fn on_both(test: impl Fn(BackendKind)) {
+    for b in [BackendKind::IoUring, BackendKind::Epoll] {
+        test(b);
+    }
+}
+
+/// A raw client: the handshake, masked frames out, frames in.
+struct Client {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects and sends the upgrade request for `target` with `extra`
+    /// header lines; returns the client and the response head.
+    fn request(addr: SocketAddr, target: &str, extra: &str) -> (Client, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        )
+        .unwrap();
+        let mut c = Client { s, buf: Vec::new() };
+        let head = c.head();
+        (c, head)
+    }
+
+    fn open(addr: SocketAddr, target: &str) -> Client {
+        let (c, head) = Client::request(addr, target, "");
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        c
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut b = [0u8; 65536];
+        match self.s.read(&mut b) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&b[..n]);
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => false,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    /// The response head (up to the blank line); the rest stays buffered.
+    fn head(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..i + 4).collect();
+                return String::from_utf8(head).unwrap();
+            }
+            assert!(self.fill(), "closed before a response head");
+        }
+    }
+
+    /// The rest of the bytes until the server closes.
+    fn rest(&mut self) -> Vec<u8> {
+        while self.fill() {}
+        std::mem::take(&mut self.buf)
+    }
+
+    fn send(&mut self, b0: u8, payload: &[u8]) {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![b0];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        self.s.write_all(&out).unwrap();
+    }
+
+    fn text(&mut self, t: &str) {
+        self.send(0x81, t.as_bytes());
+    }
+
+    /// The next frame: first byte and payload; `None` once closed.
+    fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if self.buf.len() >= 2 {
+                let (b0, l) = (self.buf[0], (self.buf[1] & 0x7f) as usize);
+                let (hlen, len) = match l {
+                    126 if self.buf.len() >= 4 => {
+                        (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        10,
+                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                    ),
+                    126 | 127 => (usize::MAX, 0),
+                    n => (2, n),
+                };
+                if hlen != usize::MAX && self.buf.len() >= hlen + len {
+                    let p = self.buf[hlen..hlen + len].to_vec();
+                    self.buf.drain(..hlen + len);
+                    return Some((b0, p));
+                }
+            }
+            if !self.fill() {
+                return None;
+            }
+        }
+    }
+
+    /// The next data frame's text, answering Pings on the way.
+    fn next_text(&mut self) -> String {
+        loop {
+            let (b0, p) = self.frame().expect("a frame");
+            match b0 {
+                0x81 => return String::from_utf8(p).unwrap(),
+                0x89 => self.send(0x8a, &p),
+                0x8a => {}
+                _ => panic!("unexpected frame {b0:#x} {p:?}"),
+            }
+        }
+    }
+}
+
+fn close_code(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[0], p[1]])
+}
+
+/// User data that counts its drops.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A handler that records its callbacks.
+#[derive(Default)]
+struct Recorder {
+    drops: Arc<AtomicUsize>,
+    closes: Arc<Mutex<Vec<u16>>>,
+    refs: Arc<Mutex<Vec<SocketRef>>>,
+}
+
+impl Handler for Recorder {
+    type Data = Counted;
+
+    fn upgrade(&self, req: &Request<'_>) -> Upgrade<Counted> {
+        match req.query_param("say") {
+            Some("no") => Reject::new(401, "no entry")
+                .header("WWW-Authenticate", "Bearer")
+                .into(),
+            _ => {
+                let mut a = Accept::new(Counted(self.drops.clone()));
+                if req.protocols().any(|p| p == "chat") {
+                    a = a.protocol("chat").header("X-Hello", "1");
+                }
+                a.into()
+            }
+        }
+    }
+
+    fn open(&self, ws: &mut Socket<'_, Counted>) {
+        self.refs.lock().unwrap().push(ws.handle());
+    }
+
+    fn message(&self, ws: &mut Socket<'_, Counted>, msg: Message<'_>) {
+        match msg {
+            Message::Text("close") => ws.close(4000, "asked"),
+            Message::Text("terminate") => ws.terminate(),
+            Message::Text(t) if t.starts_with("sub ") => {
+                ws.subscribe(&t[4..]);
+                ws.send_text("subscribed");
+            }
+            Message::Text(t) if t.starts_with("pub ") => {
+                let (topic, m) = t[4..].split_once(' ').unwrap();
+                ws.publish(topic, m);
+            }
+            m => {
+                ws.send(m);
+            }
+        }
+    }
+
+    fn close(&self, _data: Counted, code: u16, _reason: &str) {
+        self.closes.lock().unwrap().push(code);
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A server with a [`Recorder`] on `/r` and an echo under `/echo`, and
+/// what the recorder counts: drops, close codes, handles.
+type Recorded = (
+    ServerHandle,
+    Arc<AtomicUsize>,
+    Arc<Mutex<Vec<u16>>>,
+    Arc<Mutex<Vec<SocketRef>>>,
+);
+
+fn recorder(backend: BackendKind, threads: usize) -> Recorded {
+    let r = Recorder::default();
+    let (d, c, refs) = (r.drops.clone(), r.closes.clone(), r.refs.clone());
+    let s = App::new(config(backend, threads))
+        .route("/r", r)
+        .route_prefix("/echo", Echo)
+        .start()
+        .unwrap();
+    (s, d, c, refs)
+}
+
+#[test]
+fn routes_reject_and_subprotocols() {
+    on_both(|b| {
+        let (s, ..) = recorder(b, 1);
+        let addr = s.local_addr();
+        // No route: 404.
+        let (mut c, head) = Client::request(addr, "/nowhere", "");
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
+        assert_eq!(c.rest(), b"no such path\n");
+        // A prefix takes the paths below it, not beside it.
+        Client::open(addr, "/echo/deeper?x=1");
+        let (_, head) = Client::request(addr, "/echoes", "");
+        assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+        // Rejected by the hook: its status, header and body.
+        let (mut c, head) = Client::request(addr, "/r?say=no", "");
+        assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
+        assert!(head.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{head}");
+        assert_eq!(c.rest(), b"no entry");
+        // A subprotocol from the offer, and an extra header.
+        let (_, head) = Client::request(addr, "/r", "Sec-WebSocket-Protocol: superchat, chat\r\n");
+        assert!(
+            head.contains("\r\nSec-WebSocket-Protocol: chat\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nX-Hello: 1\r\n"), "{head}");
+        // None chosen: none in the response.
+        let (_, head) = Client::request(addr, "/r", "Sec-WebSocket-Protocol: other\r\n");
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(!head.contains("Sec-WebSocket-Protocol"), "{head}");
+        s.shutdown(GRACE);
+    });
+}
+
+#[test]
+fn user_data_is_dropped_once_on_every_close_path() {
+    on_both(|b| {
+        let (s, drops, closes, _) = recorder(b, 1);
+        let addr = s.local_addr();
+        // The peer closes.
+        let mut c = Client::open(addr, "/r");
+        c.send(0x88, &[0x03, 0xe8]);
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!((b0, close_code(&p)), (0x88, 1000));
+        // The server closes, the peer answers.
+        let mut c = Client::open(addr, "/r");
+        c.text("close");
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!((b0, close_code(&p)), (0x88, 4000));
+        c.send(0x88, &p);
+        assert!(c.frame().is_none());
+        // Terminated, and a peer that vanishes.
+        let mut c = Client::open(addr, "/r");
+        c.text("terminate");
+        assert!(c.frame().is_none());
+        drop(Client::open(addr, "/r"));
+        wait_for("four closes", || closes.lock().unwrap().len() == 4);
+        // Open at shutdown: 1001, and the data goes too.
+        let mut c = Client::open(addr, "/r");
+        c.text("hi");
+        assert_eq!(c.next_text(), "hi");
+        let stopper = std::thread::spawn(move || s.shutdown(GRACE));
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!((b0, close_code(&p)), (0x88, 1001));
+        c.send(0x88, &p);
+        stopper.join().unwrap();
+        let mut got = closes.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, vec![1000, 1001, 1006, 1006, 4000]);
+        assert_eq!(drops.load(Ordering::SeqCst), 5);
+    });
+}
+
+#[test]
+fn socket_refs_send_from_other_threads_and_fail_once_gone() {
+    on_both(|b| {
+        let (s, _, closes, refs) = recorder(b, 2);
+        let mut c = Client::open(s.local_addr(), "/r");
+        wait_for("the handle", || refs.lock().unwrap().len() == 1);
+        let r = refs.lock().unwrap()[0].clone();
+        let senders: Vec<_> = (0..4)
+            .map(|t| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        r.send(format!("{t}:{i}").as_str()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in senders {
+            t.join().unwrap();
+        }
+        // Every message, each sender's in order.
+        let mut next = [0; 4];
+        for _ in 0..200 {
+            let m = c.next_text();
+            let (t, i) = m.split_once(':').unwrap();
+            let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[t], "sender {t} out of order");
+            next[t] += 1;
+        }
+        r.close(1000, "bye").unwrap();
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!((b0, close_code(&p), &p[2..]), (0x88, 1000, &b"bye"[..]));
+        c.send(0x88, &p);
+        wait_for("the close", || closes.lock().unwrap().len() == 1);
+        assert!(!r.is_open());
+        assert!(r.send("late").is_err());
+        s.shutdown(GRACE);
+    });
+}
+
+#[test]
+fn publish_reaches_every_subscriber_once_in_order() {
+    on_both(|b| {
+        let (s, ..) = recorder(b, 2);
+        let addr = s.local_addr();
+        let mut subs: Vec<Client> = (0..6).map(|_| Client::open(addr, "/r")).collect();
+        for c in &mut subs {
+            c.text("sub news");
+            assert_eq!(c.next_text(), "subscribed");
+        }
+        // From outside, to every thread; and from a subscriber, to all but
+        // itself.
+        for i in 0..300 {
+            s.publish("news", format!("h{i}").as_str());
+        }
+        subs[0].text("pub news from-0");
+        for (k, c) in subs.iter_mut().enumerate() {
+            for i in 0..300 {
+                assert_eq!(c.next_text(), format!("h{i}"));
+            }
+            if k != 0 {
+                assert_eq!(c.next_text(), "from-0");
+            }
+        }
+        // Unsubscribed (by closing) while publishing: the others still get
+        // everything.
+        subs.pop().unwrap().send(0x88, &[0x03, 0xe8]);
+        for i in 0..100 {
+            s.publish("news", format!("g{i}").as_str());
+        }
+        for c in &mut subs {
+            for i in 0..100 {
+                assert_eq!(c.next_text(), format!("g{i}"));
+            }
+        }
+        s.shutdown(GRACE);
+    });
+}
+
+/// Sends 64 KiB messages to a client that does not read until a send is
+/// dropped, then says so once `drain` comes.
+struct Flood {
+    log: Arc<Mutex<Vec<SendStatus>>>,
+    policy: BackpressurePolicy,
+}
+
+impl Handler for Flood {
+    type Data = ();
+
+    fn upgrade(&self, _: &Request<'_>) -> Upgrade<()> {
+        Upgrade::accept(())
+    }
+
+    fn open(&self, ws: &mut Socket<'_, ()>) {
+        let big = vec![b'x'; 64 << 10];
+        for _ in 0..1000 {
+            let st = ws.send_binary(&big);
+            self.log.lock().unwrap().push(st);
+            if st == SendStatus::Dropped {
+                break;
+            }
+        }
+    }
+
+    fn drain(&self, ws: &mut Socket<'_, ()>) {
+        ws.send_text("drained");
+    }
+}
+
+#[test]
+fn slow_consumers_get_backpressure_then_dropped_then_drain() {
+    on_both(|b| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let flood = Flood {
+            log: log.clone(),
+            policy: BackpressurePolicy::Drop,
+        };
+        let s = App::new(config(b, 1))
+            .with_route(Route::exact("/", flood).max_backpressure(256 << 10))
+            .start()
+            .unwrap();
+        let mut c = Client::open(s.local_addr(), "/");
+        wait_for("a dropped send", || {
+            log.lock().unwrap().last() == Some(&SendStatus::Dropped)
+        });
+        let got = log.lock().unwrap().clone();
+        let first_bp = got
+            .iter()
+            .position(|s| *s == SendStatus::Backpressure)
+            .unwrap();
+        assert!(got[..first_bp].iter().all(|s| *s == SendStatus::Sent));
+        assert_eq!(got.len(), first_bp + 2, "{got:?}");
+        // Reading it all drains the queue: every queued message, then the
+        // handler's word from `drain`.
+        for _ in 0..got.len() - 1 {
+            let (b0, p) = c.frame().unwrap();
+            assert_eq!((b0, p.len()), (0x82, 64 << 10));
+        }
+        assert_eq!(c.next_text(), "drained");
+        s.shutdown(GRACE);
+
+        // Under the Close policy the connection is closed with 1008.
+        let flood = Flood {
+            log: Arc::new(Mutex::new(Vec::new())),
+            policy: BackpressurePolicy::Close,
+        };
+        let policy = flood.policy;
+        let s = App::new(config(b, 1))
+            .with_route(
+                Route::exact("/", flood)
+                    .max_backpressure(256 << 10)
+                    .on_backpressure(policy),
+            )
+            .start()
+            .unwrap();
+        let mut c = Client::open(s.local_addr(), "/");
+        let code = loop {
+            let (b0, p) = c.frame().unwrap();
+            if b0 == 0x88 {
+                break close_code(&p);
+            }
+        };
+        assert_eq!(code, 1008);
+        s.shutdown(GRACE);
+    });
+}
+
+/// Echo with an idle timeout.
+fn idle_server(b: BackendKind) -> ServerHandle {
+    App::new(config(b, 1))
+        .with_route(Route::prefix("/", Echo).idle_timeout(Duration::from_millis(400)))
+        .start()
+        .unwrap()
+}
+
+#[test]
+fn idle_connections_are_pinged_then_closed() {
+    on_both(|b| {
+        let s = idle_server(b);
+        // Silent and deaf: a Ping at half the timeout, then 1001.
+        let mut c = Client::open(s.local_addr(), "/");
+        let t = Instant::now();
+        let (b0, _) = c.frame().unwrap();
+        assert_eq!(b0, 0x89);
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!((b0, close_code(&p)), (0x88, 1001));
+        assert!(
+            t.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
+        // Answering the Pings keeps it open.
+        let mut c = Client::open(s.local_addr(), "/");
+        let t = Instant::now();
+        c.s.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        while t.elapsed() < Duration::from_millis(1200) {
+            let mut b = [0u8; 64];
+            match c.s.read(&mut b) {
+                Ok(0) => panic!("closed while answering pings"),
+                Ok(n) => {
+                    c.buf.extend_from_slice(&b[..n]);
+                    while let Some((b0, p)) = {
+                        if c.buf.len() >= 2 && c.buf.len() >= 2 + (c.buf[1] & 0x7f) as usize {
+                            let n = (c.buf[1] & 0x7f) as usize;
+                            let f = (c.buf[0], c.buf[2..2 + n].to_vec());
+                            c.buf.drain(..2 + n);
+                            Some(f)
+                        } else {
+                            None
+                        }
+                    } {
+                        assert_eq!(b0, 0x89, "only pings while idle");
+                        c.send(0x8a, &p);
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.text("still here");
+        assert_eq!(c.next_text(), "still here");
+        s.shutdown(GRACE);
+    });
+}
+
+/// Decides in another thread: `?token=good` is let in, others get 401,
+/// `?token=slow` is never decided in time.
+struct Auth {
+    jobs: Mutex<mpsc::Sender<(String, ringws::app::Deferred<String>)>>,
+}
+
+impl Handler for Auth {
+    type Data = String;
+
+    fn upgrade(&self, req: &Request<'_>) -> Upgrade<String> {
+        let token = req.query_param("token").unwrap_or("").to_owned();
+        let jobs = self.jobs.lock().unwrap().clone();
+        Upgrade::defer(move |d| jobs.send((token, d)).unwrap())
+    }
+
+    fn open(&self, ws: &mut Socket<'_, String>) {
+        let hello = format!("hello {}", ws.data());
+        ws.send_text(&hello);
+    }
+}
+
+#[test]
+fn deferred_upgrades_accept_reject_and_time_out() {
+    on_both(|b| {
+        let (tx, rx) = mpsc::channel::<(String, ringws::app::Deferred<String>)>();
+        let decider = std::thread::spawn(move || {
+            for (token, d) in rx {
+                std::thread::sleep(Duration::from_millis(20));
+                match token.as_str() {
+                    "good" => d.accept("ann".to_owned()),
+                    "slow" => {
+                        // Decided after the handshake timeout: dropped.
+                        std::thread::sleep(Duration::from_millis(700));
+                        d.accept("late".to_owned());
+                    }
+                    _ => d.reject(Reject::new(401, "bad token")),
+                }
+            }
+        });
+        let s = App::new(config(b, 1))
+            .route(
+                "/",
+                Auth {
+                    jobs: Mutex::new(tx),
+                },
+            )
+            .start()
+            .unwrap();
+        let addr = s.local_addr();
+        let mut c = Client::open(addr, "/?token=good");
+        assert_eq!(c.next_text(), "hello ann");
+        let (mut c, head) = Client::request(addr, "/?token=bad", "");
+        assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+        assert_eq!(c.rest(), b"bad token");
+        // The handshake timeout (400 ms) still runs.
+        let t = Instant::now();
+        let (mut c, _) = {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET /?token=slow HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+            (Client { s, buf: Vec::new() }, ())
+        };
+        assert!(c.rest().is_empty());
+        assert!(
+            t.elapsed() >= Duration::from_millis(350),
+            "{:?}",
+            t.elapsed()
+        );
+        s.shutdown(GRACE);
+        drop(s);
+        decider.join().unwrap();
+    });
+}
