@@ -1,8 +1,52 @@
 //! ringws: a WebSocket (RFC 6455) server for Linux on io_uring, one thread
-//! per core.
+//! per core, and a library to build WebSocket applications on.
 //!
-//! Two halves with one seam between them:
+//! A room-less chat in a few lines: every text a client sends reaches
+//! every client.
 //!
+//! ```no_run
+//! use ringws::app::{App, Handler, Message, Request, Socket, Upgrade};
+//! use ringws::Config;
+//!
+//! struct Chat;
+//!
+//! impl Handler for Chat {
+//!     type Data = String; // each connection's nickname
+//!
+//!     fn upgrade(&self, req: &Request<'_>) -> Upgrade<String> {
+//!         match req.query_param("nick") {
+//!             Some(nick) => Upgrade::accept(nick.to_owned()),
+//!             None => Upgrade::reject(400, "?nick= is required"),
+//!         }
+//!     }
+//!
+//!     fn open(&self, ws: &mut Socket<'_, String>) {
+//!         ws.subscribe("chat");
+//!     }
+//!
+//!     fn message(&self, ws: &mut Socket<'_, String>, msg: Message<'_>) {
+//!         if let Message::Text(text) = msg {
+//!             let line = format!("{}: {text}", ws.data());
+//!             ws.publish("chat", line.as_str()); // to everyone else
+//!             ws.send_text(&line); // and back to the sender
+//!         }
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), ringws::StartError> {
+//!     App::new(Config::default()).route("/", Chat).run() // until Ctrl-C
+//! }
+//! ```
+//!
+//! [`app`] has the whole API (routes, deferred upgrades, backpressure,
+//! topics, sends from other threads, shutdown); `examples/` has a chat with
+//! rooms, a broadcast server and token authentication, each with a test.
+//!
+//! Three layers, each knowing only the one below:
+//!
+//! * [`app`], the application API: [`App`], [`Handler`], [`Socket`],
+//!   topics. The `ringws` binary's echo is one handler on it
+//!   ([`app::Echo`]).
 //! * [`proto`], the protocol core, is sans-IO: it never touches a socket, a
 //!   runtime or a clock. Bytes go in, events and bytes come out, and time is
 //!   an argument, so the whole protocol is tested and fuzzed with byte
@@ -10,7 +54,7 @@
 //! * [`runtime`] is the only code that knows io_uring (or, where io_uring
 //!   is blocked, epoll): one event loop per worker thread that accepts
 //!   connections, moves bytes between the kernel and pooled buffers, and
-//!   feeds the core straight from each completion.
+//!   calls the application layer straight from each completion.
 //!
 //! # The data path of one echoed message
 //!
@@ -30,6 +74,10 @@
 //!           |                                      |                     |
 //!           |          Event::Message { Payload::Input(range) }          |
 //!           |          (or Payload::Owned: fragments, copied once)       |
+//!           |                                      v                     |
+//!           |      app: Handler::message(ws, Message::Binary(&part[..])) |
+//!           |      ws.send(msg): the slice is known by its address, so  |
+//!           |      a range of the read buffer is queued, not a copy      |
 //!           |                                      v                     |
 //!           |          WriteBatch: [hdr over the client's hdr | payload] |
 //!           |          (one piece: SEND; several: SENDMSG; at most one   |
@@ -57,7 +105,10 @@
 //!   list the loop's files (the io_uring and epoll backends behind one
 //!   seam, the loop, the timing wheel, buffers, the server's handler).
 //! * [`config`]: every limit, its default and what it guards against.
-//! * `main.rs`: command line to [`Config`] to [`Server`], nothing else.
+//! * [`app`]: routes, handlers, sockets, topics, the server handle; its
+//!   module docs list its files.
+//! * `main.rs`: command line to [`Config`] to [`App`] with [`app::Echo`],
+//!   nothing else.
 
 pub mod app;
 pub mod config;

@@ -2,7 +2,7 @@
 //! test runs on both backends.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,6 +12,9 @@ use ringws::app::{
     Socket, SocketRef, Upgrade,
 };
 use ringws::{BackendKind, Config, ServerHandle};
+
+mod common;
+use common::{close_code, Client};
 
 const GRACE: Duration = Duration::from_secs(2);
 
@@ -31,134 +34,6 @@ fn on_both(test: impl Fn(BackendKind)) {
     for b in [BackendKind::IoUring, BackendKind::Epoll] {
         test(b);
     }
-}
-
-/// A raw client: the handshake, masked frames out, frames in.
-struct Client {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    /// Connects and sends the upgrade request for `target` with `extra`
-    /// header lines; returns the client and the response head.
-    fn request(addr: SocketAddr, target: &str, extra: &str) -> (Client, String) {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-        )
-        .unwrap();
-        let mut c = Client { s, buf: Vec::new() };
-        let head = c.head();
-        (c, head)
-    }
-
-    fn open(addr: SocketAddr, target: &str) -> Client {
-        let (c, head) = Client::request(addr, target, "");
-        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        c
-    }
-
-    fn fill(&mut self) -> bool {
-        let mut b = [0u8; 65536];
-        match self.s.read(&mut b) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&b[..n]);
-                true
-            }
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => false,
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-
-    /// The response head (up to the blank line); the rest stays buffered.
-    fn head(&mut self) -> String {
-        loop {
-            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head: Vec<u8> = self.buf.drain(..i + 4).collect();
-                return String::from_utf8(head).unwrap();
-            }
-            assert!(self.fill(), "closed before a response head");
-        }
-    }
-
-    /// The rest of the bytes until the server closes.
-    fn rest(&mut self) -> Vec<u8> {
-        while self.fill() {}
-        std::mem::take(&mut self.buf)
-    }
-
-    fn send(&mut self, b0: u8, payload: &[u8]) {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![b0];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        self.s.write_all(&out).unwrap();
-    }
-
-    fn text(&mut self, t: &str) {
-        self.send(0x81, t.as_bytes());
-    }
-
-    /// The next frame: first byte and payload; `None` once closed.
-    fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        loop {
-            if self.buf.len() >= 2 {
-                let (b0, l) = (self.buf[0], (self.buf[1] & 0x7f) as usize);
-                let (hlen, len) = match l {
-                    126 if self.buf.len() >= 4 => {
-                        (4, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize)
-                    }
-                    127 if self.buf.len() >= 10 => (
-                        10,
-                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
-                    ),
-                    126 | 127 => (usize::MAX, 0),
-                    n => (2, n),
-                };
-                if hlen != usize::MAX && self.buf.len() >= hlen + len {
-                    let p = self.buf[hlen..hlen + len].to_vec();
-                    self.buf.drain(..hlen + len);
-                    return Some((b0, p));
-                }
-            }
-            if !self.fill() {
-                return None;
-            }
-        }
-    }
-
-    /// The next data frame's text, answering Pings on the way.
-    fn next_text(&mut self) -> String {
-        loop {
-            let (b0, p) = self.frame().expect("a frame");
-            match b0 {
-                0x81 => return String::from_utf8(p).unwrap(),
-                0x89 => self.send(0x8a, &p),
-                0x8a => {}
-                _ => panic!("unexpected frame {b0:#x} {p:?}"),
-            }
-        }
-    }
-}
-
-fn close_code(p: &[u8]) -> u16 {
-    u16::from_be_bytes([p[0], p[1]])
 }
 
 /// User data that counts its drops.

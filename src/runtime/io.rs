@@ -91,8 +91,8 @@ pub trait Handler {
     /// The socket is gone: drop the state kept for it. Called exactly once
     /// per socket, after which its id is dead.
     fn gone(&mut self, io: &mut Io, id: SockId, why: Gone);
-    /// Everything queued on `id` when [`Io::notify_writable`] was asked for
-    /// has been sent.
+    /// Everything queued on `id` when the handler asked to be notified
+    /// (`Io::notify_writable`) has been sent.
     fn writable(&mut self, _io: &mut Io, _id: SockId) {}
     /// Another thread woke this loop (through the eventfd given to
     /// `Io::watch_wake`).

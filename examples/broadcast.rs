@@ -1,0 +1,59 @@
+//! Broadcast: every message a client sends goes to every client connected,
+//! the sender included, on every thread.
+//!
+//! ```text
+//! cargo run --release --example broadcast -- --listen 127.0.0.1:9001
+//! ```
+//!
+//! Each connection subscribes to one topic when it opens; a message is
+//! published to the topic (its frame encoded once, its bytes shared by all
+//! subscribers) and sent back to its sender, who is left out of its own
+//! publish.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use ringws::app::{App, Handler, Message, Request, Socket, Upgrade};
+use ringws::Config;
+
+/// The topic every client is on.
+const ALL: &str = "all";
+
+struct Broadcast;
+
+impl Handler for Broadcast {
+    type Data = ();
+
+    fn upgrade(&self, _req: &Request<'_>) -> Upgrade<()> {
+        Upgrade::accept(())
+    }
+
+    fn open(&self, ws: &mut Socket<'_, ()>) {
+        ws.subscribe(ALL);
+    }
+
+    fn message(&self, ws: &mut Socket<'_, ()>, msg: Message<'_>) {
+        ws.publish(ALL, msg);
+        ws.send(msg);
+    }
+}
+
+#[derive(Parser)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// Worker threads [default: one per core].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn main() -> Result<(), ringws::StartError> {
+    let a = Args::parse();
+    let mut cfg = Config {
+        listen: a.listen,
+        ..Config::default()
+    };
+    cfg.threads = a.threads.unwrap_or(cfg.threads);
+    App::new(cfg).route_prefix("/", Broadcast).run()
+}

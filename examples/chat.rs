@@ -1,0 +1,94 @@
+//! Chat rooms: connect to `ws://127.0.0.1:9001/chat/ROOM?nick=NAME`.
+//!
+//! ```text
+//! cargo run --release --example chat -- --listen 127.0.0.1:9001
+//! ```
+//!
+//! Every room is a topic. A line a member sends reaches everyone in the
+//! room as `NAME: line`, the sender included; joins and leaves are
+//! announced as `* NAME joined` and `* NAME left`.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use clap::Parser;
+use ringws::app::{App, Handler, Message, Request, ServerHandle, Socket, Upgrade};
+use ringws::Config;
+
+/// One member of one room.
+struct Member {
+    nick: String,
+    room: String,
+}
+
+#[derive(Default)]
+struct Chat {
+    /// To announce a leave, which happens outside any connection's
+    /// callback: set by the first connection.
+    server: OnceLock<ServerHandle>,
+}
+
+/// A nickname or room name: 1 to 32 letters, digits, `-` or `_`.
+fn is_name(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Handler for Chat {
+    type Data = Member;
+
+    fn upgrade(&self, req: &Request<'_>) -> Upgrade<Member> {
+        let room = req.path().strip_prefix("/chat/").unwrap_or("");
+        if !is_name(room) {
+            return Upgrade::reject(404, "rooms are at /chat/NAME\n");
+        }
+        match req.query_param("nick") {
+            Some(nick) if is_name(nick) => Upgrade::accept(Member {
+                nick: nick.to_owned(),
+                room: room.to_owned(),
+            }),
+            _ => Upgrade::reject(400, "?nick=NAME (1-32 letters, digits, - or _)\n"),
+        }
+    }
+
+    fn open(&self, ws: &mut Socket<'_, Member>) {
+        let server = self.server.get_or_init(|| ws.server());
+        let room = ws.data().room.clone();
+        ws.subscribe(&room);
+        server.publish(&room, format!("* {} joined", ws.data().nick).as_str());
+    }
+
+    fn message(&self, ws: &mut Socket<'_, Member>, msg: Message<'_>) {
+        let Message::Text(text) = msg else {
+            // 1003: "a type of data it cannot accept".
+            return ws.close(1003, "text only");
+        };
+        let m = ws.data();
+        let line = format!("{}: {text}", m.nick);
+        let room = m.room.clone();
+        ws.publish(&room, line.as_str());
+        ws.send_text(&line);
+    }
+
+    fn close(&self, m: Member, _code: u16, _reason: &str) {
+        if let Some(server) = self.server.get() {
+            server.publish(&m.room, format!("* {} left", m.nick).as_str());
+        }
+    }
+}
+
+#[derive(Parser)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+}
+
+fn main() -> Result<(), ringws::StartError> {
+    let cfg = Config {
+        listen: Args::parse().listen,
+        ..Config::default()
+    };
+    App::new(cfg).route_prefix("/chat", Chat::default()).run()
+}

@@ -1,0 +1,125 @@
+//! Each example, run as its own binary (cargo builds the examples with the
+//! tests) on a free port, spoken to with raw bytes.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::Client;
+
+/// A running example; killed when dropped.
+struct Example(Child, SocketAddr);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `examples/<name>` with `--listen` on a free port and waits until
+/// it accepts connections.
+fn start(name: &str) -> Example {
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let dir: PathBuf = exe.parent().unwrap().parent().unwrap().join("examples");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(dir.join(name))
+        .args(["--listen", &addr.to_string()])
+        .env("RINGWS_LOG", "warn")
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start example {name} from {}: {e}", dir.display()));
+    let t = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{name} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Example(child, addr)
+}
+
+/// The next text frame that is not an announcement of `* ...`.
+fn next_line(c: &mut Client) -> String {
+    loop {
+        let t = c.next_text();
+        if !t.starts_with("* ") {
+            return t;
+        }
+    }
+}
+
+#[test]
+fn chat_rooms() {
+    let ex = start("chat");
+    let (_, head) = Client::request(ex.1, "/chat/r1", "");
+    assert!(head.starts_with("HTTP/1.1 400 "), "no nick: {head}");
+    let (_, head) = Client::request(ex.1, "/elsewhere?nick=x", "");
+    assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+    let mut ann = Client::open(ex.1, "/chat/r1?nick=ann");
+    assert_eq!(ann.next_text(), "* ann joined");
+    let mut bob = Client::open(ex.1, "/chat/r1?nick=bob");
+    assert_eq!(bob.next_text(), "* bob joined");
+    assert_eq!(ann.next_text(), "* bob joined");
+    let mut cat = Client::open(ex.1, "/chat/r2?nick=cat");
+    assert_eq!(cat.next_text(), "* cat joined");
+    ann.text("hi all");
+    assert_eq!(next_line(&mut ann), "ann: hi all");
+    assert_eq!(next_line(&mut bob), "ann: hi all");
+    cat.text("alone here");
+    assert_eq!(next_line(&mut cat), "cat: alone here");
+    // bob heard nothing from r2: his next line is ann's next one.
+    drop(cat);
+    ann.text("second");
+    assert_eq!(next_line(&mut bob), "ann: second");
+    drop(ann);
+    assert_eq!(bob.next_text(), "* ann left");
+}
+
+#[test]
+fn broadcast_reaches_everyone_the_sender_included() {
+    let ex = start("broadcast");
+    let mut clients: Vec<Client> = (0..5).map(|_| Client::open(ex.1, "/")).collect();
+    // Make sure every client is subscribed before anything is published:
+    // an echo round trip on each means its `open` has run.
+    for c in &mut clients {
+        c.send(0x89, b"");
+        let (b0, _) = c.frame().unwrap();
+        assert_eq!(b0, 0x8a);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.text(&format!("from {i}"));
+    }
+    for c in &mut clients {
+        let mut got: Vec<String> = (0..5).map(|_| c.next_text()).collect();
+        got.sort();
+        let want: Vec<String> = (0..5).map(|i| format!("from {i}")).collect();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn auth_checks_the_token_in_a_deferred_upgrade() {
+    let ex = start("auth");
+    let (mut c, head) = Client::request(ex.1, "/", "");
+    assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{head}");
+    assert!(head.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{head}");
+    assert_eq!(c.rest(), b"a bearer token is required\n");
+    let (_, head) = Client::request(ex.1, "/", "Authorization: Bearer nope\r\n");
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+    let mut ann = Client::open(ex.1, "/?token=t0k3n-ann");
+    assert_eq!(ann.next_text(), "welcome ann");
+    let (mut bob, head) = Client::request(ex.1, "/", "Authorization: Bearer t0k3n-bob\r\n");
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert_eq!(bob.next_text(), "welcome bob");
+    bob.text("echo me");
+    assert_eq!(bob.next_text(), "echo me");
+}
