@@ -123,6 +123,12 @@ const STARVED: u16 = 1 << 11; // on the starved list
 const CONNECTING: u16 = 1 << 12;
 const IN_USE: u16 = 1 << 13;
 const NOTIFY_WRITABLE: u16 = 1 << 14; // tell the handler when a batch is sent
+                                      // io_uring: a SHUTDOWN is in flight. The kernel always runs it on an io-wq
+                                      // worker and looks the descriptor up only there, so a CLOSE issued behind
+                                      // it can run first, free the descriptor (a direct one, or a plain number)
+                                      // for the next accept, and let the shutdown hit that new connection. The
+                                      // close waits for the shutdown to complete.
+const SHUTTING: u16 = 1 << 15;
 
 /// One socket slot.
 pub(crate) struct Sock {
@@ -580,6 +586,7 @@ impl Io {
             (Backend::Uring(u), fd) => {
                 u.shutdown(fd, libc::SHUT_WR, id.tok(Op::Shutdown));
                 self.socks[slot].ops += 1;
+                self.socks[slot].flags |= SHUTTING;
             }
             (Backend::Epoll(_), Fd::Raw(f)) => epoll::shutdown_write(f),
             (Backend::Epoll(_), Fd::Fixed(_)) => unreachable!("epoll has no direct descriptors"),
@@ -607,6 +614,9 @@ impl Io {
         }
         self.wheel.cancel(id.slot);
         match &mut self.backend {
+            Backend::Uring(_) if self.socks[id.slot as usize].flags & SHUTTING != 0 => {
+                // Closed once the shutdown completes (see SHUTTING).
+            }
             Backend::Uring(u) => {
                 u.close(fd, id.tok(Op::Cancel), id.tok(Op::Close));
                 self.socks[id.slot as usize].ops += 2;
@@ -990,7 +1000,18 @@ impl Io {
                     }
                 }
             }
-            Op::Shutdown => {}
+            Op::Shutdown => {
+                let s = &mut self.socks[slot as usize];
+                s.flags &= !SHUTTING;
+                if s.flags & CLOSING != 0 {
+                    // The close that waited for it (see SHUTTING).
+                    let fd = s.fd;
+                    if let Backend::Uring(u) = &mut self.backend {
+                        u.close(fd, id.tok(Op::Cancel), id.tok(Op::Close));
+                        self.socks[slot as usize].ops += 2;
+                    }
+                }
+            }
             Op::Connect => {
                 let s = &mut self.socks[slot as usize];
                 s.flags &= !CONNECTING;

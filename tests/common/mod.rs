@@ -68,22 +68,7 @@ impl Client {
     }
 
     pub fn send(&mut self, b0: u8, payload: &[u8]) {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![b0];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xFFFF => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        self.s.write_all(&out).unwrap();
+        self.s.write_all(&masked_frame(b0, payload)).unwrap();
     }
 
     pub fn text(&mut self, t: &str) {
@@ -134,4 +119,24 @@ impl Client {
 
 pub fn close_code(p: &[u8]) -> u16 {
     u16::from_be_bytes([p[0], p[1]])
+}
+
+/// A masked client frame: first byte `b0`, then `payload`.
+pub fn masked_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0xa1, 0xb2, 0xc3, 0xd4];
+    let mut out = vec![b0];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
 }
