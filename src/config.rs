@@ -84,6 +84,12 @@ pub struct Config {
     /// NAT entry dropped) would otherwise keep its connection until the
     /// process ends. Routes may set their own ([`crate::app::Route`]).
     pub idle_timeout: Duration,
+    /// Bytes of frames other threads may have waiting for one worker
+    /// (`SocketRef::send`, publishes) before further ones are dropped
+    /// (the send or publish says so). Default 64 MiB. A thread producing
+    /// faster than a worker can send would otherwise grow that worker's
+    /// mailbox without bound.
+    pub max_mailbox_bytes: usize,
     /// The kernel interface: io_uring, epoll, or `Auto` (io_uring where the
     /// kernel allows it, else epoll, with a log line saying why). Default
     /// `Auto`.
@@ -119,6 +125,7 @@ impl Default for Config {
             max_backpressure: 1 << 20,
             incremental_reads: false,
             idle_timeout: Duration::from_secs(120),
+            max_mailbox_bytes: 64 << 20,
             backend: BackendKind::Auto,
         }
     }
@@ -149,6 +156,9 @@ impl Config {
         }
         if self.read_buffers == 0 || self.read_buffers > MAX_READ_BUFFERS {
             return Err(format!("read-buffers must be 1..={MAX_READ_BUFFERS}"));
+        }
+        if self.max_mailbox_bytes == 0 {
+            return Err("max-mailbox-bytes must be at least 1".into());
         }
         if self.max_backpressure == 0 {
             return Err("max-backpressure must be at least 1".into());

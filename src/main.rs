@@ -144,6 +144,8 @@ fn main() -> ExitCode {
         backend: a.backend,
         incremental_reads: a.incremental_reads,
         idle_timeout: a.idle_timeout,
+        // Only sends from other threads use mailboxes; the echo has none.
+        max_mailbox_bytes: defaults.max_mailbox_bytes,
     };
     // The echo is one handler on the library's API, like any other.
     match App::new(cfg).route_prefix("/", Echo).run() {

@@ -79,6 +79,8 @@ impl Handler for Recorder {
         match msg {
             Message::Text("close") => ws.close(4000, "asked"),
             Message::Text("terminate") => ws.terminate(),
+            // Keeps the worker busy, so that its mailbox fills.
+            Message::Text("stall") => std::thread::sleep(Duration::from_millis(300)),
             Message::Text(t) if t.starts_with("sub ") => {
                 ws.subscribe(&t[4..]);
                 ws.send_text("subscribed");
@@ -213,7 +215,8 @@ fn socket_refs_send_from_other_threads_and_fail_once_gone() {
                 let r = r.clone();
                 std::thread::spawn(move || {
                     for i in 0..50 {
-                        r.send(format!("{t}:{i}").as_str()).unwrap();
+                        let st = r.send(format!("{t}:{i}").as_str()).unwrap();
+                        assert_eq!(st, SendStatus::Sent);
                     }
                 })
             })
@@ -237,6 +240,40 @@ fn socket_refs_send_from_other_threads_and_fail_once_gone() {
         wait_for("the close", || closes.lock().unwrap().len() == 1);
         assert!(!r.is_open());
         assert!(r.send("late").is_err());
+        s.shutdown(GRACE);
+    });
+}
+
+#[test]
+fn mailboxes_of_busy_workers_are_bounded() {
+    on_both(|b| {
+        let r = Recorder::default();
+        let refs = r.refs.clone();
+        let s = App::new(Config {
+            max_mailbox_bytes: 4096,
+            ..config(b, 1)
+        })
+        .route("/r", r)
+        .start()
+        .unwrap();
+        let mut c = Client::open(s.local_addr(), "/r");
+        wait_for("the handle", || refs.lock().unwrap().len() == 1);
+        let r = refs.lock().unwrap()[0].clone();
+        // While the worker sleeps in a callback, 100 frames of 102 bytes
+        // come for it: about 4 KiB of them are kept, the rest dropped.
+        c.text("stall");
+        std::thread::sleep(Duration::from_millis(50));
+        let payload = "x".repeat(100);
+        let sent = (0..100)
+            .filter(|_| r.send(payload.as_str()).unwrap() == SendStatus::Sent)
+            .count();
+        assert!((40..=41).contains(&sent), "{sent} kept");
+        for _ in 0..sent {
+            assert_eq!(c.next_text(), payload);
+        }
+        // Drained: sends are taken again.
+        assert_eq!(r.send("after").unwrap(), SendStatus::Sent);
+        assert_eq!(c.next_text(), "after");
         s.shutdown(GRACE);
     });
 }

@@ -39,7 +39,7 @@ pub use socket::{Gone, Message, SendStatus, Socket, SocketRef};
 pub use upgrade::{Accept, Deferred, Reject, Request, Upgrade};
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -180,6 +180,9 @@ pub(crate) struct Shared {
     cfg: Arc<Config>,
     routes: Vec<RouteEntry>,
     mailboxes: Vec<mpsc::Sender<Command>>,
+    /// Bytes of frames waiting in each worker's mailbox, bounded by
+    /// [`Config::max_mailbox_bytes`].
+    queued: Vec<AtomicUsize>,
     wakers: Vec<Arc<Waker>>,
     open_total: AtomicUsize,
     addr: OnceLock<SocketAddr>,
@@ -195,16 +198,46 @@ impl Shared {
         }
     }
 
-    /// Sends `frame` to `topic`'s subscribers on every thread but `from`.
-    pub(crate) fn publish_remote(&self, from: usize, topic: &str, frame: Bytes) {
-        if self.mailboxes.len() < 2 {
-            return;
+    /// Puts `cmd`, which carries a frame of `bytes`, in worker `i`'s
+    /// mailbox, unless the frames already waiting there reach
+    /// [`Config::max_mailbox_bytes`]: a thread that produces faster than
+    /// the worker sends cannot grow its memory without bound. Returns
+    /// whether it was queued.
+    pub(crate) fn command_frame(&self, i: usize, bytes: usize, cmd: Command) -> bool {
+        let q = &self.queued[i];
+        if q.fetch_add(bytes, Ordering::Relaxed) >= self.cfg.max_mailbox_bytes {
+            q.fetch_sub(bytes, Ordering::Relaxed);
+            return false;
+        }
+        self.command(i, cmd);
+        true
+    }
+
+    /// Worker `i` took a frame of `bytes` from its mailbox.
+    pub(crate) fn took(&self, i: usize, bytes: usize) {
+        self.queued[i].fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Sends `frame` to `topic`'s subscribers on every thread but `skip`:
+    /// one mailbox message per thread. `Dropped` if some thread's mailbox
+    /// was full (its subscribers miss this one).
+    pub(crate) fn publish(&self, skip: Option<usize>, topic: &str, frame: Bytes) -> SendStatus {
+        let n = self.mailboxes.len();
+        if n == 1 && skip == Some(0) {
+            return SendStatus::Sent;
         }
         let topic: Arc<str> = Arc::from(topic);
-        for i in (0..self.mailboxes.len()).filter(|&i| i != from) {
-            let (topic, frame) = (topic.clone(), frame.clone());
-            self.command(i, Command::Publish { topic, frame });
+        let mut status = SendStatus::Sent;
+        for i in (0..n).filter(|&i| Some(i) != skip) {
+            let cmd = Command::Publish {
+                topic: topic.clone(),
+                frame: frame.clone(),
+            };
+            if !self.command_frame(i, frame.len(), cmd) {
+                status = SendStatus::Dropped;
+            }
         }
+        status
     }
 
     /// The route for `path`: an exact one, else the longest prefix.
@@ -267,7 +300,6 @@ impl App {
         let cfg = RouteCfg {
             max_backpressure: r.max_backpressure.unwrap_or(self.cfg.max_backpressure),
             policy: r.policy,
-            idle_ticks: runtime::io::ticks_of(idle),
             idle_timeout: idle,
             send_pings: r.send_pings,
         };
@@ -300,6 +332,7 @@ impl App {
             cfg: cfg.clone(),
             routes: self.routes,
             mailboxes,
+            queued: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
             wakers: wakers.clone(),
             open_total: AtomicUsize::new(0),
             addr: OnceLock::new(),
@@ -377,21 +410,16 @@ impl ServerHandle {
 
     /// Connections open now, over all threads.
     pub fn connections(&self) -> usize {
-        self.shared
-            .open_total
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.open_total.load(Ordering::Relaxed)
     }
 
     /// Sends `msg` to every subscriber of `topic` on every thread: one
     /// message per thread, the frame encoded once. Messages published from
-    /// one thread arrive in the order published.
-    pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) {
-        let frame = msg.into().frame();
-        let topic: Arc<str> = Arc::from(topic);
-        for i in 0..self.shared.mailboxes.len() {
-            let (topic, frame) = (topic.clone(), frame.clone());
-            self.shared.command(i, Command::Publish { topic, frame });
-        }
+    /// one thread arrive in the order published. `Dropped` if a thread's
+    /// mailbox held [`Config::max_mailbox_bytes`] already (that thread's
+    /// subscribers miss this message).
+    pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
+        self.shared.publish(None, topic, msg.into().frame())
     }
 
     /// Stops accepting, sends every connection a Close (1001), waits up to

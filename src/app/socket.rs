@@ -269,12 +269,14 @@ impl<D> Socket<'_, D> {
     }
 
     /// Sends `msg` to every subscriber of `topic` on every thread but this
-    /// connection. The frame is encoded once and its bytes shared.
-    pub fn publish<'m>(&mut self, topic: &str, msg: impl Into<Message<'m>>) {
+    /// connection. The frame is encoded once and its bytes shared. As
+    /// [`ServerHandle::publish`], `Dropped` if another thread's mailbox was
+    /// full.
+    pub fn publish<'m>(&mut self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
         let frame = msg.into().frame();
         self.ctx
             .publish_local(self.io, topic, &frame, Some(self.conn.id));
-        self.ctx.shared.publish_remote(self.ctx.index, topic, frame);
+        self.ctx.shared.publish(Some(self.ctx.index), topic, frame)
     }
 
     /// The user data the upgrade hook made.
@@ -329,14 +331,24 @@ pub struct SocketRef {
 }
 
 impl SocketRef {
-    /// Queues `msg` to the connection. `Err(Gone)` once it has closed (a
-    /// send racing with the close is dropped on arrival instead).
-    pub fn send<'m>(&self, msg: impl Into<Message<'m>>) -> Result<(), Gone> {
+    /// Queues `msg` to the connection: `Sent` once it is in the
+    /// connection's thread's mailbox, `Dropped` if that mailbox already
+    /// holds [`crate::Config::max_mailbox_bytes`] (the thread is behind).
+    /// On arrival the route's backpressure policy applies as to any send.
+    /// `Err(Gone)` once the connection has closed (a send racing with the
+    /// close is dropped on arrival instead).
+    pub fn send<'m>(&self, msg: impl Into<Message<'m>>) -> Result<SendStatus, Gone> {
         self.check()?;
         let frame = msg.into().frame();
-        self.shared
-            .command(self.worker, Command::Send { id: self.id, frame });
-        Ok(())
+        let (bytes, id) = (frame.len(), self.id);
+        if self
+            .shared
+            .command_frame(self.worker, bytes, Command::Send { id, frame })
+        {
+            Ok(SendStatus::Sent)
+        } else {
+            Ok(SendStatus::Dropped)
+        }
     }
 
     /// Starts the closing handshake (see [`Socket::close`]).

@@ -74,9 +74,8 @@ const LINGER: Duration = Duration::from_secs(1);
 pub(crate) struct RouteCfg {
     pub(crate) max_backpressure: usize,
     pub(crate) policy: BackpressurePolicy,
-    /// Silence allowed before the connection is closed, in loop ticks (0:
-    /// no idle timeout).
-    pub(crate) idle_ticks: u32,
+    /// Silence allowed before the connection is closed (zero: no idle
+    /// timeout).
     pub(crate) idle_timeout: Duration,
     /// Send a Ping once half of it has passed in silence.
     pub(crate) send_pings: bool,
@@ -252,6 +251,24 @@ impl InputView {
         owned: (0, 0),
         owned_idx: None,
     };
+
+    /// The current message is `bytes`, in the read buffer, in a frame that
+    /// began at `frame_start`.
+    #[inline]
+    fn borrowed(&mut self, frame_start: usize, bytes: &[u8]) {
+        self.msg = (bytes.as_ptr() as usize - self.base, bytes.len());
+        self.frame_start = frame_start;
+        self.spot = true;
+    }
+
+    /// After the callback on a reassembled message: moves it into the
+    /// batch if the callback sent it back.
+    fn hand_over(&mut self, io: &mut Io, id: SockId, data: Vec<u8>) {
+        if let (Some(at), Some(b)) = (self.owned_idx.take(), io.out(id)) {
+            b.fill_owned(at, data);
+        }
+        self.owned = (0, 0);
+    }
 
     /// Queues `msg` on `batch`, pointing into the read buffer or the
     /// reassembled message when that is where it is.
@@ -449,7 +466,7 @@ impl<H: Handler> RouteState<H> {
             refuse_500(io, id, &format!("unsafe response header {k:?}: {v:?}"));
             return Outcome::Refused;
         }
-        queue_bytes(io, id, |out| {
+        io.send_with(id, |out| {
             write_switching(accept_key, a.protocol.as_deref(), &a.headers, out)
         });
         let now = io.now();
@@ -477,7 +494,7 @@ impl<H: Handler> RouteState<H> {
             conn: i,
         };
         // The handshake timeout is over; the idle timeout starts.
-        let idle = (self.cfg.idle_ticks > 0).then(|| now + self.cfg.idle_timeout / 2);
+        let idle = (!self.cfg.idle_timeout.is_zero()).then(|| now + self.cfg.idle_timeout / 2);
         io.set_deadline(id, idle);
         let c = self.conns[i as usize].as_mut().expect("just made");
         let mut view = InputView::NONE;
@@ -551,14 +568,9 @@ fn refuse_500(io: &mut Io, id: SockId, why: &str) {
         "{}: upgrade refused with 500: {why}",
         io.peer_name(id)
     );
-    queue_bytes(io, id, |out| {
+    io.send_with(id, |out| {
         write_refusal(500, &[], b"internal server error\n", out)
     });
-}
-
-/// Queues what `f` writes as the connection's next bytes.
-fn queue_bytes(io: &mut Io, id: SockId, f: impl FnOnce(&mut Vec<u8>)) {
-    io.send_with(id, f);
 }
 
 /// Sends nothing more and cuts the connection after [`LINGER`].
@@ -670,6 +682,19 @@ impl<H: Handler> RouteRt for RouteState<H> {
         };
         let mut off = start;
         let mut error = None;
+        let (handler, cfg) = (&*self.handler, &self.cfg);
+        // The connection as a callback sees it.
+        macro_rules! socket {
+            () => {
+                &mut Socket {
+                    conn: c,
+                    io,
+                    ctx,
+                    cfg,
+                    view: &mut view,
+                }
+            };
+        }
         while off < len {
             if c.flags & TERMINATED != 0 {
                 break;
@@ -678,87 +703,35 @@ impl<H: Handler> RouteRt for RouteState<H> {
             let told = c.flags & TOLD != 0;
             match res {
                 Ok(Some(Received::Text(s))) if !told => {
-                    view.msg = (s.as_ptr() as usize - base, s.len());
-                    view.frame_start = off;
-                    view.spot = true;
-                    let mut ws = Socket {
-                        conn: c,
-                        io,
-                        ctx,
-                        cfg: &self.cfg,
-                        view: &mut view,
-                    };
-                    self.handler.message(&mut ws, Message::Text(s));
+                    view.borrowed(off, s.as_bytes());
+                    handler.message(socket!(), Message::Text(s));
                 }
                 Ok(Some(Received::Binary(b))) if !told => {
-                    view.msg = (b.as_ptr() as usize - base, b.len());
-                    view.frame_start = off;
-                    view.spot = true;
-                    let mut ws = Socket {
-                        conn: c,
-                        io,
-                        ctx,
-                        cfg: &self.cfg,
-                        view: &mut view,
-                    };
-                    self.handler.message(&mut ws, Message::Binary(b));
+                    view.borrowed(off, b);
+                    handler.message(socket!(), Message::Binary(b));
                 }
                 Ok(Some(Received::TextOwned(s))) if !told => {
                     view.owned = (s.as_ptr() as usize, s.len());
-                    let mut ws = Socket {
-                        conn: c,
-                        io,
-                        ctx,
-                        cfg: &self.cfg,
-                        view: &mut view,
-                    };
-                    self.handler.message(&mut ws, Message::Text(&s));
-                    if let (Some(at), Some(b)) = (view.owned_idx.take(), io.out(id)) {
-                        b.fill_owned(at, s.into_bytes());
-                    }
-                    view.owned = (0, 0);
+                    handler.message(socket!(), Message::Text(&s));
+                    view.hand_over(io, id, s.into_bytes());
                 }
                 Ok(Some(Received::BinaryOwned(v))) if !told => {
                     view.owned = (v.as_ptr() as usize, v.len());
-                    let mut ws = Socket {
-                        conn: c,
-                        io,
-                        ctx,
-                        cfg: &self.cfg,
-                        view: &mut view,
-                    };
-                    self.handler.message(&mut ws, Message::Binary(&v));
-                    if let (Some(at), Some(b)) = (view.owned_idx.take(), io.out(id)) {
-                        b.fill_owned(at, v);
-                    }
-                    view.owned = (0, 0);
+                    handler.message(socket!(), Message::Binary(&v));
+                    view.hand_over(io, id, v);
                 }
                 Ok(Some(Received::Other(Event::Ping(p)))) if !told => {
                     c.flush_control(io);
-                    let mut ws = Socket {
-                        conn: c,
-                        io,
-                        ctx,
-                        cfg: &self.cfg,
-                        view: &mut view,
-                    };
-                    self.handler.ping(&mut ws, &p);
+                    handler.ping(socket!(), &p);
                 }
                 Ok(Some(Received::Other(Event::Pong(p)))) if !told => {
-                    let mut ws = Socket {
-                        conn: c,
-                        io,
-                        ctx,
-                        cfg: &self.cfg,
-                        view: &mut view,
-                    };
-                    self.handler.pong(&mut ws, &p);
+                    handler.pong(socket!(), &p);
                 }
                 Ok(Some(Received::Other(Event::Closed { code, reason }))) => {
                     log!(Debug, "{}: closed by peer ({code:?})", io.peer_name(id));
                     let code = code.unwrap_or(close_code::NO_STATUS);
                     c.flush_control(io);
-                    Self::tell(&self.handler, c, ctx, code, &reason);
+                    Self::tell(handler, c, ctx, code, &reason);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -831,10 +804,10 @@ impl<H: Handler> RouteRt for RouteState<H> {
             io.close(id);
             return;
         }
-        let idle = self.cfg.idle_ticks;
-        if idle == 0 {
+        if self.cfg.idle_timeout.is_zero() {
             return;
         }
+        let idle = crate::runtime::io::ticks_of(self.cfg.idle_timeout);
         let silent = io.now_ticks().saturating_sub(c.last_rx);
         let half = idle / 2;
         if silent >= idle && (c.flags & PINGED != 0 || !self.cfg.send_pings) {
@@ -936,9 +909,7 @@ fn reject(io: &mut Io, id: SockId, r: Reject) {
         io.peer_name(id),
         r.status
     );
-    queue_bytes(io, id, |out| {
-        write_refusal(r.status, &r.headers, &r.body, out)
-    });
+    io.send_with(id, |out| write_refusal(r.status, &r.headers, &r.body, out));
 }
 
 /// One worker thread's handler for the loop.
@@ -987,46 +958,25 @@ impl Worker {
     }
 
     fn handshake(&mut self, io: &mut Io, id: SockId, input: InputBuf) {
-        let cfg = self.ctx.shared.cfg.clone();
-        let limits = cfg.handshake_limits();
+        let limits = self.ctx.shared.cfg.handshake_limits();
         let Slot::Handshake(partial) = self.ctx.slot(id) else {
             return;
         };
-        let mut partial = partial.take();
-        let (input, complete) = match &mut partial {
-            None => {
-                let r = parse_request(input.as_slice(), limits).map(|a| a.is_some());
-                (input, r)
-            }
-            Some(acc) => {
+        // The head so far: this read, after the part received before it.
+        let input = match partial.take() {
+            None => input,
+            Some(mut acc) => {
                 acc.extend_from_slice(input.as_slice());
-                drop(input);
-                let acc = std::mem::take(&mut **acc);
-                let r = parse_request(&acc, limits).map(|a| a.is_some());
-                (InputBuf::Heap(acc), r)
+                InputBuf::Heap(*acc)
             }
         };
-        match complete {
-            Ok(false) => {
-                let mut acc = match input {
-                    InputBuf::Heap(v) => v,
-                    other => {
-                        let mut v = Vec::with_capacity(limits.max_head);
-                        v.extend_from_slice(other.as_slice());
-                        v
-                    }
-                };
-                acc.reserve(limits.max_head.saturating_sub(acc.len()));
-                *self.ctx.slot(id) = Slot::Handshake(Some(Box::new(acc)));
+        let step = match parse_request(input.as_slice(), limits) {
+            Ok(None) => None,
+            Err(e) => {
+                log!(Info, "{}: refused handshake: {e}", io.peer_name(id));
+                return self.refuse(io, id, &refusal(e));
             }
-            Ok(true) => {
-                // Parsed twice on this path (a complete head is rare per
-                // connection): once to know, once to keep the borrow.
-                let head = parse_request(input.as_slice(), limits)
-                    .ok()
-                    .flatten()
-                    .expect("parsed above");
-                let head_len = head.head_len;
+            Ok(Some(head)) => {
                 let Some(r) = self.ctx.shared.route_for(head.path()) else {
                     log!(
                         Info,
@@ -1034,29 +984,35 @@ impl Worker {
                         io.peer_name(id),
                         head.path()
                     );
-                    drop(head);
                     let mut out = Vec::new();
                     write_refusal(404, &[], b"no such path\n", &mut out);
                     return self.refuse(io, id, &out);
                 };
                 let outcome = self.routes[r as usize].upgrade(io, &mut self.ctx, id, &head);
-                drop(head);
-                match outcome {
-                    Outcome::Opened(i) => {
-                        if input.as_slice().len() > head_len && io.is_open(id) {
-                            self.routes[r as usize].data(io, &mut self.ctx, id, i, input, head_len);
-                        }
-                    }
-                    Outcome::Refused => linger(io, &mut self.ctx, id),
-                    Outcome::Deferred(mut p) => {
-                        p.rest = input.as_slice()[head_len..].to_vec();
-                        *self.ctx.slot(id) = Slot::Deferred(p);
-                    }
+                Some((r, head.head_len, outcome))
+            }
+        };
+        let Some((r, head_len, outcome)) = step else {
+            // Incomplete: keep what came, with room for the rest.
+            let mut acc = match input {
+                InputBuf::Heap(v) => v,
+                other => other.as_slice().to_vec(),
+            };
+            acc.reserve(limits.max_head.saturating_sub(acc.len()));
+            *self.ctx.slot(id) = Slot::Handshake(Some(Box::new(acc)));
+            return;
+        };
+        match outcome {
+            Outcome::Opened(i) => {
+                // The bytes after the head are the first frames.
+                if input.as_slice().len() > head_len && io.is_open(id) {
+                    self.routes[r as usize].data(io, &mut self.ctx, id, i, input, head_len);
                 }
             }
-            Err(e) => {
-                log!(Info, "{}: refused handshake: {e}", io.peer_name(id));
-                self.refuse(io, id, &refusal(e));
+            Outcome::Refused => linger(io, &mut self.ctx, id),
+            Outcome::Deferred(mut p) => {
+                p.rest = input.as_slice()[head_len..].to_vec();
+                *self.ctx.slot(id) = Slot::Deferred(p);
             }
         }
     }
@@ -1281,6 +1237,9 @@ impl io::Handler for Worker {
     fn wake(&mut self, io: &mut Io) {
         self.waker.clear();
         while let Ok(cmd) = self.mailbox.try_recv() {
+            if let Command::Send { frame, .. } | Command::Publish { frame, .. } = &cmd {
+                self.ctx.shared.took(self.ctx.index, frame.len());
+            }
             self.command(io, cmd);
         }
         self.close_victims(io);
