@@ -46,12 +46,17 @@ struct Args {
     /// Worker threads [default: one per core].
     #[arg(long)]
     threads: Option<usize>,
+    /// Log the server's counts (messages in and out, writes) every this
+    /// many seconds; 0: never.
+    #[arg(long, default_value_t = 0)]
+    stats_interval: u64,
 }
 
 fn main() -> Result<(), ringws::StartError> {
     let a = Args::parse();
     let mut cfg = Config {
         listen: a.listen,
+        stats_interval: std::time::Duration::from_secs(a.stats_interval),
         ..Config::default()
     };
     cfg.threads = a.threads.unwrap_or(cfg.threads);

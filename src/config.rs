@@ -90,6 +90,11 @@ pub struct Config {
     /// faster than a worker can send would otherwise grow that worker's
     /// mailbox without bound.
     pub max_mailbox_bytes: usize,
+    /// [`crate::App::run`] logs a line of counts (connections, messages in
+    /// and out, writes, bytes: [`crate::app::ServerStats`]) this often.
+    /// Default zero: never. The counts are always kept (one store each per
+    /// loop turn); `ServerHandle::stats` reads them.
+    pub stats_interval: Duration,
     /// The kernel interface: io_uring, epoll, or `Auto` (io_uring where the
     /// kernel allows it, else epoll, with a log line saying why). Default
     /// `Auto`.
@@ -126,6 +131,7 @@ impl Default for Config {
             incremental_reads: false,
             idle_timeout: Duration::from_secs(120),
             max_mailbox_bytes: 64 << 20,
+            stats_interval: Duration::ZERO,
             backend: BackendKind::Auto,
         }
     }

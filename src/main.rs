@@ -73,6 +73,10 @@ struct Args {
     /// halfway; 0 turns it off.
     #[arg(long, env = "RINGWS_IDLE_TIMEOUT", default_value = "120s", value_parser = duration)]
     idle_timeout: Duration,
+    /// Log a line of counts (messages in and out, writes) this often; 0:
+    /// never.
+    #[arg(long, env = "RINGWS_STATS_INTERVAL", default_value = "0s", value_parser = duration)]
+    stats_interval: Duration,
     /// Kernel interface: auto (io_uring where allowed, else epoll),
     /// io-uring or epoll.
     #[arg(long, env = "RINGWS_BACKEND", default_value = "auto")]
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
         idle_timeout: a.idle_timeout,
         // Only sends from other threads use mailboxes; the echo has none.
         max_mailbox_bytes: defaults.max_mailbox_bytes,
+        stats_interval: a.stats_interval,
     };
     // The echo is one handler on the library's API, like any other.
     match App::new(cfg).route_prefix("/", Echo).run() {

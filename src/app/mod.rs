@@ -39,14 +39,15 @@ pub use socket::{Gone, Message, SendStatus, Socket, SocketRef};
 pub use upgrade::{Accept, Deferred, Reject, Request, Upgrade};
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::runtime::io::IoCounts;
 use crate::runtime::{self, StartError, StopSignals, Waker};
 use worker::{Command, RouteCfg, RouteRt, RouteState, Worker};
 
@@ -184,6 +185,8 @@ pub(crate) struct Shared {
     /// [`Config::max_mailbox_bytes`].
     queued: Vec<AtomicUsize>,
     wakers: Vec<Arc<Waker>>,
+    /// Each worker's counts, as of its last loop turn.
+    pub(crate) counters: Vec<Counters>,
     open_total: AtomicUsize,
     addr: OnceLock<SocketAddr>,
     backend: OnceLock<String>,
@@ -334,6 +337,7 @@ impl App {
             mailboxes,
             queued: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
             wakers: wakers.clone(),
+            counters: (0..threads).map(|_| Counters::default()).collect(),
             open_total: AtomicUsize::new(0),
             addr: OnceLock::new(),
             backend: OnceLock::new(),
@@ -382,12 +386,100 @@ impl App {
             server.shared.mailboxes.len(),
             server.backend()
         );
-        signals.wait();
+        match server.shared.cfg.stats_interval {
+            Duration::ZERO => signals.wait(),
+            every => {
+                let mut last = (Instant::now(), server.stats());
+                while !signals.wait_for(every) {
+                    let (now, stats) = (Instant::now(), server.stats());
+                    log_stats(&stats.since(&last.1), now - last.0);
+                    last = (now, stats);
+                }
+            }
+        }
         crate::log!(Info, "shutting down: closing connections (1001)");
         server.shutdown(grace);
         crate::log!(Info, "stopped");
         Ok(())
     }
+}
+
+/// One worker's counts where other threads can read them. Only the worker
+/// writes them (plain stores, no read-modify-write); each on its own cache
+/// lines, so that workers do not share a line.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct Counters {
+    accepted: AtomicU64,
+    messages: AtomicU64,
+    frames: AtomicU64,
+    writes: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Counters {
+    /// Publishes the worker's counts (once per loop turn).
+    pub(crate) fn store(&self, c: &worker::Counts, io: &IoCounts) {
+        self.accepted.store(c.accepted, Ordering::Relaxed);
+        self.messages.store(c.messages, Ordering::Relaxed);
+        self.frames.store(c.frames, Ordering::Relaxed);
+        self.writes.store(io.writes, Ordering::Relaxed);
+        self.bytes.store(io.bytes, Ordering::Relaxed);
+    }
+}
+
+/// What a server has done since it started, over all its threads
+/// ([`ServerHandle::stats`]). Each worker publishes its counts once per
+/// loop turn, so they may lag by one turn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub connections: u64,
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Messages received (whole, after reassembly).
+    pub messages_received: u64,
+    /// Messages queued to connections: every send, and one per subscriber
+    /// a publish reached (deliveries).
+    pub messages_sent: u64,
+    /// Writes handed to the kernel: io_uring send ops, or `sendmsg` calls
+    /// on epoll. Everything queued to one connection in one loop turn goes
+    /// in one, so `messages_sent / writes` says how well output gathers.
+    pub writes: u64,
+    /// Bytes handed to the kernel to send (frames and HTTP responses).
+    pub bytes_written: u64,
+}
+
+impl ServerStats {
+    /// The counts since `earlier` (connections: as of now).
+    pub fn since(&self, earlier: &ServerStats) -> ServerStats {
+        ServerStats {
+            connections: self.connections,
+            accepted: self.accepted.saturating_sub(earlier.accepted),
+            messages_received: self
+                .messages_received
+                .saturating_sub(earlier.messages_received),
+            messages_sent: self.messages_sent.saturating_sub(earlier.messages_sent),
+            writes: self.writes.saturating_sub(earlier.writes),
+            bytes_written: self.bytes_written.saturating_sub(earlier.bytes_written),
+        }
+    }
+}
+
+/// The log line of [`Config::stats_interval`]: rates over `dt`.
+fn log_stats(d: &ServerStats, dt: Duration) {
+    let per_s = |n: u64| n as f64 / dt.as_secs_f64().max(1e-9);
+    crate::log!(
+        Info,
+        "stats: {} connections, {:.0} accepted/s, {:.0} msgs/s in, {:.0} msgs/s out in {:.0} writes/s ({:.1} msgs per write), {:.1} MB/s out",
+        d.connections,
+        per_s(d.accepted),
+        per_s(d.messages_received),
+        per_s(d.messages_sent),
+        per_s(d.writes),
+        d.messages_sent as f64 / d.writes.max(1) as f64,
+        per_s(d.bytes_written) / 1e6
+    );
 }
 
 /// A running server, from any thread: `Send + Sync + Clone`.
@@ -411,6 +503,22 @@ impl ServerHandle {
     /// Connections open now, over all threads.
     pub fn connections(&self) -> usize {
         self.shared.open_total.load(Ordering::Relaxed)
+    }
+
+    /// What the server has done since it started, summed over its threads.
+    pub fn stats(&self) -> ServerStats {
+        let mut t = ServerStats {
+            connections: self.connections() as u64,
+            ..ServerStats::default()
+        };
+        for c in &self.shared.counters {
+            t.accepted += c.accepted.load(Ordering::Relaxed);
+            t.messages_received += c.messages.load(Ordering::Relaxed);
+            t.messages_sent += c.frames.load(Ordering::Relaxed);
+            t.writes += c.writes.load(Ordering::Relaxed);
+            t.bytes_written += c.bytes.load(Ordering::Relaxed);
+        }
+        t
     }
 
     /// Sends `msg` to every subscriber of `topic` on every thread: one

@@ -125,6 +125,7 @@ impl<D> Socket<'_, D> {
             return self.past_limit();
         }
         self.view.queue(batch, msg);
+        self.ctx.counts.frames += 1;
         if inflight + batch.bytes() > limit {
             self.conn.want_drain(self.io);
             SendStatus::Backpressure
@@ -142,9 +143,10 @@ impl<D> Socket<'_, D> {
             return s;
         }
         match self.io.out(self.conn.id) {
-            Some(b) => b.push_shared(frame),
+            Some(b) => b.push_shared(&frame),
             None => return SendStatus::Dropped,
         }
+        self.ctx.counts.frames += 1;
         self.status()
     }
 

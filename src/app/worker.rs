@@ -338,6 +338,18 @@ pub(crate) struct Ctx {
     /// Subscribers a publish found past their limit under the `Close`
     /// policy, closed once the publish is done.
     victims: Vec<SockId>,
+    /// This thread's counts, copied to [`Shared`] once per turn.
+    pub(crate) counts: Counts,
+}
+
+/// One worker's counts of what its connections did (see
+/// [`super::ServerStats`]): plain integers on the hot path, published with
+/// one store each per loop turn.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) accepted: u64,
+    pub(crate) messages: u64,
+    pub(crate) frames: u64,
 }
 
 impl Ctx {
@@ -365,15 +377,18 @@ impl Ctx {
                 continue;
             };
             let cfg = &self.shared.routes[*route as usize].cfg;
-            if io.buffered(sub) > cfg.max_backpressure {
+            // One look-up for the limit and the batch.
+            let Some((b, inflight)) = io.out_and_inflight(sub) else {
+                continue;
+            };
+            if inflight + b.bytes() > cfg.max_backpressure {
                 if cfg.policy == BackpressurePolicy::Close {
                     self.victims.push(sub);
                 }
                 continue;
             }
-            if let Some(b) = io.out(sub) {
-                b.push_shared(frame.clone());
-            }
+            b.push_shared(frame);
+            self.counts.frames += 1;
         }
     }
 }
@@ -703,19 +718,23 @@ impl<H: Handler> RouteRt for RouteState<H> {
             let told = c.flags & TOLD != 0;
             match res {
                 Ok(Some(Received::Text(s))) if !told => {
+                    ctx.counts.messages += 1;
                     view.borrowed(off, s.as_bytes());
                     handler.message(socket!(), Message::Text(s));
                 }
                 Ok(Some(Received::Binary(b))) if !told => {
+                    ctx.counts.messages += 1;
                     view.borrowed(off, b);
                     handler.message(socket!(), Message::Binary(b));
                 }
                 Ok(Some(Received::TextOwned(s))) if !told => {
+                    ctx.counts.messages += 1;
                     view.owned = (s.as_ptr() as usize, s.len());
                     handler.message(socket!(), Message::Text(&s));
                     view.hand_over(io, id, s.into_bytes());
                 }
                 Ok(Some(Received::BinaryOwned(v))) if !told => {
+                    ctx.counts.messages += 1;
                     view.owned = (v.as_ptr() as usize, v.len());
                     handler.message(socket!(), Message::Binary(&v));
                     view.hand_over(io, id, v);
@@ -941,6 +960,7 @@ impl Worker {
                 slots: Vec::new(),
                 topics: Default::default(),
                 victims: Vec::new(),
+                counts: Counts::default(),
             },
             routes,
             mailbox,
@@ -1117,6 +1137,7 @@ impl Worker {
 
 impl io::Handler for Worker {
     fn accepted(&mut self, io: &mut Io, id: SockId) {
+        self.ctx.counts.accepted += 1;
         let shared = &self.ctx.shared;
         let total = shared.open_total.fetch_add(1, Ordering::Relaxed);
         self.open += 1;
@@ -1246,6 +1267,7 @@ impl io::Handler for Worker {
     }
 
     fn turn(&mut self, io: &mut Io) {
+        self.ctx.shared.counters[self.ctx.index].store(&self.ctx.counts, &io.counts);
         if !self.ctx.victims.is_empty() {
             self.close_victims(io);
         }

@@ -50,6 +50,10 @@ pub(crate) const IOV_MAX: usize = 1024;
 /// would cost more than it saves.
 pub(crate) const COALESCE_MAX: usize = 2 << 10;
 
+/// Shared frames up to this size are copied into a batch rather than
+/// referenced ([`WriteBatch::push_shared`]).
+const SHARED_COPY_MAX: usize = 256;
+
 pub(crate) struct PoolInner {
     base: NonNull<u8>,
     /// The most bytes one read takes.
@@ -453,14 +457,23 @@ impl WriteBatch {
         }
     }
 
-    /// Sends `data` next: bytes shared with other batches, not copied.
+    /// Sends `data` next: bytes shared with other batches, not copied
+    /// (unless small).
     #[inline]
-    pub(crate) fn push_shared(&mut self, data: bytes::Bytes) {
-        if !data.is_empty() {
-            self.bytes += data.len();
-            self.segs.push(Seg::Shared(self.shared.len()));
-            self.shared.push(data);
+    pub(crate) fn push_shared(&mut self, data: &bytes::Bytes) {
+        if data.len() <= SHARED_COPY_MAX {
+            // Copying a small frame costs less than sharing it: no
+            // reference count to raise and drop (an atomic each), no piece
+            // of its own, and it joins the header bytes around it in one
+            // iovec. A publish to many subscribers is mostly small frames.
+            let h = self.hdr.len();
+            self.hdr.extend_from_slice(data);
+            self.push_hdr_from(h);
+            return;
         }
+        self.bytes += data.len();
+        self.segs.push(Seg::Shared(self.shared.len()));
+        self.shared.push(data.clone());
     }
 
     /// Nothing to send?
@@ -624,11 +637,38 @@ mod tests {
         b.push_owned_at(o, 3);
         b.push_owned_at(o, 3);
         b.fill_owned(o, vec![7, 8, 9]);
-        b.push_shared(bytes::Bytes::from_static(&[1, 2]));
+        b.push_shared(&bytes::Bytes::from_static(&[1, 2]));
         let mut want = vec![0x82, 0x7e];
         want.extend_from_slice(&input[6..]);
         want.extend_from_slice(&[0x8a, 0x00, 7, 8, 9, 7, 8, 9, 1, 2]);
         (b, want)
+    }
+
+    /// Small shared frames are copied in beside the header bytes (one
+    /// piece for many of them); large ones are referenced, not copied.
+    #[test]
+    fn small_shared_frames_are_copied_large_ones_shared() {
+        let small = bytes::Bytes::from(vec![5u8; SHARED_COPY_MAX]);
+        let large = bytes::Bytes::from(vec![6u8; COALESCE_MAX + 1]);
+        let mut b = WriteBatch::default();
+        for _ in 0..3 {
+            b.push_shared(&small);
+        }
+        assert!(b.shared.is_empty());
+        b.push_shared(&large);
+        b.push_shared(&small);
+        let mut want = vec![5u8; 3 * SHARED_COPY_MAX];
+        want.extend_from_slice(&large);
+        want.extend_from_slice(&small);
+        assert_eq!(b.bytes(), want.len());
+        let (got, pieces) = gathered(&mut b);
+        assert_eq!(got, want);
+        assert_eq!(pieces, 3, "small ones, the large one, a small one");
+        assert_eq!(
+            b.shared[0].as_ptr(),
+            large.as_ptr(),
+            "the large frame is the publisher's bytes"
+        );
     }
 
     /// Small batches go out as one piece, larger ones as they are; either

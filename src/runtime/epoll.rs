@@ -277,3 +277,26 @@ pub(crate) fn wait_signal(set: &libc::sigset_t) {
     // call. sigwait only fails for an invalid set, which this is not.
     unsafe { libc::sigwait(set, &mut sig) };
 }
+
+/// Waits up to `d` for one of the (blocked) signals in `set`; whether one
+/// arrived.
+pub(crate) fn wait_signal_for(set: &libc::sigset_t, d: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + d;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ts = libc::timespec {
+            tv_sec: left.as_secs() as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `set` is a valid, initialised signal set and `ts` a local
+        // that outlives the call; a null siginfo pointer is allowed.
+        let r = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+        if r > 0 {
+            return true;
+        }
+        // EAGAIN: the time is up. EINTR (another signal): wait on.
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+}

@@ -245,6 +245,19 @@ pub struct Io {
     accept_retry: Option<Instant>,
     last_accept_warn: Option<Instant>,
     wake_fd: Option<RawFd>,
+    /// What this loop has handed to the kernel to send, for the server's
+    /// counters.
+    pub(crate) counts: IoCounts,
+}
+
+/// Sends handed to the kernel by one loop: how well output is gathered
+/// (many frames per write is the point of the per-turn write batch).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IoCounts {
+    /// Send ops submitted (io_uring) or `sendmsg` calls made (epoll).
+    pub(crate) writes: u64,
+    /// Bytes in the batches handed over.
+    pub(crate) bytes: u64,
 }
 
 impl Io {
@@ -294,6 +307,7 @@ impl Io {
             accept_retry: None,
             last_accept_warn: None,
             wake_fd: None,
+            counts: IoCounts::default(),
         }
     }
 
@@ -788,6 +802,7 @@ impl Io {
             return;
         }
         b.seal();
+        self.counts.bytes += b.bytes() as u64;
         s.inflight = Some(b);
         if s.write_due == 0 {
             s.write_due = self.wheel.now() + self.write_ticks + 1;
@@ -800,6 +815,7 @@ impl Io {
         let s = &mut self.socks[slot as usize];
         let id = SockId { slot, gen: s.gen };
         let b = s.inflight.as_deref_mut().expect("a batch in flight");
+        self.counts.writes += 1;
         if let Backend::Uring(u) = &mut self.backend {
             u.send(s.fd, b, id.tok(Op::Send));
             s.ops += 1;
@@ -812,6 +828,10 @@ impl Io {
         let res = loop {
             match epoll::send(fd, b.pending_iov()) {
                 Ok(n) => {
+                    if progress {
+                        // A short write resumed: one more call.
+                        self.counts.writes += 1;
+                    }
                     progress = true;
                     if b.advance(n) {
                         break Some(Ok(()));

@@ -131,6 +131,11 @@ impl StopSignals {
     pub fn wait(&self) {
         epoll::wait_signal(&self.0);
     }
+
+    /// Waits up to `d` for one of them; whether one arrived.
+    pub fn wait_for(&self, d: std::time::Duration) -> bool {
+        epoll::wait_signal_for(&self.0, d)
+    }
 }
 
 /// Worker threads started by [`start_workers`].
