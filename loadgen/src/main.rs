@@ -3,6 +3,7 @@
 //! WebSocket through ringws's own protocol core in the client role.
 
 mod autobahn;
+mod broadcast;
 mod report;
 mod stats;
 mod target;
@@ -50,6 +51,10 @@ enum Command {
     /// Act as the client of Autobahn|Testsuite's fuzzing server
     /// (`wstest -m fuzzingserver`): run every case, echoing what it sends.
     Autobahn(autobahn::AutobahnArgs),
+    /// Fan-out load against a server that sends every message to every
+    /// client (examples/broadcast.rs): deliveries/s, delivery latency, and
+    /// every delivery checked (exactly once, in order per sender).
+    Broadcast(broadcast::BroadcastArgs),
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +161,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Autobahn(a)) => autobahn::run(a),
+        Some(Command::Broadcast(a)) => broadcast::run(a),
         None => bench(cli.bench),
     }
 }
@@ -280,6 +286,47 @@ fn bench(b: Bench) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Prints one progress line per second, once every thread has reported
+/// that second, until the workers hang up; `phase` names the phase a second
+/// is in.
+pub(crate) fn progress(
+    rx: mpsc::Receiver<Snapshot>,
+    threads: usize,
+    quiet: bool,
+    unit: &str,
+    phase: impl Fn(u64) -> &'static str,
+) {
+    let mut pending: std::collections::BTreeMap<u64, Vec<Snapshot>> = Default::default();
+    for snap in rx {
+        let sec = snap.second;
+        let group = pending.entry(sec).or_default();
+        group.push(snap);
+        if group.len() < threads {
+            continue;
+        }
+        let group = pending.remove(&sec).expect("present");
+        if quiet {
+            continue;
+        }
+        let msgs: u64 = group.iter().map(|s| s.messages).sum();
+        let errors: u64 = group.iter().map(|s| s.errors).sum();
+        let connected: u64 = group.iter().map(|s| s.connected).sum();
+        let mut h = stats::histogram();
+        for s in &group {
+            h.add(&s.latency).expect("same bounds");
+        }
+        let p99 = if h.is_empty() {
+            "-".to_string()
+        } else {
+            report::fmt_ns(h.value_at_quantile(0.99))
+        };
+        eprintln!(
+            "[{sec:>4}s {}] {msgs:>10} {unit}  p99 {p99:>9}  connections {connected:>6}  errors {errors}",
+            phase(sec)
+        );
+    }
+}
+
 /// One run: connect, warm up, measure, close; progress lines meanwhile.
 /// Returns the merged counts and the measured window: the duration, or
 /// less when a --messages budget ran out first.
@@ -340,41 +387,16 @@ fn run_once(
             )
         })
     };
-    // Progress: one line per second, once every thread has reported it.
-    let mut pending: std::collections::BTreeMap<u64, Vec<Snapshot>> = Default::default();
-    for snap in rx {
-        let sec = snap.second;
-        let group = pending.entry(sec).or_default();
-        group.push(snap);
-        if group.len() == threads {
-            let group = pending.remove(&sec).expect("present");
-            if !b.quiet {
-                let msgs: u64 = group.iter().map(|s| s.messages).sum();
-                let errors: u64 = group.iter().map(|s| s.errors).sum();
-                let connected: u64 = group.iter().map(|s| s.connected).sum();
-                let mut h = stats::histogram();
-                for s in &group {
-                    h.add(&s.latency).expect("same bounds");
-                }
-                let at = start + Duration::from_secs(sec);
-                let phase = if at <= plan.measure_from {
-                    "warm-up"
-                } else if at <= plan.end {
-                    "measure"
-                } else {
-                    "drain  "
-                };
-                let p99 = if h.is_empty() {
-                    "-".to_string()
-                } else {
-                    report::fmt_ns(h.value_at_quantile(0.99))
-                };
-                eprintln!(
-                    "[{sec:>4}s {phase}] {msgs:>10} msgs/s  p99 {p99:>9}  connections {connected:>6}  errors {errors}"
-                );
-            }
+    progress(rx, threads, b.quiet, "msgs/s", |sec| {
+        let at = start + Duration::from_secs(sec);
+        if at <= plan.measure_from {
+            "warm-up"
+        } else if at <= plan.end {
+            "measure"
+        } else {
+            "drain  "
         }
-    }
+    });
     let per_thread = workers
         .join()
         .map_err(|_| "a worker thread panicked".to_string())?

@@ -98,51 +98,51 @@ pub fn table(r: &RunResult) -> String {
         r.mb_per_sec()
     );
     let _ = writeln!(t, "  messages     {:>12}", s.messages);
-    let header: Vec<String> = PERCENTILES
-        .iter()
-        .map(|p| {
-            if *p >= 100.0 {
-                "max".into()
-            } else {
-                format!("p{p}")
-            }
-        })
-        .collect();
-    let _ = writeln!(
-        t,
-        "  {:<22}{}",
-        "latency",
-        header
-            .iter()
-            .map(|h| format!("{h:>10}"))
-            .collect::<String>()
-    );
-    let row = |name: &str, h: &Histogram<u64>| {
-        format!(
-            "  {:<22}{}\n",
-            name,
-            PERCENTILES
-                .iter()
-                .map(|p| format!("{:>10}", fmt_ns(pct(h, *p))))
-                .collect::<String>()
-        )
-    };
+    let mut rows = Vec::new();
     if r.params.rate.is_some() {
-        t += &row("from intended send", &s.latency);
-        t += &row("from actual send", &s.latency_actual);
+        rows.push(("from intended send", &s.latency));
+        rows.push(("from actual send", &s.latency_actual));
     } else {
-        t += &row("round trip", &s.latency);
+        rows.push(("round trip", &s.latency));
     }
-    t += &row("connect + handshake", &s.connect);
+    rows.push(("connect + handshake", &s.connect));
+    t += &latency_rows("latency", &rows);
+    t += &errors(s);
+    t
+}
+
+/// Latency rows under a header of [`PERCENTILES`].
+pub fn latency_rows(title: &str, rows: &[(&str, &Histogram<u64>)]) -> String {
+    let mut t = format!("  {title:<22}");
+    for p in PERCENTILES {
+        let h = if p >= 100.0 {
+            "max".into()
+        } else {
+            format!("p{p}")
+        };
+        let _ = write!(t, "{h:>10}");
+    }
+    t.push('\n');
+    for (name, h) in rows {
+        let _ = write!(t, "  {name:<22}");
+        for p in PERCENTILES {
+            let _ = write!(t, "{:>10}", fmt_ns(pct(h, p)));
+        }
+        t.push('\n');
+    }
+    t
+}
+
+/// The error counts by kind, and the first few messages.
+pub fn errors(s: &Stats) -> String {
     let e = &s.errors;
     let kinds: Vec<String> = e
         .by_kind()
         .iter()
         .map(|(name, n)| format!("{} {n}", name.replace('_', " ")))
         .collect();
-    let _ = writeln!(
-        t,
-        "  errors       {:>12}   ({})",
+    let mut t = format!(
+        "  errors       {:>12}   ({})\n",
         e.total(),
         kinds.join(", ")
     );
@@ -152,7 +152,7 @@ pub fn table(r: &RunResult) -> String {
     t
 }
 
-fn humantime(d: Duration) -> String {
+pub(crate) fn humantime(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
     } else {

@@ -26,12 +26,14 @@ pub struct Errors {
     pub unexpected_close: u64,
     /// Read or write errors.
     pub io: u64,
+    /// Broadcast: deliveries that never arrived.
+    pub lost: u64,
 }
 
 impl Errors {
     /// Every count with its name (as in the JSON), in report order: the one
     /// list the table and the JSON are written from.
-    pub fn by_kind(&self) -> [(&'static str, u64); 6] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
         [
             ("connect", self.connect),
             ("handshake", self.handshake),
@@ -39,6 +41,7 @@ impl Errors {
             ("mismatch", self.mismatch),
             ("unexpected_close", self.unexpected_close),
             ("io", self.io),
+            ("lost", self.lost),
         ]
     }
 
@@ -55,6 +58,7 @@ impl Errors {
         self.mismatch += o.mismatch;
         self.unexpected_close += o.unexpected_close;
         self.io += o.io;
+        self.lost += o.lost;
     }
 }
 

@@ -560,7 +560,7 @@ pub(crate) fn random_seed() -> u64 {
     u64::from_ne_bytes(b) | 1
 }
 
-fn xorshift(mut x: u64) -> u64 {
+pub(crate) fn xorshift(mut x: u64) -> u64 {
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
