@@ -749,7 +749,20 @@ impl Io {
     }
 
     /// Backpressure: pauses reads past the limit, resumes them below half.
+    #[inline]
     fn check_pressure(&mut self, slot: u32) {
+        let s = &self.socks[slot as usize];
+        // Checked after every send and every queued turn: the common case,
+        // nothing to change, stays inline.
+        if s.flags & (CLOSING | READ_PAUSED) == 0 && s.queued() <= self.cfg.max_backpressure {
+            return;
+        }
+        self.pressure_changed(slot);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pressure_changed(&mut self, slot: u32) {
         let s = &mut self.socks[slot as usize];
         if s.flags & CLOSING != 0 {
             return;
