@@ -24,7 +24,18 @@ CG = (300, 150) if not QUICK else (120, 60)
 STATS = re.compile(r"stats: (\d+) connections, .* ([\d.]+) msgs/s in, ([\d.]+) msgs/s out in ([\d.]+) writes/s")
 
 
+def listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 def server(core, port, prefix=(), log=None):
+    # Something else on the port would answer the readiness check below.
+    if listening(port):
+        raise RuntimeError("port %d is in use" % port)
     cmd = list(prefix) + [f"{REL}/examples/broadcast", "--listen", f"127.0.0.1:{port}", "--threads", "1",
                           "--stats-interval", "1"]
     if core is not None:
@@ -34,11 +45,9 @@ def server(core, port, prefix=(), log=None):
     while time.time() - t < 60:
         if p.poll() is not None:
             raise RuntimeError("server exited: %s" % cmd)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        if listening(port):
             return p
-        except OSError:
-            time.sleep(0.1)
+        time.sleep(0.1)
     raise RuntimeError("server did not start")
 
 
@@ -74,13 +83,21 @@ def measured(args, placement):
     PORT += 1
     with tempfile.TemporaryFile(mode="w+") as log:
         s = server("0", PORT, log=log)
-        res = loadgen("0" if placement == "shared" else "1", PORT, args + ["-d", DURATION, "-w", "1s"])
-        stop(s)
+        try:
+            res = loadgen("0" if placement == "shared" else "1", PORT, args + ["-d", DURATION, "-w", "1s"])
+        finally:
+            stop(s)
         log.seek(0)
         lines = [m for m in map(STATS.search, log.read().splitlines()) if m]
-    # Lines with messages flowing, warm-up and drain left out.
-    busy = [(float(m.group(3)), float(m.group(4))) for m in lines if float(m.group(3)) > 0][1:-1]
-    if busy:
+    # Lines with messages flowing; the first and last (connecting, the
+    # drain) left out when there are enough.
+    busy = [(float(m.group(3)), float(m.group(4))) for m in lines if float(m.group(3)) > 0]
+    if len(busy) > 3:
+        busy = busy[1:-1]
+    res["server_lines"] = len(busy)
+    if not busy:
+        print("warning: no counts from the server's log for %s" % " ".join(args), file=sys.stderr)
+    else:
         res["server_msgs_out_per_sec"] = statistics.median(b[0] for b in busy)
         res["server_writes_per_sec"] = statistics.median(b[1] for b in busy)
         res["msgs_per_write"] = res["server_msgs_out_per_sec"] / max(res["server_writes_per_sec"], 1)
@@ -95,9 +112,11 @@ def instructions(n1, n2):
         with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "cg.out")
             s = server(None, PORT, prefix=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out])
-            loadgen("1", PORT, ["-c", str(SUBSCRIBERS), "--senders", "1", "--in-flight", "64", "--messages", str(n),
-                                "-w", "0s", "-d", "600s", "--connect-timeout", "60s", "--drain", "60s"])
-            stop(s)
+            try:
+                loadgen("1", PORT, ["-c", str(SUBSCRIBERS), "--senders", "1", "--in-flight", "64", "--messages",
+                                    str(n), "-w", "0s", "-d", "600s", "--connect-timeout", "60s", "--drain", "60s"])
+            finally:
+                stop(s)
             time.sleep(0.2)
             text = open(out).read()
             m = re.search(r"^totals:\s+(\d+)", text, re.M) or re.search(r"^summary:\s+(\d+)", text, re.M)
@@ -118,7 +137,7 @@ def main():
                   flush=True)
         r = measured(["-c", str(ROUND_CLIENTS), "--rounds"], placement)
         r["placement"] = placement
-        r["writes_per_round"] = r.get("server_writes_per_sec", 0) / max(r["rounds_per_sec"], 1e-9)
+        r["writes_per_round"] = r.get("server_writes_per_sec", float("nan")) / max(r["rounds_per_sec"], 1e-9)
         res["rounds"].append(r)
         print("rounds  %-6s %d clients: %.1f rounds/s, %.0f deliveries/s, %.0f server writes per round "
               "(%.1f msgs/write), p50 %s" % (placement, ROUND_CLIENTS, r["rounds_per_sec"], r["deliveries_per_sec"],
