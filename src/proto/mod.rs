@@ -6,6 +6,7 @@
 pub mod client;
 pub mod close;
 pub mod conn;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
