@@ -19,13 +19,14 @@
 //! # The window of 8 bits
 //!
 //! zlib (and zlib-rs, its port) cannot compress raw deflate with a 256-byte
-//! window: asked for 8 bits it silently uses 9, whose back-references reach
-//! 512 bytes, further than a peer that asked for `server_max_window_bits=8`
-//! keeps. So a server that agrees to 8 must not let its compressor reach
-//! back further than 256 bytes: [`Agreed::server_max_window_bits`] is what
-//! was agreed, and the compressor honours it by emptying its window every
-//! 256 input bytes (a full flush). The other way round needs nothing: an
-//! inflater with a 9-bit window reads any stream made with 8.
+//! window: asked for 8 bits it uses 9. That still keeps within what a peer
+//! that asked for `server_max_window_bits=8` holds, because zlib never
+//! matches further back than its window less 262 bytes of lookahead: 250
+//! bytes at 9 bits. So [`Agreed::server_max_window_bits`] is what was
+//! agreed, 8 included, and [`super::compress::Compressor`] runs an 8 at 9
+//! (its tests check every back-reference with a deflate reader of their
+//! own). The other way round needs nothing: an inflater with a 9-bit
+//! window reads any stream made with 8.
 
 use std::fmt::Write as _;
 

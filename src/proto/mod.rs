@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod close;
+pub mod compress;
 pub mod conn;
 pub mod deflate;
 pub mod error;
