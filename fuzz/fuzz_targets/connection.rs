@@ -1,4 +1,6 @@
-//! Sequences of inputs to the connection state machine, in either role.
+//! Sequences of inputs to the connection state machine, in either role,
+//! with or without permessage-deflate (then compressed messages go through
+//! the inflater, and the size limit applies to what it produces).
 //! Checks: no panic; every call makes progress; message ranges lie inside
 //! the input; text is valid UTF-8; messages respect the size limit; nothing
 //! is delivered once the connection is closed.
@@ -22,6 +24,8 @@ enum Op {
 struct Input {
     client: bool,
     max_message: u16,
+    /// permessage-deflate agreed: the peer's window bits and takeover.
+    inflate: Option<(u8, bool)>,
     ops: Vec<Op>,
 }
 
@@ -36,6 +40,9 @@ fuzz_target!(|input: Input| {
     } else {
         Connection::server(limits)
     };
+    if let Some((bits, takeover)) = input.inflate {
+        conn.enable_inflate(8 + bits % 8, takeover);
+    }
     let mut now = Instant::now();
     let mut out = Vec::new();
     for op in input.ops {

@@ -261,6 +261,39 @@ impl Decompressor {
     }
 }
 
+/// Decompressors without context takeover kept for reuse on this thread:
+/// a connection in shared mode holds one only while a compressed message
+/// is coming in, so an idle one holds none.
+const SPARE_DECOMPRESSORS: usize = 16;
+
+thread_local! {
+    #[expect(
+        clippy::vec_box,
+        reason = "lent boxed: a connection keeps 8 bytes for the one it holds"
+    )]
+    static SPARES: std::cell::RefCell<Vec<Box<Decompressor>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A decompressor without context takeover (a 15-bit window: it reads
+/// any peer's), from this thread's spares if there is one.
+pub fn lend_decompressor() -> Box<Decompressor> {
+    SPARES
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| Box::new(Decompressor::new(15, false)))
+}
+
+/// Gives back a decompressor from [`lend_decompressor`], reset.
+pub fn return_decompressor(mut d: Box<Decompressor>) {
+    d.reset();
+    SPARES.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARE_DECOMPRESSORS {
+            s.push(d);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

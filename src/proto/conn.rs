@@ -19,6 +19,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use super::close::{self, CloseState};
+use super::compress::{self, Decompressor, InflateError};
 use super::error::ProtocolError;
 use super::frame::{
     encode_frame, FrameHeader, OpCode, RawHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
@@ -213,6 +214,63 @@ pub struct Connection {
     /// xorshift64 state for client mask keys (5.3 asks for unpredictable keys
     /// to defeat proxy cache poisoning; the caller seeds it from a CSPRNG).
     rng: u64,
+    /// permessage-deflate, once negotiated: boxed, so a connection without
+    /// it keeps 8 bytes here.
+    inflate: Option<Box<Inflating>>,
+}
+
+/// The receiving side of permessage-deflate (RFC 7692): messages with RSV1
+/// set on their first frame are inflated as their frames arrive.
+#[derive(Debug)]
+struct Inflating {
+    /// The peer keeps its window across messages, so ours must too.
+    takeover: bool,
+    /// The peer's window.
+    window_bits: u8,
+    /// With takeover, this connection's own, made at the first compressed
+    /// message and kept; without, one lent by the thread's spares while a
+    /// compressed message is coming in.
+    d: Option<Box<Decompressor>>,
+    /// The message in progress is compressed.
+    active: bool,
+}
+
+impl Inflating {
+    fn start(&mut self) {
+        self.active = true;
+        if self.d.is_none() {
+            self.d = Some(if self.takeover {
+                Box::new(Decompressor::new(self.window_bits, true))
+            } else {
+                compress::lend_decompressor()
+            });
+        }
+    }
+
+    /// The message ended (or failed: `failed`, its data dropped).
+    fn end(&mut self, failed: bool) {
+        self.active = false;
+        if failed {
+            if let Some(d) = self.d.as_mut() {
+                d.reset();
+            }
+        }
+        if !self.takeover {
+            if let Some(d) = self.d.take() {
+                compress::return_decompressor(d);
+            }
+        }
+    }
+}
+
+fn inflate_error(e: InflateError, out: &[u8], max: u64) -> ProtocolError {
+    match e {
+        InflateError::TooBig => ProtocolError::MessageTooBig {
+            len: out.len() as u64,
+            max,
+        },
+        InflateError::Corrupt => ProtocolError::BadCompressedData,
+    }
 }
 
 impl Connection {
@@ -248,7 +306,52 @@ impl Connection {
             out: None,
             peer_sent_close: false,
             rng,
+            inflate: None,
         }
+    }
+
+    /// permessage-deflate was agreed: the peer may compress messages
+    /// (RSV1 on their first frame), with a window of `peer_window_bits`,
+    /// kept across messages when `peer_takeover`. The message-size limit
+    /// applies to the inflated size.
+    pub fn enable_inflate(&mut self, peer_window_bits: u8, peer_takeover: bool) {
+        self.inflate = Some(Box::new(Inflating {
+            takeover: peer_takeover,
+            window_bits: peer_window_bits,
+            d: None,
+            active: false,
+        }));
+    }
+
+    /// Whether permessage-deflate was agreed ([`Connection::enable_inflate`]).
+    pub fn inflates(&self) -> bool {
+        self.inflate.is_some()
+    }
+
+    fn inflating(&self) -> bool {
+        self.inflate.as_ref().is_some_and(|i| i.active)
+    }
+
+    /// Inflates a piece of the compressed message in progress onto the
+    /// assembler, validating new text as it comes out.
+    fn inflate_piece(&mut self, piece: &[u8], fin: bool) -> Result<(), ProtocolError> {
+        let max = self.limits.max_message_size;
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        let inf = self.inflate.as_mut().expect("inflating");
+        let d = inf.d.as_mut().expect("a decompressor while active");
+        let out = self.asm.buf_mut();
+        let before = out.len();
+        let mut r = d.feed(piece, out, limit);
+        if r.is_ok() && fin {
+            r = d.finish(out, limit);
+        }
+        if let Err(e) = r {
+            return Err(inflate_error(e, out, max));
+        }
+        if self.asm_kind == Some(MessageKind::Text) && self.utf8.feed(&out[before..]).is_err() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        Ok(())
     }
 
     /// The closing-handshake state.
@@ -527,6 +630,13 @@ impl Connection {
                                 .get_or_insert_with(|| Box::new([0; MAX_CONTROL_PAYLOAD]));
                             buf[n..n + avail].copy_from_slice(chunk);
                             self.ctrl_len += avail as u8;
+                        } else if self.inflating() {
+                            // The trailer and the last of the output wait for
+                            // the end of the message (end_frame).
+                            if let Err(e) = self.inflate_piece(chunk, false) {
+                                self.rx = Rx::Payload(Frame { skip: true, ..f });
+                                return Err(e);
+                            }
                         } else {
                             if self.asm_kind == Some(MessageKind::Text) {
                                 // Fail fast: judge the bytes as they arrive.
@@ -615,7 +725,13 @@ impl Connection {
         // waiting for another.
         self.peer_sent_close = raw.b0 & 0x0F == OpCode::Close as u8;
         let h = raw.validate()?;
-        if h.rsv != 0 {
+        // RFC 7692 6: with permessage-deflate, RSV1 on the first frame of a
+        // data message marks it compressed; on anything else (a
+        // continuation, a control frame) it is still an error.
+        let compressed = h.rsv == 0b100
+            && self.inflate.is_some()
+            && matches!(h.opcode, OpCode::Text | OpCode::Binary);
+        if h.rsv != 0 && !compressed {
             return Err(ProtocolError::ReservedBits(h.rsv));
         }
         match (self.role, h.mask.is_some()) {
@@ -646,18 +762,40 @@ impl Connection {
                 if self.asm_kind.is_none() {
                     return Err(ProtocolError::UnexpectedContinuation);
                 }
-                self.check_data_len(len)?;
+                if self.inflating() {
+                    self.check_frame_len(len)?;
+                } else {
+                    self.check_data_len(len)?;
+                }
             }
             OpCode::Text | OpCode::Binary => {
                 if self.asm_kind.is_some() {
                     return Err(ProtocolError::ExpectedContinuation);
                 }
-                self.check_data_len(len)?;
                 let kind = if h.opcode == OpCode::Text {
                     MessageKind::Text
                 } else {
                     MessageKind::Binary
                 };
+                if compressed {
+                    // Inflated as it arrives: the frame limit applies to the
+                    // compressed frame, the message limit to what comes out.
+                    self.check_frame_len(len)?;
+                    self.asm_kind = Some(kind);
+                    self.utf8.reset();
+                    self.inflate.as_mut().expect("negotiated").start();
+                    self.rx = Rx::Payload(Frame {
+                        opcode: h.opcode,
+                        fin: h.fin,
+                        mask: h.mask,
+                        remaining: len,
+                        phase: 0,
+                        skip: false,
+                    });
+                    // An empty frame ends at once, in the step loop.
+                    return Ok(None);
+                }
+                self.check_data_len(len)?;
                 let avail = (input.len() - *off) as u64;
                 if h.fin && len <= avail {
                     // The zero-copy path: one frame, one read.
@@ -693,19 +831,44 @@ impl Connection {
     }
 
     fn check_data_len(&self, len: u64) -> Result<(), ProtocolError> {
+        self.check_frame_len(len)?;
+        self.asm.check_room(len, self.limits.max_message_size)
+    }
+
+    fn check_frame_len(&self, len: u64) -> Result<(), ProtocolError> {
         if len > self.limits.max_frame_size {
             return Err(ProtocolError::FrameTooBig {
                 len,
                 max: self.limits.max_frame_size,
             });
         }
-        self.asm.check_room(len, self.limits.max_message_size)
+        Ok(())
+    }
+
+    /// The last frame of a compressed message is in: the rest of its data
+    /// comes out, and the message is delivered.
+    fn end_compressed(&mut self, kind: MessageKind) -> Result<Option<Event>, ProtocolError> {
+        self.inflate_piece(&[], true)?;
+        if kind == MessageKind::Text && self.utf8.finish().is_err() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        self.inflate.as_mut().expect("negotiated").end(false);
+        self.asm_kind = None;
+        Ok(Some(Event::Message {
+            kind,
+            payload: Payload::Owned(self.asm.finish()),
+        }))
     }
 
     /// Drops the message being assembled, if any, and its memory.
     fn reset_message(&mut self) {
         self.asm.reset();
         self.asm_kind = None;
+        if let Some(inf) = self.inflate.as_mut() {
+            if inf.active {
+                inf.end(true);
+            }
+        }
     }
 
     /// Takes the control payload gathered so far, freeing the scratch.
@@ -728,6 +891,10 @@ impl Connection {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 if !f.fin {
                     return Ok(None);
+                }
+                if self.inflating() {
+                    let kind = self.asm_kind.expect("a message in progress");
+                    return self.end_compressed(kind);
                 }
                 if self.asm_kind == Some(MessageKind::Text) && self.utf8.finish().is_err() {
                     return Err(ProtocolError::InvalidUtf8);
@@ -1136,5 +1303,165 @@ mod tests {
         let mut wire = frame(0x81, b"hi");
         let (_, r) = c.read(&mut wire, Instant::now());
         assert_eq!(r, Err(ProtocolError::MaskedFrame));
+    }
+
+    /// permessage-deflate payloads: `msgs` compressed in turn by one
+    /// compressor (which keeps its window when `takeover`).
+    fn deflated(msgs: &[&[u8]], takeover: bool) -> Vec<Vec<u8>> {
+        let mut c = compress::Compressor::new(compress::CompressorConfig {
+            level: 6,
+            window_bits: 15,
+            mem_level: 8,
+            takeover,
+        });
+        msgs.iter()
+            .map(|m| {
+                let mut z = Vec::new();
+                c.compress(m, &mut z);
+                z
+            })
+            .collect()
+    }
+
+    fn inflating_server(takeover: bool) -> Connection {
+        let mut c = server();
+        c.enable_inflate(15, takeover);
+        c
+    }
+
+    #[test]
+    fn compressed_messages_whole_and_fragmented_at_every_cut() {
+        let text = "compressed text, compressed text, compressed text".as_bytes();
+        let z = &deflated(&[text], false)[0];
+        // Whole: RSV1 on a final text frame.
+        let wire = frame(0xC1, z);
+        for a in 0..=wire.len() {
+            let mut c = inflating_server(false);
+            let (seen, _) = drive(&mut c, &wire, &[a]);
+            assert_eq!(seen, vec![Seen::Text(text.to_vec())], "cut {a}");
+        }
+        // Fragmented, RSV1 on the first frame only, a Ping in between.
+        let (p1, p2) = z.split_at(z.len() / 2);
+        let mut wire = frame(0x41, p1);
+        wire.extend(frame(0x89, b"p"));
+        wire.extend(frame(0x80, p2));
+        wire.extend(frame(0xC2, &deflated(&[b""], false)[0]));
+        for a in 0..=wire.len() {
+            let mut c = inflating_server(false);
+            let (seen, sent) = drive(&mut c, &wire, &[a]);
+            assert_eq!(
+                seen,
+                vec![
+                    Seen::Ping,
+                    Seen::Text(text.to_vec()),
+                    Seen::Binary(Vec::new())
+                ],
+                "cut {a}"
+            );
+            assert_eq!(sent, [0x8A, 0x01, b'p']);
+            // Shared mode: the decompressor went back to the thread.
+            assert!(c.inflate.as_ref().unwrap().d.is_none());
+        }
+        // Uncompressed messages still pass, zero-copy as before.
+        let mut c = inflating_server(false);
+        let mut plain = frame(0x81, b"plain");
+        let (_, r) = c.read(&mut plain, Instant::now());
+        assert!(matches!(
+            r,
+            Ok(Some(Event::Message {
+                payload: Payload::Input(_),
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn context_takeover_keeps_the_window_across_messages() {
+        let m = b"the same words again and again, the same words again";
+        let zs = deflated(&[m, m, m], true);
+        assert!(zs[1].len() < zs[0].len() / 2);
+        let mut wire = Vec::new();
+        for z in &zs {
+            wire.extend(frame(0xC2, z));
+        }
+        let (seen, _) = drive(&mut inflating_server(true), &wire, &[]);
+        let want: Vec<Seen> = (0..3).map(|_| Seen::Binary(m.to_vec())).collect();
+        assert_eq!(seen, want);
+        // Without takeover on our side the second message cannot be read.
+        let (seen, sent) = drive(&mut inflating_server(false), &wire, &[]);
+        assert_eq!(seen[0], Seen::Binary(m.to_vec()));
+        assert_eq!(seen[1], Seen::Err(ProtocolError::BadCompressedData));
+        assert_eq!(u16::from_be_bytes([sent[2], sent[3]]), 1007);
+    }
+
+    #[test]
+    fn rsv1_is_an_error_anywhere_else() {
+        let z = deflated(&[b"hello"], false).remove(0);
+        let cases: Vec<(bool, Vec<u8>)> = vec![
+            // Not negotiated.
+            (false, frame(0xC1, &z)),
+            // On a continuation.
+            (true, [frame(0x01, b"a"), frame(0xC0, b"b")].concat()),
+            // On a control frame.
+            (true, frame(0xC9, b"")),
+            // RSV2 and RSV3 stay reserved.
+            (true, frame(0xA1, &z)),
+            (true, frame(0x91, &z)),
+        ];
+        for (negotiated, wire) in cases {
+            let mut c = if negotiated {
+                inflating_server(false)
+            } else {
+                server()
+            };
+            let (seen, sent) = drive(&mut c, &wire, &[]);
+            assert!(
+                matches!(seen.last(), Some(Seen::Err(ProtocolError::ReservedBits(_)))),
+                "{seen:?}"
+            );
+            assert_eq!(u16::from_be_bytes([sent[2], sent[3]]), 1002);
+        }
+    }
+
+    #[test]
+    fn inflated_size_is_limited_and_text_fails_fast() {
+        // A deflate bomb: 16 MiB of zeros in a small message.
+        let zeros = vec![0u8; 16 << 20];
+        let z = deflated(&[&zeros], false).remove(0);
+        assert!(z.len() < 64 << 10);
+        let mut c = Connection::server(Limits {
+            max_message_size: 1 << 20,
+            ..Limits::default()
+        });
+        c.enable_inflate(15, false);
+        let (seen, sent) = drive(&mut c, &frame(0xC2, &z), &[1000, 2000]);
+        assert!(
+            matches!(
+                seen[..],
+                [Seen::Err(ProtocolError::MessageTooBig {
+                    max: 1_048_576,
+                    ..
+                })]
+            ),
+            "{seen:?}"
+        );
+        assert_eq!(u16::from_be_bytes([sent[2], sent[3]]), 1009);
+        // Invalid UTF-8 inside a fragmented compressed text message fails
+        // at the fragment that carries it, before the message ends.
+        let mut bad = b"valid text, then ".to_vec();
+        bad.extend_from_slice(&[0xC3, 0x28]);
+        bad.extend_from_slice(&[b'x'; 2000]);
+        let z = deflated(&[&bad], false).remove(0);
+        let (p1, p2) = z.split_at(z.len() - 3);
+        let mut c = inflating_server(false);
+        let mut first = frame(0x41, p1);
+        let (_, r) = c.read(&mut first, Instant::now());
+        assert_eq!(r, Err(ProtocolError::InvalidUtf8));
+        let mut rest = frame(0x80, p2);
+        let (_, r) = c.read(&mut rest, Instant::now());
+        assert_eq!(r, Ok(None), "the rest is dropped");
+        // Garbage is 1007.
+        let (seen, _) = drive(&mut inflating_server(false), &frame(0xC1, &[0xff; 8]), &[]);
+        assert_eq!(seen, vec![Seen::Err(ProtocolError::BadCompressedData)]);
     }
 }

@@ -71,6 +71,10 @@ pub enum ProtocolError {
     CloseFrameTruncated,
     /// A close code that may not be sent on the wire (7.4).
     InvalidCloseCode(u16),
+    /// A permessage-deflate message whose data does not inflate (RFC 7692
+    /// 8: "the endpoint MUST _Fail the WebSocket Connection_"; 1007, as for
+    /// data inconsistent with the message type).
+    BadCompressedData,
 }
 
 impl ProtocolError {
@@ -78,7 +82,7 @@ impl ProtocolError {
     pub fn close_code(&self) -> u16 {
         use ProtocolError::*;
         match self {
-            InvalidUtf8 => close_code::INVALID_PAYLOAD,
+            InvalidUtf8 | BadCompressedData => close_code::INVALID_PAYLOAD,
             FrameTooBig { .. } | MessageTooBig { .. } => close_code::MESSAGE_TOO_BIG,
             ReservedBits(_)
             | ReservedOpcode(_)
@@ -117,6 +121,7 @@ impl fmt::Display for ProtocolError {
             InvalidUtf8 => f.write_str("invalid UTF-8 in text"),
             CloseFrameTruncated => f.write_str("close frame with a one-byte payload"),
             InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
+            BadCompressedData => f.write_str("compressed data that does not inflate"),
         }
     }
 }

@@ -56,6 +56,12 @@ impl Assembler {
             .extend_from_slice(bytes);
     }
 
+    /// The buffer itself, made if need be, for a writer that appends to it
+    /// directly (the decompressor).
+    pub fn buf_mut(&mut self) -> &mut Vec<u8> {
+        self.buf.get_or_insert_with(Default::default)
+    }
+
     /// Ends the message, handing over its payload.
     pub fn finish(&mut self) -> Vec<u8> {
         self.buf.take().map(|b| *b).unwrap_or_default()
