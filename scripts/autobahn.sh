@@ -8,20 +8,33 @@
 #
 # Env: RINGWS_AUTOBAHN_PORT (default 19001, clear of a server on 9001), RINGWS_AUTOBAHN_CASES (a JSON list,
 # default ["1.*", ..., "11.*"]), RINGWS_BACKEND (the server's --backend,
-# default auto; the report goes to target/autobahn/<backend>/).
+# default auto; the report goes to target/autobahn/<backend>/),
+# RINGWS_DEFLATE (the server's --deflate: off, shared or dedicated; with it
+# on, the default cases are 1.* to 13.*, and the report goes to
+# target/autobahn/<backend>-deflate-<mode>/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 port="${RINGWS_AUTOBAHN_PORT:-19001}"
-cases="${RINGWS_AUTOBAHN_CASES:-[\"1.*\",\"2.*\",\"3.*\",\"4.*\",\"5.*\",\"6.*\",\"7.*\",\"9.*\",\"10.*\",\"11.*\"]}"
+deflate="${RINGWS_DEFLATE:-off}"
 backend="${RINGWS_BACKEND:-auto}"
-out=target/autobahn/$backend
+if [ "$deflate" = off ]; then
+  default_cases='["1.*","2.*","3.*","4.*","5.*","6.*","7.*","9.*","10.*","11.*"]'
+  exclude='["12.*", "13.*"]'
+  out=target/autobahn/$backend
+else
+  default_cases='["1.*","2.*","3.*","4.*","5.*","6.*","7.*","9.*","10.*","11.*","12.*","13.*"]'
+  exclude='[]'
+  out=target/autobahn/$backend-deflate-$deflate
+fi
+cases="${RINGWS_AUTOBAHN_CASES:-$default_cases}"
 mkdir -p "$out"
 
 wstest="$(scripts/install-wstest.sh)"
 cargo build --release --quiet --bin ringws
 
-./target/release/ringws --listen "127.0.0.1:$port" --backend "$backend" --log-level warn >"$out/server.log" 2>&1 &
+./target/release/ringws --listen "127.0.0.1:$port" --backend "$backend" --deflate "$deflate" \
+  --log-level warn >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
@@ -35,7 +48,7 @@ cat >"$out/spec.json" <<JSON
   "outdir": "$PWD/$out/report",
   "servers": [{"agent": "ringws", "url": "ws://127.0.0.1:$port"}],
   "cases": $cases,
-  "exclude-cases": ["12.*", "13.*"],
+  "exclude-cases": $exclude,
   "exclude-agent-cases": {}
 }
 JSON
@@ -47,5 +60,7 @@ if ! kill -0 $server 2>/dev/null; then
   cat "$out/server.log"; echo "autobahn: the server died during the run" >&2; exit 1
 fi
 
-python3 scripts/autobahn_summary.py "$out/report/index.json" ringws "autobahn ($backend)"
+label="autobahn ($backend)"
+[ "$deflate" = off ] || label="autobahn ($backend, deflate $deflate)"
+python3 scripts/autobahn_summary.py "$out/report/index.json" ringws "$label"
 echo "autobahn: report at $out/report/index.html"

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::proto::deflate::Mode as DeflateMode;
 use crate::proto::handshake::HandshakeLimits;
 use crate::proto::Limits;
 use crate::runtime::BackendKind;
@@ -95,6 +96,30 @@ pub struct Config {
     /// Default zero: never. The counts are always kept (one store each per
     /// loop turn); `ServerHandle::stats` reads them.
     pub stats_interval: Duration,
+    /// permessage-deflate (RFC 7692): `Off` (the default: every offer
+    /// declined), `Shared` (no context takeover either way; one compressor
+    /// per thread, nothing kept per connection) or `Dedicated` (context
+    /// takeover where the client allows it; a compressor and decompressor
+    /// per connection, made at its first compressed message). Routes may
+    /// set their own ([`crate::app::Route::deflate`]).
+    pub deflate: DeflateMode,
+    /// Dedicated mode: the server's compression window, 8 to 15 bits
+    /// (about 2^(bits + 1) bytes per connection). Default 15.
+    pub deflate_window_bits: u8,
+    /// Dedicated mode: the window asked of clients that allow a limit, 8 to
+    /// 15 bits (2^bits bytes of decompression window per connection), and
+    /// an offer that allows none is declined below 15. Default 15.
+    pub deflate_client_window_bits: u8,
+    /// zlib's memory level for compressors, 1 to 9: a hash table of
+    /// 2^(level + 8) bytes. Default 8.
+    pub deflate_mem_level: u8,
+    /// Compression level, 0 to 9. Default 1, the fastest that compresses;
+    /// higher levels cost more CPU for a few per cent.
+    pub deflate_level: u8,
+    /// Messages shorter than this are sent uncompressed (RSV1 clear, which
+    /// the extension allows): compressing them costs more than it saves.
+    /// Default 64 bytes.
+    pub deflate_min_size: usize,
     /// The kernel interface: io_uring, epoll, or `Auto` (io_uring where the
     /// kernel allows it, else epoll, with a log line saying why). Default
     /// `Auto`.
@@ -132,6 +157,12 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(120),
             max_mailbox_bytes: 64 << 20,
             stats_interval: Duration::ZERO,
+            deflate: DeflateMode::Off,
+            deflate_window_bits: 15,
+            deflate_client_window_bits: 15,
+            deflate_mem_level: 8,
+            deflate_level: 1,
+            deflate_min_size: 64,
             backend: BackendKind::Auto,
         }
     }
@@ -182,6 +213,23 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err("max-connections must be at least 1".into());
+        }
+        for (name, bits) in [
+            ("deflate-window-bits", self.deflate_window_bits),
+            (
+                "deflate-client-window-bits",
+                self.deflate_client_window_bits,
+            ),
+        ] {
+            if !(8..=15).contains(&bits) {
+                return Err(format!("{name} must be 8..=15"));
+            }
+        }
+        if !(1..=9).contains(&self.deflate_mem_level) {
+            return Err("deflate-mem-level must be 1..=9".into());
+        }
+        if self.deflate_level > 9 {
+            return Err("deflate-level must be 0..=9".into());
         }
         Ok(())
     }

@@ -73,6 +73,26 @@ struct Args {
     /// halfway; 0 turns it off.
     #[arg(long, env = "RINGWS_IDLE_TIMEOUT", default_value = "120s", value_parser = duration)]
     idle_timeout: Duration,
+    /// permessage-deflate: off, shared (no context takeover, one
+    /// compressor per thread) or dedicated (context takeover, a compressor
+    /// per connection).
+    #[arg(long, env = "RINGWS_DEFLATE", default_value = "off")]
+    deflate: ringws::config::DeflateMode,
+    /// Dedicated deflate: the server's compression window, 8 to 15 bits.
+    #[arg(long, env = "RINGWS_DEFLATE_WINDOW_BITS", default_value_t = 15)]
+    deflate_window_bits: u8,
+    /// Dedicated deflate: the window asked of clients, 8 to 15 bits.
+    #[arg(long, env = "RINGWS_DEFLATE_CLIENT_WINDOW_BITS", default_value_t = 15)]
+    deflate_client_window_bits: u8,
+    /// Deflate memory level, 1 to 9 (hash table of 2^(level + 8) bytes).
+    #[arg(long, env = "RINGWS_DEFLATE_MEM_LEVEL", default_value_t = 8)]
+    deflate_mem_level: u8,
+    /// Deflate compression level, 0 to 9.
+    #[arg(long, env = "RINGWS_DEFLATE_LEVEL", default_value_t = 1)]
+    deflate_level: u8,
+    /// Messages shorter than this are sent uncompressed.
+    #[arg(long, env = "RINGWS_DEFLATE_MIN_SIZE", default_value = "64", value_parser = size)]
+    deflate_min_size: u64,
     /// Log a line of counts (messages in and out, writes) this often; 0:
     /// never.
     #[arg(long, env = "RINGWS_STATS_INTERVAL", default_value = "0s", value_parser = duration)]
@@ -151,6 +171,12 @@ fn main() -> ExitCode {
         // Only sends from other threads use mailboxes; the echo has none.
         max_mailbox_bytes: defaults.max_mailbox_bytes,
         stats_interval: a.stats_interval,
+        deflate: a.deflate,
+        deflate_window_bits: a.deflate_window_bits,
+        deflate_client_window_bits: a.deflate_client_window_bits,
+        deflate_mem_level: a.deflate_mem_level,
+        deflate_level: a.deflate_level,
+        deflate_min_size: usize::try_from(a.deflate_min_size).unwrap_or(usize::MAX),
     };
     // The echo is one handler on the library's API, like any other.
     match App::new(cfg).route_prefix("/", Echo).run() {

@@ -110,6 +110,7 @@ pub struct Route<H: Handler> {
     policy: BackpressurePolicy,
     idle_timeout: Option<Duration>,
     send_pings: bool,
+    deflate: Option<crate::config::DeflateMode>,
 }
 
 impl<H: Handler> Route<H> {
@@ -134,7 +135,15 @@ impl<H: Handler> Route<H> {
             policy: BackpressurePolicy::Drop,
             idle_timeout: None,
             send_pings: true,
+            deflate: None,
         }
+    }
+
+    /// permessage-deflate on this route: off, shared or dedicated (see
+    /// [`Config::deflate`]). Default: [`Config::deflate`].
+    pub fn deflate(mut self, mode: crate::config::DeflateMode) -> Self {
+        self.deflate = Some(mode);
+        self
     }
 
     /// Bytes a connection's send queue may hold before sends report
@@ -305,6 +314,16 @@ impl App {
             policy: r.policy,
             idle_timeout: idle,
             send_pings: r.send_pings,
+            deflate: worker::DeflateCfg {
+                policy: crate::proto::deflate::Policy {
+                    mode: r.deflate.unwrap_or(self.cfg.deflate),
+                    window_bits: self.cfg.deflate_window_bits,
+                    client_window_bits: self.cfg.deflate_client_window_bits,
+                },
+                level: self.cfg.deflate_level,
+                mem_level: self.cfg.deflate_mem_level,
+                min_size: self.cfg.deflate_min_size,
+            },
         };
         let (handler, c) = (r.handler, cfg.clone());
         self.routes.push(RouteEntry {

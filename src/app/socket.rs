@@ -124,7 +124,18 @@ impl<D> Socket<'_, D> {
         if inflight + batch.bytes() > limit {
             return self.past_limit();
         }
-        self.view.queue(batch, msg);
+        if self.conn.deflate != 0 && msg.as_bytes().len() >= self.cfg.deflate.min_size {
+            self.ctx.queue_compressed(
+                self.conn.deflate,
+                &mut self.conn.ext,
+                &self.cfg.deflate,
+                msg.opcode(),
+                msg.as_bytes(),
+                batch,
+            );
+        } else {
+            self.view.queue(batch, msg);
+        }
         self.ctx.counts.frames += 1;
         if inflight + batch.bytes() > limit {
             self.conn.want_drain(self.io);

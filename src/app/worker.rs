@@ -28,6 +28,8 @@ use super::socket::{Message, Socket};
 use super::upgrade::{Accept, Deferred, Reject, Request, Resolution, Upgrade};
 use super::{BackpressurePolicy, Handler, Shared};
 use crate::log;
+use crate::proto::compress::{Compressor, CompressorConfig};
+use crate::proto::deflate::{self, Agreed};
 use crate::proto::error::close_code;
 use crate::proto::frame::{encode_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::proto::handshake::{
@@ -79,6 +81,17 @@ pub(crate) struct RouteCfg {
     pub(crate) idle_timeout: Duration,
     /// Send a Ping once half of it has passed in silence.
     pub(crate) send_pings: bool,
+    /// permessage-deflate: what to agree to, and how to compress.
+    pub(crate) deflate: DeflateCfg,
+}
+
+/// A route's permessage-deflate settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeflateCfg {
+    pub(crate) policy: crate::proto::deflate::Policy,
+    pub(crate) level: u8,
+    pub(crate) mem_level: u8,
+    pub(crate) min_size: usize,
 }
 
 /// A connection's state as the worker sees it, by socket slot.
@@ -108,6 +121,8 @@ pub(crate) struct Pending {
     protocols: Vec<String>,
     /// Bytes that came after the request head.
     rest: Vec<u8>,
+    /// permessage-deflate, as negotiated when the request came.
+    deflate: Option<Agreed>,
 }
 
 // Conn flags.
@@ -130,13 +145,25 @@ pub(crate) struct Conn<D> {
     /// The code of the Close we sent (0: none).
     sent_code: u16,
     flags: u8,
+    /// permessage-deflate for what we send: 0 off; else the window bits
+    /// agreed for the server (8 to 15), with [`DEDICATED`] when this
+    /// connection has a compressor of its own (in its [`Extras`]) rather
+    /// than the thread's.
+    pub(crate) deflate: u8,
 }
+
+/// In [`Conn::deflate`]: the connection compresses with its own
+/// compressor (context takeover).
+pub(crate) const DEDICATED: u8 = 0x80;
 
 /// What a connection needs once it subscribes or hands out a handle.
 #[derive(Default)]
 pub(crate) struct Extras {
     pub(crate) topics: Vec<u32>,
     pub(crate) alive: Option<Arc<AtomicBool>>,
+    /// Dedicated permessage-deflate: this connection's compressor, made at
+    /// its first compressed message.
+    pub(crate) compressor: Option<Box<Compressor>>,
 }
 
 impl<D> Conn<D> {
@@ -338,6 +365,11 @@ pub(crate) struct Ctx {
     /// Subscribers a publish found past their limit under the `Close`
     /// policy, closed once the publish is done.
     victims: Vec<SockId>,
+    /// Shared permessage-deflate: this thread's compressors without
+    /// context takeover, by window bits (8 to 15), made when first needed.
+    compressors: [Option<Box<Compressor>>; 8],
+    /// Where a message is compressed before it is framed.
+    pub(crate) zbuf: Vec<u8>,
     /// This thread's counts, copied to [`Shared`] once per turn.
     pub(crate) counts: Counts,
 }
@@ -359,6 +391,55 @@ impl Ctx {
             self.slots.resize_with(i + 1, || Slot::Empty);
         }
         &mut self.slots[i]
+    }
+
+    /// Frames `bytes` compressed (RSV1 set, RFC 7692 6) onto `batch`, with
+    /// the connection's own compressor (`deflate` has [`DEDICATED`]; made
+    /// in `ext` at the first message) or this thread's for its window.
+    #[cold]
+    pub(crate) fn queue_compressed(
+        &mut self,
+        deflate: u8,
+        ext: &mut Option<Box<Extras>>,
+        cfg: &DeflateCfg,
+        opcode: OpCode,
+        bytes: &[u8],
+        batch: &mut WriteBatch,
+    ) {
+        let bits = deflate & 0x0f;
+        let make = |takeover| {
+            Box::new(Compressor::new(CompressorConfig {
+                level: cfg.level,
+                window_bits: bits,
+                mem_level: cfg.mem_level,
+                takeover,
+            }))
+        };
+        let mut z = std::mem::take(&mut self.zbuf);
+        z.clear();
+        let c = if deflate & DEDICATED != 0 {
+            ext.get_or_insert_with(Default::default)
+                .compressor
+                .get_or_insert_with(|| make(true))
+        } else {
+            self.compressors[usize::from(bits - 8)].get_or_insert_with(|| make(false))
+        };
+        c.compress(bytes, &mut z);
+        let h = batch.hdr.len();
+        FrameHeader {
+            fin: true,
+            rsv: 0b100,
+            opcode,
+            mask: None,
+            payload_len: z.len() as u64,
+        }
+        .encode_into(&mut batch.hdr);
+        batch.hdr.extend_from_slice(&z);
+        batch.push_hdr_from(h);
+        // Kept for the next message, unless a large one made it large.
+        if z.capacity() <= 256 << 10 {
+            self.zbuf = z;
+        }
     }
 
     /// Queues `frame` to every subscriber of `topic` here but `skip`.
@@ -450,6 +531,15 @@ pub(crate) struct RouteState<H: Handler> {
 }
 
 impl<H: Handler> RouteState<H> {
+    /// permessage-deflate for this request under the route's policy: the
+    /// first of the client's offers it can take, if any.
+    fn negotiate(&self, head: &Accepted<'_>) -> Option<Agreed> {
+        deflate::negotiate(
+            head.header_values("sec-websocket-extensions"),
+            &self.cfg.deflate.policy,
+        )
+    }
+
     pub(crate) fn new(handler: Arc<H>, cfg: RouteCfg, route: u32) -> Self {
         RouteState {
             handler,
@@ -462,6 +552,10 @@ impl<H: Handler> RouteState<H> {
 
     /// Checks an accept, queues the 101 and opens the connection, or
     /// refuses with 500 when the accept says what it must not.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "what the request offered, in the two forms its callers have it"
+    )]
     fn open(
         &mut self,
         io: &mut Io,
@@ -469,7 +563,8 @@ impl<H: Handler> RouteState<H> {
         id: SockId,
         accept_key: &[u8; 28],
         offered: &dyn Fn(&str) -> bool,
-        a: Accept<H::Data>,
+        mut a: Accept<H::Data>,
+        agreed: Option<Agreed>,
     ) -> Outcome {
         if let Some(p) = &a.protocol {
             if !offered(p) {
@@ -481,18 +576,30 @@ impl<H: Handler> RouteState<H> {
             refuse_500(io, id, &format!("unsafe response header {k:?}: {v:?}"));
             return Outcome::Refused;
         }
+        let mut proto = Connection::server(ctx.shared.cfg.limits());
+        let mut deflate = 0;
+        if let Some(ag) = agreed {
+            a.headers
+                .push(("Sec-WebSocket-Extensions".into(), ag.answer()));
+            proto.enable_inflate(ag.client_max_window_bits, !ag.client_no_context_takeover);
+            deflate = ag.server_max_window_bits;
+            if !ag.server_no_context_takeover {
+                deflate |= DEDICATED;
+            }
+        }
         io.send_with(id, |out| {
             write_switching(accept_key, a.protocol.as_deref(), &a.headers, out)
         });
         let now = io.now();
         let conn = Conn {
             id,
-            proto: Connection::server(ctx.shared.cfg.limits()),
+            proto,
             data: Some(a.data),
             ext: None,
             last_rx: io.now_ticks(),
             sent_code: 0,
             flags: 0,
+            deflate,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -603,7 +710,8 @@ impl<H: Handler> RouteRt for RouteState<H> {
         match decision {
             Upgrade::Accept(a) => {
                 let offered = |p: &str| head.protocols().any(|o| o == p);
-                self.open(io, ctx, id, &head.accept, &offered, a)
+                let agreed = self.negotiate(head);
+                self.open(io, ctx, id, &head.accept, &offered, a, agreed)
             }
             Upgrade::Reject(r) => {
                 reject(io, id, r);
@@ -615,6 +723,7 @@ impl<H: Handler> RouteRt for RouteState<H> {
                     accept: head.accept,
                     protocols: head.protocols().map(str::to_owned).collect(),
                     rest: Vec::new(),
+                    deflate: self.negotiate(head),
                 });
                 f(Deferred {
                     shared: ctx.shared.clone(),
@@ -645,10 +754,13 @@ impl<H: Handler> RouteRt for RouteState<H> {
                         accept,
                         protocols,
                         rest,
+                        deflate,
                         ..
                     } = *pending;
                     let offered = |p: &str| protocols.iter().any(|o| o == p);
-                    if let Outcome::Opened(i) = self.open(io, ctx, id, &accept, &offered, a) {
+                    if let Outcome::Opened(i) =
+                        self.open(io, ctx, id, &accept, &offered, a, deflate)
+                    {
                         if !rest.is_empty() {
                             self.data(io, ctx, id, i, InputBuf::Heap(rest), 0);
                         }
@@ -960,6 +1072,8 @@ impl Worker {
                 slots: Vec::new(),
                 topics: Default::default(),
                 victims: Vec::new(),
+                compressors: Default::default(),
+                zbuf: Vec::new(),
                 counts: Counts::default(),
             },
             routes,

@@ -57,6 +57,10 @@ struct PackedLimits {
     max_frame_size: u64,
     max_message_size: u64,
     close_timeout_ms: u32,
+    /// Not a limit: the connection's permessage-deflate receiving state
+    /// ([`Connection::enable_inflate`]), kept here in what would be this
+    /// struct's padding, where it costs no byte of the connection's.
+    inflate: u8,
 }
 
 impl PackedLimits {
@@ -214,54 +218,20 @@ pub struct Connection {
     /// xorshift64 state for client mask keys (5.3 asks for unpredictable keys
     /// to defeat proxy cache poisoning; the caller seeds it from a CSPRNG).
     rng: u64,
-    /// permessage-deflate, once negotiated: boxed, so a connection without
-    /// it keeps 8 bytes here.
-    inflate: Option<Box<Inflating>>,
+    /// The decompressor. With takeover, this connection's own, made at its
+    /// first compressed message and kept; without, one lent by the
+    /// thread's spares only while a compressed message is coming in, so an
+    /// idle connection holds nothing for the extension.
+    inflater: Option<Box<Decompressor>>,
 }
 
-/// The receiving side of permessage-deflate (RFC 7692): messages with RSV1
-/// set on their first frame are inflated as their frames arrive.
-#[derive(Debug)]
-struct Inflating {
-    /// The peer keeps its window across messages, so ours must too.
-    takeover: bool,
-    /// The peer's window.
-    window_bits: u8,
-    /// With takeover, this connection's own, made at the first compressed
-    /// message and kept; without, one lent by the thread's spares while a
-    /// compressed message is coming in.
-    d: Option<Box<Decompressor>>,
-    /// The message in progress is compressed.
-    active: bool,
-}
-
-impl Inflating {
-    fn start(&mut self) {
-        self.active = true;
-        if self.d.is_none() {
-            self.d = Some(if self.takeover {
-                Box::new(Decompressor::new(self.window_bits, true))
-            } else {
-                compress::lend_decompressor()
-            });
-        }
-    }
-
-    /// The message ended (or failed: `failed`, its data dropped).
-    fn end(&mut self, failed: bool) {
-        self.active = false;
-        if failed {
-            if let Some(d) = self.d.as_mut() {
-                d.reset();
-            }
-        }
-        if !self.takeover {
-            if let Some(d) = self.d.take() {
-                compress::return_decompressor(d);
-            }
-        }
-    }
-}
+/// The permessage-deflate receiving state (`PackedLimits::inflate`): 0 when
+/// not agreed; else the peer's window bits (8 to 15), with these flags. The
+/// peer keeps its window across messages, so ours is kept too:
+const TAKEOVER: u8 = 0x80;
+/// The message in progress is compressed.
+const INFLATING: u8 = 0x40;
+const WINDOW_BITS: u8 = 0x0f;
 
 fn inflate_error(e: InflateError, out: &[u8], max: u64) -> ProtocolError {
     match e {
@@ -293,6 +263,7 @@ impl Connection {
                 // Milliseconds in a u32 reach 49 days; longer is saturated.
                 close_timeout_ms: u32::try_from(limits.close_timeout.as_millis())
                     .unwrap_or(u32::MAX),
+                inflate: 0,
             },
             state: CloseState::Open,
             rx: Rx::Header,
@@ -306,7 +277,7 @@ impl Connection {
             out: None,
             peer_sent_close: false,
             rng,
-            inflate: None,
+            inflater: None,
         }
     }
 
@@ -315,21 +286,45 @@ impl Connection {
     /// kept across messages when `peer_takeover`. The message-size limit
     /// applies to the inflated size.
     pub fn enable_inflate(&mut self, peer_window_bits: u8, peer_takeover: bool) {
-        self.inflate = Some(Box::new(Inflating {
-            takeover: peer_takeover,
-            window_bits: peer_window_bits,
-            d: None,
-            active: false,
-        }));
+        self.limits.inflate =
+            peer_window_bits.clamp(8, 15) | if peer_takeover { TAKEOVER } else { 0 };
     }
 
     /// Whether permessage-deflate was agreed ([`Connection::enable_inflate`]).
     pub fn inflates(&self) -> bool {
-        self.inflate.is_some()
+        self.limits.inflate != 0
     }
 
     fn inflating(&self) -> bool {
-        self.inflate.as_ref().is_some_and(|i| i.active)
+        self.limits.inflate & INFLATING != 0
+    }
+
+    /// A compressed message begins: a decompressor for it.
+    fn start_inflating(&mut self) {
+        self.limits.inflate |= INFLATING;
+        if self.inflater.is_none() {
+            self.inflater = Some(if self.limits.inflate & TAKEOVER != 0 {
+                Box::new(Decompressor::new(self.limits.inflate & WINDOW_BITS, true))
+            } else {
+                compress::lend_decompressor()
+            });
+        }
+    }
+
+    /// The compressed message ended (or failed: `failed`, its data
+    /// dropped, and with it any window).
+    fn end_inflating(&mut self, failed: bool) {
+        self.limits.inflate &= !INFLATING;
+        if failed {
+            if let Some(d) = self.inflater.as_mut() {
+                d.reset();
+            }
+        }
+        if self.limits.inflate & TAKEOVER == 0 {
+            if let Some(d) = self.inflater.take() {
+                compress::return_decompressor(d);
+            }
+        }
     }
 
     /// Inflates a piece of the compressed message in progress onto the
@@ -337,8 +332,10 @@ impl Connection {
     fn inflate_piece(&mut self, piece: &[u8], fin: bool) -> Result<(), ProtocolError> {
         let max = self.limits.max_message_size;
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
-        let inf = self.inflate.as_mut().expect("inflating");
-        let d = inf.d.as_mut().expect("a decompressor while active");
+        let d = self
+            .inflater
+            .as_mut()
+            .expect("a decompressor while inflating");
         let out = self.asm.buf_mut();
         let before = out.len();
         let mut r = d.feed(piece, out, limit);
@@ -729,7 +726,7 @@ impl Connection {
         // data message marks it compressed; on anything else (a
         // continuation, a control frame) it is still an error.
         let compressed = h.rsv == 0b100
-            && self.inflate.is_some()
+            && self.limits.inflate != 0
             && matches!(h.opcode, OpCode::Text | OpCode::Binary);
         if h.rsv != 0 && !compressed {
             return Err(ProtocolError::ReservedBits(h.rsv));
@@ -783,7 +780,7 @@ impl Connection {
                     self.check_frame_len(len)?;
                     self.asm_kind = Some(kind);
                     self.utf8.reset();
-                    self.inflate.as_mut().expect("negotiated").start();
+                    self.start_inflating();
                     self.rx = Rx::Payload(Frame {
                         opcode: h.opcode,
                         fin: h.fin,
@@ -852,7 +849,7 @@ impl Connection {
         if kind == MessageKind::Text && self.utf8.finish().is_err() {
             return Err(ProtocolError::InvalidUtf8);
         }
-        self.inflate.as_mut().expect("negotiated").end(false);
+        self.end_inflating(false);
         self.asm_kind = None;
         Ok(Some(Event::Message {
             kind,
@@ -864,10 +861,8 @@ impl Connection {
     fn reset_message(&mut self) {
         self.asm.reset();
         self.asm_kind = None;
-        if let Some(inf) = self.inflate.as_mut() {
-            if inf.active {
-                inf.end(true);
-            }
+        if self.inflating() {
+            self.end_inflating(true);
         }
     }
 
@@ -1360,7 +1355,7 @@ mod tests {
             );
             assert_eq!(sent, [0x8A, 0x01, b'p']);
             // Shared mode: the decompressor went back to the thread.
-            assert!(c.inflate.as_ref().unwrap().d.is_none());
+            assert!(c.inflater.is_none());
         }
         // Uncompressed messages still pass, zero-copy as before.
         let mut c = inflating_server(false);

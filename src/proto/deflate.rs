@@ -100,6 +100,19 @@ pub enum Mode {
     Dedicated,
 }
 
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "off" => Ok(Mode::Off),
+            "shared" => Ok(Mode::Shared),
+            "dedicated" => Ok(Mode::Dedicated),
+            _ => Err(format!("'{s}' is not off, shared or dedicated")),
+        }
+    }
+}
+
 /// The server's side of the negotiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {

@@ -50,6 +50,14 @@ pub struct Accepted<'a> {
 }
 
 impl Accepted<'_> {
+    /// Every value of the header `name` (case-insensitive), in order.
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
     /// The path of the target, without the query.
     pub fn path(&self) -> &str {
         self.target.split_once('?').map_or(self.target, |(p, _)| p)
