@@ -725,10 +725,12 @@ impl Connection {
         // RFC 7692 6: with permessage-deflate, RSV1 on the first frame of a
         // data message marks it compressed; on anything else (a
         // continuation, a control frame) it is still an error.
-        let compressed = h.rsv == 0b100
-            && self.limits.inflate != 0
-            && matches!(h.opcode, OpCode::Text | OpCode::Binary);
-        if h.rsv != 0 && !compressed {
+        let compressed = h.rsv != 0;
+        if compressed
+            && !(h.rsv == 0b100
+                && self.limits.inflate != 0
+                && matches!(h.opcode, OpCode::Text | OpCode::Binary))
+        {
             return Err(ProtocolError::ReservedBits(h.rsv));
         }
         match (self.role, h.mask.is_some()) {
