@@ -4,6 +4,9 @@
 #
 #   scripts/idle-memory.sh         ringws, N = 10000
 #   scripts/idle-memory.sh --all   ringws and the benchmark peers, N = 10000 and 50000
+#   scripts/idle-memory.sh --deflate shared   ringws with --deflate shared,
+#                                   every connection offering (and agreeing
+#                                   to) permessage-deflate
 #
 # IDLE_CONNECTIONS="..." sets the counts. Source addresses are spread over
 # 127.0.0.2-255. A count that needs more file descriptors than one process
@@ -13,6 +16,12 @@ cd "$(dirname "$0")/.."
 
 servers=(ringws)
 counts="${IDLE_CONNECTIONS:-10000}"
+deflate=off
+if [ "${1:-}" = "--deflate" ]; then
+  deflate="${2:?--deflate needs shared or dedicated}"
+  export IDLE_OFFER_DEFLATE=1
+  shift 2
+fi
 if [ "${1:-}" = "--all" ]; then
   servers=(ringws fastwebsockets tokio-tungstenite tokio-websockets)
   counts="${IDLE_CONNECTIONS:-10000 50000}"
@@ -27,7 +36,7 @@ port="${IDLE_PORT:-9101}"
 
 command_for() {
   case "$1" in
-    ringws) echo "./target/release/ringws --listen 127.0.0.1:$2 --max-connections 200000 --log-level warn" ;;
+    ringws) echo "./target/release/ringws --listen 127.0.0.1:$2 --max-connections 200000 --deflate $deflate --log-level warn" ;;
     fastwebsockets) echo "./target/release/peer-fastwebsockets 127.0.0.1:$2" ;;
     tokio-tungstenite) echo "./target/release/peer-tungstenite 127.0.0.1:$2" ;;
     tokio-websockets) echo "./target/release/peer-tokio-websockets 127.0.0.1:$2" ;;

@@ -3,11 +3,14 @@ silent) and holds them until stdin closes or a line arrives.
 
 Prints "open N" once all are open. Source addresses are spread over
 127.0.0.2-127.0.0.255 so that more connections fit than one source
-address has ephemeral ports.
+address has ephemeral ports. With IDLE_OFFER_DEFLATE=1 each offers
+permessage-deflate, as a browser does, and checks that the server took it.
 """
 import base64, os, socket, sys
 
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+offer = os.environ.get("IDLE_OFFER_DEFLATE") == "1"
+extra = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if offer else ""
 socks = []
 for i in range(n):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -15,7 +18,7 @@ for i in range(n):
     s.connect((host, port))
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall(("GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (host, key)).encode())
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (host, key, extra)).encode())
     resp = b""
     while b"\r\n\r\n" not in resp:
         chunk = s.recv(4096)
@@ -24,6 +27,8 @@ for i in range(n):
         resp += chunk
     if not resp.startswith(b"HTTP/1.1 101"):
         sys.exit("connection %d: %r" % (i, resp[:40]))
+    if offer and b"permessage-deflate" not in resp:
+        sys.exit("connection %d: the server declined permessage-deflate" % i)
     socks.append(s)
 print("open %d" % len(socks), flush=True)
 sys.stdin.readline()

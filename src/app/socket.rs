@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::worker::{Command, Conn, Ctx, InputView, RouteCfg};
+use super::worker::{Command, Conn, Ctx, InputView, RouteCfg, DEFLATE};
 use super::{BackpressurePolicy, ServerHandle, Shared};
 use crate::log;
 use crate::proto::close;
@@ -124,9 +124,9 @@ impl<D> Socket<'_, D> {
         if inflight + batch.bytes() > limit {
             return self.past_limit();
         }
-        if self.conn.deflate != 0 && msg.as_bytes().len() >= self.cfg.deflate.min_size {
+        if self.conn.flags & DEFLATE != 0 && msg.as_bytes().len() >= self.cfg.deflate.min_size {
             self.ctx.queue_compressed(
-                self.conn.deflate,
+                self.conn.flags,
                 &mut self.conn.ext,
                 &self.cfg.deflate,
                 msg.opcode(),

@@ -130,6 +130,13 @@ const PINGED: u8 = 1; // an idle Ping is out, no answer yet
 const DRAIN: u8 = 1 << 1; // the handler waits for `drain`
 const TOLD: u8 = 1 << 2; // `close` ran; the user data is gone
 const TERMINATED: u8 = 1 << 3; // the socket is being closed without a handshake
+/// permessage-deflate for what we send: with the thread's compressor (no
+/// context takeover, a 15-bit window)...
+pub(crate) const DEFLATE_SHARED: u8 = 1 << 4;
+/// ... or with the connection's own (context takeover, or a window the
+/// client limited), its settings and, once made, itself in [`Extras`].
+pub(crate) const DEFLATE_OWN: u8 = 1 << 5;
+pub(crate) const DEFLATE: u8 = DEFLATE_SHARED | DEFLATE_OWN;
 
 /// A connection's state for its route's handler.
 pub(crate) struct Conn<D> {
@@ -144,25 +151,17 @@ pub(crate) struct Conn<D> {
     last_rx: u32,
     /// The code of the Close we sent (0: none).
     sent_code: u16,
-    flags: u8,
-    /// permessage-deflate for what we send: 0 off; else the window bits
-    /// agreed for the server (8 to 15), with [`DEDICATED`] when this
-    /// connection has a compressor of its own (in its [`Extras`]) rather
-    /// than the thread's.
-    pub(crate) deflate: u8,
+    pub(crate) flags: u8,
 }
-
-/// In [`Conn::deflate`]: the connection compresses with its own
-/// compressor (context takeover).
-pub(crate) const DEDICATED: u8 = 0x80;
 
 /// What a connection needs once it subscribes or hands out a handle.
 #[derive(Default)]
 pub(crate) struct Extras {
     pub(crate) topics: Vec<u32>,
     pub(crate) alive: Option<Arc<AtomicBool>>,
-    /// Dedicated permessage-deflate: this connection's compressor, made at
-    /// its first compressed message.
+    /// [`DEFLATE_OWN`]: how this connection compresses, and its
+    /// compressor, made at its first compressed message.
+    pub(crate) deflate: Option<CompressorConfig>,
     pub(crate) compressor: Option<Box<Compressor>>,
 }
 
@@ -365,9 +364,9 @@ pub(crate) struct Ctx {
     /// Subscribers a publish found past their limit under the `Close`
     /// policy, closed once the publish is done.
     victims: Vec<SockId>,
-    /// Shared permessage-deflate: this thread's compressors without
-    /// context takeover, by window bits (8 to 15), made when first needed.
-    compressors: [Option<Box<Compressor>>; 8],
+    /// Shared permessage-deflate: this thread's compressor (no context
+    /// takeover, a 15-bit window), made when first needed.
+    compressor: Option<Box<Compressor>>,
     /// Where a message is compressed before it is framed.
     pub(crate) zbuf: Vec<u8>,
     /// This thread's counts, copied to [`Shared`] once per turn.
@@ -394,35 +393,34 @@ impl Ctx {
     }
 
     /// Frames `bytes` compressed (RSV1 set, RFC 7692 6) onto `batch`, with
-    /// the connection's own compressor (`deflate` has [`DEDICATED`]; made
-    /// in `ext` at the first message) or this thread's for its window.
+    /// the connection's own compressor ([`DEFLATE_OWN`] in `flags`; made in
+    /// `ext` at the first message) or this thread's.
     #[cold]
     pub(crate) fn queue_compressed(
         &mut self,
-        deflate: u8,
+        flags: u8,
         ext: &mut Option<Box<Extras>>,
         cfg: &DeflateCfg,
         opcode: OpCode,
         bytes: &[u8],
         batch: &mut WriteBatch,
     ) {
-        let bits = deflate & 0x0f;
-        let make = |takeover| {
-            Box::new(Compressor::new(CompressorConfig {
-                level: cfg.level,
-                window_bits: bits,
-                mem_level: cfg.mem_level,
-                takeover,
-            }))
-        };
         let mut z = std::mem::take(&mut self.zbuf);
         z.clear();
-        let c = if deflate & DEDICATED != 0 {
-            ext.get_or_insert_with(Default::default)
-                .compressor
-                .get_or_insert_with(|| make(true))
-        } else {
-            self.compressors[usize::from(bits - 8)].get_or_insert_with(|| make(false))
+        let own = match ext.as_deref_mut() {
+            Some(e) if flags & DEFLATE_OWN != 0 => e.deflate.map(|c| (c, &mut e.compressor)),
+            _ => None,
+        };
+        let c = match own {
+            Some((c, slot)) => slot.get_or_insert_with(|| Box::new(Compressor::new(c))),
+            None => self.compressor.get_or_insert_with(|| {
+                Box::new(Compressor::new(CompressorConfig {
+                    level: cfg.level,
+                    window_bits: 15,
+                    mem_level: cfg.mem_level,
+                    takeover: false,
+                }))
+            }),
         };
         c.compress(bytes, &mut z);
         let h = batch.hdr.len();
@@ -577,14 +575,27 @@ impl<H: Handler> RouteState<H> {
             return Outcome::Refused;
         }
         let mut proto = Connection::server(ctx.shared.cfg.limits());
-        let mut deflate = 0;
+        let (mut flags, mut ext) = (0, None);
         if let Some(ag) = agreed {
             a.headers
                 .push(("Sec-WebSocket-Extensions".into(), ag.answer()));
             proto.enable_inflate(ag.client_max_window_bits, !ag.client_no_context_takeover);
-            deflate = ag.server_max_window_bits;
-            if !ag.server_no_context_takeover {
-                deflate |= DEDICATED;
+            let takeover = !ag.server_no_context_takeover;
+            if takeover || ag.server_max_window_bits < 15 {
+                // Settings of its own, kept with the connection; the
+                // compressor itself only once it sends a compressed message.
+                flags = DEFLATE_OWN;
+                ext = Some(Box::new(Extras {
+                    deflate: Some(CompressorConfig {
+                        level: self.cfg.deflate.level,
+                        window_bits: ag.server_max_window_bits,
+                        mem_level: self.cfg.deflate.mem_level,
+                        takeover,
+                    }),
+                    ..Extras::default()
+                }));
+            } else {
+                flags = DEFLATE_SHARED;
             }
         }
         io.send_with(id, |out| {
@@ -595,11 +606,10 @@ impl<H: Handler> RouteState<H> {
             id,
             proto,
             data: Some(a.data),
-            ext: None,
+            ext,
             last_rx: io.now_ticks(),
             sent_code: 0,
-            flags: 0,
-            deflate,
+            flags,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -1072,7 +1082,7 @@ impl Worker {
                 slots: Vec::new(),
                 topics: Default::default(),
                 victims: Vec::new(),
-                compressors: Default::default(),
+                compressor: None,
                 zbuf: Vec::new(),
                 counts: Counts::default(),
             },

@@ -218,11 +218,6 @@ pub struct Connection {
     /// xorshift64 state for client mask keys (5.3 asks for unpredictable keys
     /// to defeat proxy cache poisoning; the caller seeds it from a CSPRNG).
     rng: u64,
-    /// The decompressor. With takeover, this connection's own, made at its
-    /// first compressed message and kept; without, one lent by the
-    /// thread's spares only while a compressed message is coming in, so an
-    /// idle connection holds nothing for the extension.
-    inflater: Option<Box<Decompressor>>,
 }
 
 /// The permessage-deflate receiving state (`PackedLimits::inflate`): 0 when
@@ -277,7 +272,6 @@ impl Connection {
             out: None,
             peer_sent_close: false,
             rng,
-            inflater: None,
         }
     }
 
@@ -299,12 +293,18 @@ impl Connection {
         self.limits.inflate & INFLATING != 0
     }
 
-    /// A compressed message begins: a decompressor for it.
+    /// A compressed message begins: a decompressor for it. With takeover,
+    /// this connection's own, made at its first compressed message and
+    /// kept (in the assembler); without, one lent by the thread's spares
+    /// only while a compressed message is coming in, so that an idle
+    /// connection holds nothing for the extension.
     fn start_inflating(&mut self) {
         self.limits.inflate |= INFLATING;
-        if self.inflater.is_none() {
-            self.inflater = Some(if self.limits.inflate & TAKEOVER != 0 {
-                Box::new(Decompressor::new(self.limits.inflate & WINDOW_BITS, true))
+        let state = self.limits.inflate;
+        let slot = self.asm.inflater();
+        if slot.is_none() {
+            *slot = Some(if state & TAKEOVER != 0 {
+                Box::new(Decompressor::new(state & WINDOW_BITS, true))
             } else {
                 compress::lend_decompressor()
             });
@@ -315,16 +315,19 @@ impl Connection {
     /// dropped, and with it any window).
     fn end_inflating(&mut self, failed: bool) {
         self.limits.inflate &= !INFLATING;
+        let takeover = self.limits.inflate & TAKEOVER != 0;
+        let slot = self.asm.inflater();
         if failed {
-            if let Some(d) = self.inflater.as_mut() {
+            if let Some(d) = slot.as_mut() {
                 d.reset();
             }
         }
-        if self.limits.inflate & TAKEOVER == 0 {
-            if let Some(d) = self.inflater.take() {
+        if !takeover {
+            if let Some(d) = slot.take() {
                 compress::return_decompressor(d);
             }
         }
+        self.asm.drop_if_empty();
     }
 
     /// Inflates a piece of the compressed message in progress onto the
@@ -332,11 +335,8 @@ impl Connection {
     fn inflate_piece(&mut self, piece: &[u8], fin: bool) -> Result<(), ProtocolError> {
         let max = self.limits.max_message_size;
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
-        let d = self
-            .inflater
-            .as_mut()
-            .expect("a decompressor while inflating");
-        let out = self.asm.buf_mut();
+        let (out, d) = self.asm.inflate_parts();
+        let d = d.expect("a decompressor while inflating");
         let before = out.len();
         let mut r = d.feed(piece, out, limit);
         if r.is_ok() && fin {
@@ -1357,7 +1357,7 @@ mod tests {
             );
             assert_eq!(sent, [0x8A, 0x01, b'p']);
             // Shared mode: the decompressor went back to the thread.
-            assert!(c.inflater.is_none());
+            assert_eq!(format!("{:?}", c.asm), "Assembler { buf: None }");
         }
         // Uncompressed messages still pass, zero-copy as before.
         let mut c = inflating_server(false);

@@ -5,6 +5,7 @@
 //! or one frame split across reads) is copied once into the assembler's
 //! buffer, which the finished message then takes with it.
 
+use super::compress::Decompressor;
 use super::error::ProtocolError;
 
 /// What a data message carries.
@@ -24,11 +25,17 @@ pub enum MessageKind {
 /// idle connection keeps 8 bytes here rather than a `Vec`'s 24.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    #[expect(
-        clippy::box_collection,
-        reason = "8 bytes in every idle connection where a Vec would take 24"
-    )]
-    buf: Option<Box<Vec<u8>>>,
+    buf: Option<Box<AsmBuf>>,
+}
+
+/// What an assembler holds while it holds anything.
+#[derive(Debug, Default)]
+struct AsmBuf {
+    data: Vec<u8>,
+    /// permessage-deflate's decompressor (see the connection): kept here,
+    /// beside the bytes it inflates into, so that a connection pays for
+    /// it only while it has one.
+    inflater: Option<Box<Decompressor>>,
 }
 
 impl Assembler {
@@ -38,7 +45,7 @@ impl Assembler {
     /// read, so an oversized message fails at its header. Overflow-safe: the
     /// sum is computed with `checked_add` and a sum past `u64::MAX` is too big.
     pub fn check_room(&self, more: u64, max: u64) -> Result<(), ProtocolError> {
-        let have = self.buf.as_ref().map_or(0, |b| b.len()) as u64;
+        let have = self.buf.as_ref().map_or(0, |b| b.data.len()) as u64;
         match have.checked_add(more) {
             Some(total) if total <= max => Ok(()),
             total => Err(ProtocolError::MessageTooBig {
@@ -53,23 +60,48 @@ impl Assembler {
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf
             .get_or_insert_with(Default::default)
+            .data
             .extend_from_slice(bytes);
     }
 
-    /// The buffer itself, made if need be, for a writer that appends to it
-    /// directly (the decompressor).
-    pub fn buf_mut(&mut self) -> &mut Vec<u8> {
-        self.buf.get_or_insert_with(Default::default)
+    /// The payload so far and the decompressor, for inflating onto it.
+    pub fn inflate_parts(&mut self) -> (&mut Vec<u8>, Option<&mut Decompressor>) {
+        let b = self.buf.get_or_insert_with(Default::default);
+        (&mut b.data, b.inflater.as_deref_mut())
+    }
+
+    /// Where the decompressor is kept.
+    pub fn inflater(&mut self) -> &mut Option<Box<Decompressor>> {
+        &mut self.buf.get_or_insert_with(Default::default).inflater
     }
 
     /// Ends the message, handing over its payload.
     pub fn finish(&mut self) -> Vec<u8> {
-        self.buf.take().map(|b| *b).unwrap_or_default()
+        let data = match self.buf.as_mut() {
+            Some(b) => std::mem::take(&mut b.data),
+            None => return Vec::new(),
+        };
+        self.drop_if_empty();
+        data
     }
 
     /// Drops any message in progress and its memory.
     pub fn reset(&mut self) {
-        self.buf = None;
+        if let Some(b) = self.buf.as_mut() {
+            b.data = Vec::new();
+        }
+        self.drop_if_empty();
+    }
+
+    /// Frees the box once it holds neither bytes nor a decompressor.
+    pub fn drop_if_empty(&mut self) {
+        if self
+            .buf
+            .as_ref()
+            .is_some_and(|b| b.inflater.is_none() && b.data.capacity() == 0)
+        {
+            self.buf = None;
+        }
     }
 }
 
