@@ -6,13 +6,28 @@
 # in scripts/autobahn_summary.py).
 #
 # Env: RINGWS_AUTOBAHN_CLIENT_PORT (default 19002), RINGWS_BACKEND (loadgen's
-# --backend, default auto; the report goes to target/autobahn-client/<backend>/).
+# --backend, default auto; the report goes to target/autobahn-client/<backend>/),
+# RINGWS_DEFLATE=1 (loadgen autobahn --deflate, and cases 1.* to 13.*; the
+# report goes to target/autobahn-client/<backend>-deflate/),
+# RINGWS_AUTOBAHN_CASES (a JSON list of cases instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 port="${RINGWS_AUTOBAHN_CLIENT_PORT:-19002}"
 backend="${RINGWS_BACKEND:-auto}"
 out=target/autobahn-client/$backend
+default_cases='["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*", "11.*"]'
+exclude='["12.*", "13.*"]'
+flags=()
+label="autobahn-client ($backend)"
+if [ "${RINGWS_DEFLATE:-0}" = 1 ]; then
+  out=target/autobahn-client/$backend-deflate
+  default_cases='["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*", "11.*", "12.*", "13.*"]'
+  exclude='[]'
+  flags=(--deflate)
+  label="autobahn-client ($backend, deflate)"
+fi
+cases="${RINGWS_AUTOBAHN_CASES:-$default_cases}"
 mkdir -p "$out"
 
 wstest="$(scripts/install-wstest.sh)"
@@ -22,8 +37,8 @@ cat >"$out/spec.json" <<JSON
 {
   "url": "ws://127.0.0.1:$port",
   "outdir": "$PWD/$out/report",
-  "cases": ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*", "11.*"],
-  "exclude-cases": ["12.*", "13.*"],
+  "cases": $cases,
+  "exclude-cases": $exclude,
   "exclude-agent-cases": {}
 }
 JSON
@@ -37,7 +52,7 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 
-./target/release/loadgen autobahn --url "ws://127.0.0.1:$port" --agent ringws --backend "$backend"
+./target/release/loadgen autobahn --url "ws://127.0.0.1:$port" --agent ringws --backend "$backend" "${flags[@]}"
 
-python3 scripts/autobahn_summary.py "$out/report/index.json" ringws "autobahn-client ($backend)"
+python3 scripts/autobahn_summary.py "$out/report/index.json" ringws "$label"
 echo "autobahn-client: report at $out/report/index.html"

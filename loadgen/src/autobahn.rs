@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use ringws::proto::client::ClientHandshake;
+use ringws::proto::deflate::ClientOffer;
 use ringws::proto::{Connection, Event, Limits, MessageKind, Payload};
 use ringws::runtime::client::{run_loops, Gone, Handler, InputBuf, Io, LoopOptions, SockId};
 
@@ -29,6 +30,11 @@ pub struct AutobahnArgs {
     /// io-uring or epoll.
     #[arg(long, default_value = "auto")]
     backend: ringws::BackendKind,
+    /// Offer permessage-deflate (letting the server limit our window) and
+    /// inflate what the server compresses; echoes go back uncompressed,
+    /// which the extension allows.
+    #[arg(long)]
+    deflate: bool,
 }
 
 /// Which session of the suite runs.
@@ -60,6 +66,7 @@ struct Session {
 /// The whole suite, one session after another.
 struct Suite {
     target: Target,
+    deflate: bool,
     agent: String,
     timeout: Duration,
     stage: Stage,
@@ -83,10 +90,12 @@ impl Suite {
                 // A fresh random seed per session: its key and its masks must
                 // not be predictable, nor repeat from one case to the next.
                 let seed = crate::worker::random_seed();
-                let hs = ClientHandshake::new(
+                let offer = self.deflate.then(ClientOffer::default);
+                let hs = ClientHandshake::with_deflate(
                     &self.target.host,
                     &self.path(),
                     crate::worker::nonce(seed),
+                    offer,
                 );
                 self.session = Some(Session {
                     id,
@@ -165,16 +174,20 @@ impl Handler for Suite {
         let mut head_rest;
         let input: &mut [u8] = if s.ws.is_none() {
             s.head.extend_from_slice(buf.as_slice());
-            match s.hs.parse_response(&s.head, 16 << 10) {
+            match s.hs.parse_response_deflate(&s.head, 16 << 10) {
                 Ok(None) => return,
-                Ok(Some(h)) => {
+                Ok(Some((h, agreed))) => {
                     head_rest = s.head.split_off(h);
                     let limits = Limits {
                         max_frame_size: 64 << 20,
                         max_message_size: 64 << 20,
                         close_timeout: Duration::from_secs(5),
                     };
-                    s.ws = Some(Connection::client(limits, s.seed));
+                    let mut ws = Connection::client(limits, s.seed);
+                    if let Some(a) = agreed {
+                        ws.enable_inflate(a.server_max_window_bits, !a.server_no_context_takeover);
+                    }
+                    s.ws = Some(ws);
                     &mut head_rest
                 }
                 Err(e) => {
@@ -278,12 +291,14 @@ pub fn run(a: AutobahnArgs) -> ExitCode {
         ..Default::default()
     };
     let (agent, timeout) = (a.agent.clone(), Duration::from_secs(a.case_timeout_secs));
+    let deflate = a.deflate;
     let res = run_loops(
         1,
         opts,
         move |_, io| {
             let mut suite = Suite {
                 target: target.clone(),
+                deflate,
                 agent: agent.clone(),
                 timeout,
                 stage: Stage::Count,

@@ -12,6 +12,7 @@
 use base64::Engine as _;
 use std::fmt;
 
+use super::deflate::{Agreed, ClientOffer};
 use super::handshake::accept_key;
 
 /// Why a server's handshake response was rejected.
@@ -32,6 +33,9 @@ pub enum ClientHandshakeError {
     BadAccept,
     /// An extension or subprotocol the client did not offer (items 5, 6).
     UnrequestedExtension,
+    /// The permessage-deflate answer breaks the offer or RFC 7692 (the
+    /// client "MUST _Fail the WebSocket Connection_").
+    BadDeflateAnswer(String),
 }
 
 impl fmt::Display for ClientHandshakeError {
@@ -47,6 +51,7 @@ impl fmt::Display for ClientHandshakeError {
             UnrequestedExtension => {
                 f.write_str("the server chose an extension or subprotocol not offered")
             }
+            BadDeflateAnswer(why) => write!(f, "bad permessage-deflate answer: {why}"),
         }
     }
 }
@@ -58,20 +63,37 @@ impl std::error::Error for ClientHandshakeError {}
 pub struct ClientHandshake {
     accept: [u8; 28],
     request: Vec<u8>,
+    /// What was offered of permessage-deflate, if anything.
+    deflate: Option<ClientOffer>,
 }
 
 impl ClientHandshake {
     /// The request for `host` (as sent in the Host header, with the port when
     /// it is not 80) and `path` (with any query), keyed by 16 random bytes.
     pub fn new(host: &str, path: &str, nonce: [u8; 16]) -> ClientHandshake {
+        ClientHandshake::with_deflate(host, path, nonce, None)
+    }
+
+    /// [`ClientHandshake::new`], offering permessage-deflate as `deflate`
+    /// says, if at all.
+    pub fn with_deflate(
+        host: &str,
+        path: &str,
+        nonce: [u8; 16],
+        deflate: Option<ClientOffer>,
+    ) -> ClientHandshake {
         let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+        let ext = deflate.map_or(String::new(), |o| {
+            format!("Sec-WebSocket-Extensions: {}\r\n", o.header())
+        });
         let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n"
         )
         .into_bytes();
         ClientHandshake {
             accept: accept_key(key.as_bytes()),
             request,
+            deflate,
         }
     }
 
@@ -87,6 +109,16 @@ impl ClientHandshake {
         buf: &[u8],
         max_head: usize,
     ) -> Result<Option<usize>, ClientHandshakeError> {
+        Ok(self.parse_response_deflate(buf, max_head)?.map(|(n, _)| n))
+    }
+
+    /// [`ClientHandshake::parse_response`], with what permessage-deflate
+    /// the server agreed to (when it was offered and accepted).
+    pub fn parse_response_deflate(
+        &self,
+        buf: &[u8],
+        max_head: usize,
+    ) -> Result<Option<(usize, Option<Agreed>)>, ClientHandshakeError> {
         use ClientHandshakeError::*;
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut headers);
@@ -103,6 +135,7 @@ impl ClientHandshake {
             return Err(Status(code, line));
         }
         let (mut upgrade, mut connection, mut accept_ok) = (false, false, false);
+        let mut extensions: Vec<&[u8]> = Vec::new();
         for h in resp.headers.iter() {
             let has = |t: &str| {
                 h.value
@@ -115,10 +148,13 @@ impl ClientHandshake {
                 connection |= has("upgrade");
             } else if h.name.eq_ignore_ascii_case("sec-websocket-accept") {
                 accept_ok = h.value.trim_ascii() == self.accept;
-            } else if h.name.eq_ignore_ascii_case("sec-websocket-extensions")
-                || h.name.eq_ignore_ascii_case("sec-websocket-protocol")
-            {
-                // We offer none, so the server may select none (4.1).
+            } else if h.name.eq_ignore_ascii_case("sec-websocket-extensions") {
+                if self.deflate.is_none() {
+                    // We offered none, so the server may select none (4.1).
+                    return Err(UnrequestedExtension);
+                }
+                extensions.push(h.value);
+            } else if h.name.eq_ignore_ascii_case("sec-websocket-protocol") {
                 return Err(UnrequestedExtension);
             }
         }
@@ -131,7 +167,13 @@ impl ClientHandshake {
         if !accept_ok {
             return Err(BadAccept);
         }
-        Ok(Some(head_len))
+        let agreed = match &self.deflate {
+            None => None,
+            Some(offer) => offer
+                .check_answer(extensions)
+                .map_err(|e| BadDeflateAnswer(e.to_string()))?,
+        };
+        Ok(Some((head_len, agreed)))
     }
 }
 
@@ -202,5 +244,50 @@ mod tests {
         endless.resize(100, b'a');
         assert_eq!(c.parse_response(&endless, 100), Err(HeadTooLarge));
         assert_eq!(c.parse_response(&endless, 101), Ok(None));
+    }
+
+    #[test]
+    fn a_deflate_offer_and_its_answer() {
+        let offer = ClientOffer::default();
+        let c = ClientHandshake::with_deflate("h", "/", NONCE, Some(offer));
+        let req = String::from_utf8(c.request().to_vec()).unwrap();
+        assert!(
+            req.contains(
+                "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+            ),
+            "{req}"
+        );
+        let ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+        // Declined: no header.
+        let plain = format!("{ok}\r\n");
+        assert_eq!(
+            c.parse_response_deflate(plain.as_bytes(), 4096),
+            Ok(Some((plain.len(), None)))
+        );
+        // Accepted, with a limit on our window.
+        let yes = format!(
+            "{ok}Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=10\r\n\r\n"
+        );
+        let (n, agreed) = c
+            .parse_response_deflate(yes.as_bytes(), 4096)
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, yes.len());
+        assert_eq!(agreed.unwrap().client_max_window_bits, 10);
+        // Broken answers fail the connection.
+        for bad in [
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; no_such_thing",
+            "x-webkit-deflate-frame",
+        ] {
+            let r = format!("{ok}Sec-WebSocket-Extensions: {bad}\r\n\r\n");
+            assert!(
+                matches!(
+                    c.parse_response_deflate(r.as_bytes(), 4096),
+                    Err(ClientHandshakeError::BadDeflateAnswer(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 }
