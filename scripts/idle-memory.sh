@@ -8,7 +8,9 @@
 #                                   every connection offering (and agreeing
 #                                   to) permessage-deflate
 #
-# IDLE_CONNECTIONS="..." sets the counts. Source addresses are spread over
+# IDLE_CONNECTIONS="..." sets the counts; IDLE_SERVER_FLAGS adds ringws
+# flags; IDLE_SEND_COMPRESSED=1 (with --deflate) has each connection send
+# one compressed message first (see idle_conns.py). Source addresses are spread over
 # 127.0.0.2-255. A count that needs more file descriptors than one process
 # may have here (the hard RLIMIT_NOFILE) is reported as skipped.
 set -euo pipefail
@@ -36,7 +38,7 @@ port="${IDLE_PORT:-9101}"
 
 command_for() {
   case "$1" in
-    ringws) echo "./target/release/ringws --listen 127.0.0.1:$2 --max-connections 200000 --deflate $deflate --log-level warn" ;;
+    ringws) echo "./target/release/ringws --listen 127.0.0.1:$2 --max-connections 200000 --deflate $deflate --log-level warn ${IDLE_SERVER_FLAGS:-}" ;;
     fastwebsockets) echo "./target/release/peer-fastwebsockets 127.0.0.1:$2" ;;
     tokio-tungstenite) echo "./target/release/peer-tungstenite 127.0.0.1:$2" ;;
     tokio-websockets) echo "./target/release/peer-tokio-websockets 127.0.0.1:$2" ;;

@@ -98,6 +98,8 @@
 //! * [`proto::utf8`]: streaming UTF-8 validation that fails fast.
 //! * [`proto::message`]: reassembly of fragments within a size limit.
 //! * [`proto::close`]: close codes, Close frames, the close state diagram.
+//! * [`proto::deflate`]: permessage-deflate's negotiation (RFC 7692), both
+//!   roles; [`proto::compress`]: its compressor and bounded decompressor.
 //! * [`proto::conn`]: the connection state machine tying these together.
 //! * [`proto::error`]: one error per violation, mapped to its close code or
 //!   HTTP status.
