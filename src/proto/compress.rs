@@ -93,8 +93,17 @@ impl Compressor {
         }
         let start = out.len();
         self.run(msg, DeflateFlush::SyncFlush, out);
-        debug_assert!(out[start..].ends_with(&TRAILER));
-        out.truncate(out.len() - TRAILER.len());
+        if out[start..].ends_with(&TRAILER) {
+            out.truncate(out.len() - TRAILER.len());
+        } else {
+            // Nothing to flush (an empty message right after another flush,
+            // with context takeover): zlib writes nothing at all. The payload
+            // of an empty message is then the one byte 0x00 (RFC 7692
+            // 7.2.3.6), which the receiver's trailer makes an empty stored
+            // block.
+            debug_assert_eq!(out.len(), start, "output without a sync flush");
+            out.push(0x00);
+        }
     }
 
     /// Deflates `input` with `flush` onto `out`, growing it as needed.
@@ -356,6 +365,25 @@ mod tests {
                     let back = inflate_all(&mut d, &z, 1 << 20).unwrap();
                     assert_eq!(back, m, "{n} bytes, {bits} bits, takeover {takeover}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_messages_in_a_row_with_takeover() {
+        // Found by the inflate fuzz target: the second empty message made
+        // no output at all, and the trailer was cut from nothing.
+        for level in [0, 1, 6] {
+            let mut c = Compressor::new(CompressorConfig {
+                level,
+                ..config(15, true)
+            });
+            let mut d = Decompressor::new(15, true);
+            for m in [&b""[..], b"", b"x", b"", b""] {
+                let mut z = Vec::new();
+                c.compress(m, &mut z);
+                assert!(!z.is_empty(), "level {level}");
+                assert_eq!(inflate_all(&mut d, &z, 100).unwrap(), m, "level {level}");
             }
         }
     }
