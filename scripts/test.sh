@@ -2,7 +2,8 @@
 # Every test of the project, from a fresh checkout: formatting, lints, docs,
 # unit and integration tests, a short fuzz run of every target, and
 # Autobahn|Testsuite cases 1-11 against the release server and with loadgen
-# as the client. Installs what it
+# as the client, then 1-13 with permessage-deflate (the server in both of
+# its modes, and loadgen). Installs what it
 # needs (cargo-fuzz, wstest in a cached virtualenv) on the way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,4 +31,15 @@ step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client on io_uring"
 RINGWS_BACKEND=io-uring scripts/autobahn-client.sh
 step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client on epoll"
 RINGWS_BACKEND=epoll scripts/autobahn-client.sh
+step "Autobahn|Testsuite 1.* to 13.* (permessage-deflate), ringws as the server, shared and dedicated at once"
+# Each run is one wstest process and mostly waits on it: the two modes side
+# by side take about as long as one.
+RINGWS_DEFLATE=shared RINGWS_AUTOBAHN_PORT=19021 scripts/autobahn.sh &
+shared=$!
+RINGWS_DEFLATE=dedicated RINGWS_AUTOBAHN_PORT=19031 scripts/autobahn.sh &
+dedicated=$!
+wait $shared
+wait $dedicated
+step "Autobahn|Testsuite 1.* to 13.* (permessage-deflate), loadgen as the client"
+RINGWS_DEFLATE=1 RINGWS_AUTOBAHN_CLIENT_PORT=19041 scripts/autobahn-client.sh
 step "all passed"
