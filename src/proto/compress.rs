@@ -215,7 +215,7 @@ impl Decompressor {
                 return Err(InflateError::Corrupt);
             }
             let len = out.len();
-            let room_now = room.min(limit.saturating_sub(len) + 1);
+            let room_now = room.min(limit.saturating_sub(len).saturating_add(1));
             out.resize(len + room_now, 0);
             let (in0, out0) = (self.z.total_in(), self.z.total_out());
             let r = self
@@ -246,7 +246,7 @@ impl Decompressor {
         // drain it while it fills the room it is given.
         loop {
             let len = out.len();
-            let room_now = room.min(limit.saturating_sub(len) + 1);
+            let room_now = room.min(limit.saturating_sub(len).saturating_add(1));
             out.resize(len + room_now, 0);
             let out0 = self.z.total_out();
             let r = self
@@ -367,6 +367,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn no_limit_at_all_is_a_limit_too() {
+        // A message limit of u64::MAX (usize::MAX here) once overflowed the
+        // room computation: a panic in debug builds, and in release a room
+        // of zero bytes that was doubled for ever.
+        let mut z = Vec::new();
+        Compressor::new(config(15, false)).compress(b"no limit", &mut z);
+        let mut d = Decompressor::new(15, false);
+        assert_eq!(inflate_all(&mut d, &z, usize::MAX).unwrap(), b"no limit");
     }
 
     #[test]
