@@ -16,6 +16,9 @@ build against a saved one and a peer:
         "old=/tmp/ringws-old --listen {addr} --threads 1 --log-level warn" \\
         "fws=peer-fastwebsockets {addr}"
 
+AB_LOADGEN="--payload json --deflate" (for example) adds loadgen flags to
+every run.
+
 On this machine single rounds at 500 x 16 KiB and 1000 x 512 B can be tens
 of per cent apart; read differences against the spread of the rounds.
 """
@@ -41,7 +44,8 @@ def main():
     res = {}
     for r in range(rounds):
         for name, cmd, raw in variants:
-            x = bench.throughput_run(name, cmd, raw, conns, size, placement)
+            x = bench.throughput_run(name, cmd, raw, conns, size, placement,
+                                     lg_args=os.environ.get("AB_LOADGEN", "").split())
             res.setdefault(name, []).append(x)
             print("round %d %-14s %9.0f msgs/s  server %6.0f ns/msg  cpu s %3.0f%% c %3.0f%%"
                   % (r + 1, name, x["msgs_per_sec"], x["server_ns_per_msg"] or 0,

@@ -17,6 +17,8 @@ every per-connection cost cancels out.
 import json, os, re, socket, statistics, subprocess, sys, tempfile, time
 
 QUICK = "--quick" in sys.argv
+# Only the compressed-echo section.
+DEFLATE_ONLY = "--deflate" in sys.argv
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
 OUT = os.path.join(ROOT, "target", "bench")
@@ -47,6 +49,12 @@ DURATION = 1.5 if QUICK else 2.5
 WARMUP = 0.5
 PLACEMENTS = {"shared": "0", "split": "1"}
 CALLGRIND_LOADS = [(100, 20, 20000, 10000), (10, 16384, 2000, 1000)]
+# permessage-deflate: ringws echoing 100 connections' 512 B price-ticker
+# JSON, uncompressed and in both deflate modes; loadgen offers deflate every
+# time (the `off` server declines it), server and loadgen sharing core 0.
+DEFLATE_LOAD = (100, 512)
+DEFLATE_MODES = ["off", "shared", "dedicated"]
+DEFLATE_LOADGEN = ["--payload", "json", "--deflate"]
 if QUICK:
     CALLGRIND_LOADS = [(100, 20, 8000, 4000), (10, 16384, 800, 400)]
 
@@ -100,14 +108,14 @@ def load_key(conns, size, in_flight):
     return "%d x %d B" % (conns, size) + (" x %d in flight" % in_flight if in_flight > 1 else "")
 
 
-def throughput_run(name, cmd, raw, conns, size, placement, in_flight=1):
+def throughput_run(name, cmd, raw, conns, size, placement, in_flight=1, lg_args=()):
     global PORT
     PORT += 1
     server = start_server(["taskset", "-c", "0"] + cmd, PORT)
     with tempfile.NamedTemporaryFile(suffix=".json") as tf:
         t0 = time.time()
         lg = loadgen(PORT, conns, size, raw, PLACEMENTS[placement], ["--warmup", "%gs" % WARMUP,
-                     "--duration", "%gs" % DURATION, "--in-flight", str(in_flight)], tf.name)
+                     "--duration", "%gs" % DURATION, "--in-flight", str(in_flight)] + list(lg_args), tf.name)
         # Sample inside the measured window (connections are made first).
         time.sleep(WARMUP + 0.3 + (conns / 4000.0))
         s0, c0, w0 = cpu_ticks(server.pid), cpu_ticks(lg.pid), time.time()
@@ -120,7 +128,11 @@ def throughput_run(name, cmd, raw, conns, size, placement, in_flight=1):
         print("  %s: %d errors: %s" % (name, run["errors"]["total"], run["error_samples"]), file=sys.stderr)
     window = w1 - w0
     msgs = run["msgs_per_sec"] * window
+    wire = run["wire"]
     return {
+        # Bytes on the wire per payload byte, each way (frame headers in).
+        "wire_out": wire["wire_out"] / wire["plain_out"] if wire["plain_out"] else None,
+        "wire_in": wire["wire_in"] / wire["plain_in"] if wire["plain_in"] else None,
         "msgs_per_sec": run["msgs_per_sec"],
         "server_ns_per_msg": (s1 - s0) / HZ * 1e9 / msgs if msgs else None,
         "server_cpu": (s1 - s0) / HZ / window,
@@ -202,7 +214,7 @@ def main():
            "duration_s": DURATION, "throughput": {}, "latency": {}, "instructions": {}}
     # Throughput: rounds interleaved, so drift hits every server alike.
     runs = {}
-    for r in range(ROUNDS):
+    for r in range(0 if DEFLATE_ONLY else ROUNDS):
         for conns, size, in_flight in LOADS:
             for placement in PLACEMENTS:
                 if in_flight > 1 and placement not in PIPELINED_PLACEMENTS:
@@ -224,14 +236,31 @@ def main():
                        "server_cpu": med([x["server_cpu"] for x in xs]), "client_cpu": med([x["client_cpu"] for x in xs]),
                        "errors": sum(x["errors"] for x in xs), "rounds": xs}
                 for name, xs in by_srv.items()}
+    # Compressed echo, rounds interleaved.
+    conns, size = DEFLATE_LOAD
+    ringws_cmd = dict((n, c) for n, c, _ in SERVERS)["ringws"]
+    z_runs = {}
+    for r in range(ROUNDS):
+        for mode in DEFLATE_MODES:
+            x = throughput_run("ringws", ringws_cmd + ["--deflate", mode], False, conns, size, "shared",
+                               lg_args=DEFLATE_LOADGEN)
+            z_runs.setdefault(mode, []).append(x)
+            print("round %d deflate %-9s %9.0f msgs/s  server %5.0f ns/msg  wire/payload %.3f sent %.3f echoed"
+                  % (r + 1, mode, x["msgs_per_sec"], x["server_ns_per_msg"] or 0, x["wire_out"] or 0,
+                     x["wire_in"] or 0), flush=True)
+    res["deflate"] = {"load": "%d x %d B JSON" % DEFLATE_LOAD, "modes": {
+        mode: {k: med([x[k] for x in xs]) for k in ("msgs_per_sec", "server_ns_per_msg", "wire_out", "wire_in")}
+        | {"errors": sum(x["errors"] for x in xs), "rounds": xs}
+        for mode, xs in z_runs.items()}}
     # Latency at 50 % and 80 % of the slowest WebSocket peer's maximum at
     # 100 x 20 B (split placement, where loadgen has its own core).
-    base = res["throughput"]["100 x 20 B"]["split"]
-    slowest = min(base[n]["msgs_per_sec"] for n, _, raw in SERVERS if not raw and not n.startswith("ringws"))
+    base = res["throughput"].get("100 x 20 B", {}).get("split", {})
+    slowest = min((base[n]["msgs_per_sec"] for n, _, raw in SERVERS if base and not raw and not n.startswith("ringws")),
+                  default=0)
     # Rounds interleaved, medians of each percentile: one round's p99 is
     # noise-dominated on this machine.
     lat_runs = {}
-    for r in range(LATENCY_ROUNDS):
+    for r in range(0 if DEFLATE_ONLY else LATENCY_ROUNDS):
         for frac in (0.5, 0.8):
             rate = slowest * frac
             key = "%d%% (%d msgs/s)" % (frac * 100, rate)
@@ -246,7 +275,7 @@ def main():
                        errors=sum(x["errors"] for x in xs), rounds=xs)
             for name, xs in by_srv.items()}
     # User-space instructions per echoed message.
-    for conns, size, n1, n2 in CALLGRIND_LOADS:
+    for conns, size, n1, n2 in [] if DEFLATE_ONLY else CALLGRIND_LOADS:
         key = "%d x %d B" % (conns, size)
         res["instructions"][key] = {}
         for name, cmd, raw in SERVERS:
@@ -254,12 +283,18 @@ def main():
             res["instructions"][key][name] = ins
             print("instructions %-14s %-18s %8.0f per message" % (key, name, ins), flush=True)
     res["elapsed_s"] = time.time() - t_start
-    json.dump(res, open(os.path.join(OUT, "results.json"), "w"), indent=1)
     report = render(res)
-    open(os.path.join(OUT, "report.md"), "w").write(report)
-    open(os.path.join(OUT, "chart.svg"), "w").write(chart(res))
     print()
     print(report)
+    if DEFLATE_ONLY:
+        # Beside a full run's files, not over them.
+        json.dump(res, open(os.path.join(OUT, "deflate.json"), "w"), indent=1)
+        open(os.path.join(OUT, "deflate.md"), "w").write(report)
+        print("bench: wrote target/bench/deflate.json, deflate.md in %.0f s" % res["elapsed_s"])
+        return
+    json.dump(res, open(os.path.join(OUT, "results.json"), "w"), indent=1)
+    open(os.path.join(OUT, "report.md"), "w").write(report)
+    open(os.path.join(OUT, "chart.svg"), "w").write(chart(res))
     print("bench: wrote target/bench/results.json, report.md, chart.svg in %.0f s" % res["elapsed_s"])
 
 
@@ -276,7 +311,7 @@ def render(res):
          "Every server one thread; loadgen one thread; %d round(s) of %.1f s per cell, medians;"
          " latency: %d interleaved round(s), medians of each percentile."
          % (res["rounds"], res["duration_s"], res.get("latency_rounds", 1)),
-         "Reproduce: `scripts/bench.sh%s`." % (" --quick" if res["quick"] else ""), ""]
+         "Reproduce: `scripts/bench.sh%s`." % (" --quick" if res["quick"] else " --deflate" if DEFLATE_ONLY else ""), ""]
     L += ["## Throughput, server and loadgen sharing core 0 (ratios to ringws)", "",
           "| load | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key, by_pl in res["throughput"].items():
@@ -297,6 +332,15 @@ def render(res):
           "| rate | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key, row in res["latency"].items():
         L.append("| %s | " % key + " | ".join("%.0f / %.0f / %.0f / %.0f" % (row[n]["p50"] / 1e3, row[n]["p99"] / 1e3, row[n]["p99.9"] / 1e3, row[n]["max"] / 1e3) for n in names) + " |")
+    if "deflate" in res:
+        z = res["deflate"]["modes"]
+        off = z["off"]["msgs_per_sec"]
+        L += ["", "## permessage-deflate: ringws echoing %s, server and loadgen sharing core 0" % res["deflate"]["load"], "",
+              "| `--deflate` | msgs/s (ratio to off) | server ns/msg | wire bytes per payload byte, sent / echoed |",
+              "|---|---|---|---|"]
+        for mode, x in z.items():
+            L.append("| %s | %.0f (%s) | %.0f | %.3f / %.3f |" % (mode, x["msgs_per_sec"], ratio(x["msgs_per_sec"], off),
+                     x["server_ns_per_msg"] or 0, x["wire_out"] or 0, x["wire_in"] or 0))
     L += ["", "## User-space instructions per echoed message (callgrind; ratio to ringws)", "",
           "| load | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for key, row in res["instructions"].items():

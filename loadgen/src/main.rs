@@ -79,6 +79,14 @@ struct Bench {
     /// Send binary messages (the default).
     #[arg(long)]
     binary: bool,
+    /// What messages carry: a fixed pattern, or price-ticker JSON (256
+    /// different messages in turn; text, valid JSON from about 64 bytes).
+    #[arg(long, value_enum, default_value = "pattern")]
+    payload: worker::PayloadStyle,
+    /// Offer permessage-deflate (RFC 7692); where the server agrees,
+    /// compress every message sent (zlib level 1) and inflate the echoes.
+    #[arg(long, conflicts_with = "raw")]
+    deflate: bool,
     /// Send each message as this many frames.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
     fragments: u32,
@@ -184,6 +192,9 @@ fn bench(b: Bench) -> ExitCode {
         Some(Ok(v)) => v,
         Some(Err(e)) => return usage(&e),
     };
+    if b.binary && b.payload == worker::PayloadStyle::Json {
+        return usage("--payload json sends text messages: drop --binary");
+    }
     if b.connections == 0 {
         return usage("--connections must be at least 1");
     }
@@ -208,7 +219,7 @@ fn bench(b: Bench) -> ExitCode {
             size: b.size,
             kind: if b.raw {
                 "raw"
-            } else if b.text {
+            } else if b.text || b.payload == worker::PayloadStyle::Json {
                 "text"
             } else {
                 "binary"
@@ -218,6 +229,11 @@ fn bench(b: Bench) -> ExitCode {
             rate,
             duration: b.duration,
             warmup: b.warmup,
+            payload: match b.payload {
+                worker::PayloadStyle::Pattern => "pattern",
+                worker::PayloadStyle::Json => "json",
+            },
+            deflate: b.deflate,
         };
         let (stats, window) = match run_once(&b, &target, &sources, &params) {
             Ok(s) => s,
@@ -348,7 +364,7 @@ fn run_once(
         connections: b.connections,
         threads: params.threads,
         size: b.size,
-        kind: if b.text {
+        kind: if b.text || b.payload == worker::PayloadStyle::Json {
             MessageKind::Text
         } else {
             MessageKind::Binary
@@ -368,6 +384,8 @@ fn run_once(
         drain: Duration::from_secs(2),
         raw: b.raw,
         quiet: b.quiet,
+        payload: b.payload,
+        deflate: b.deflate,
     });
     let (tx, rx) = mpsc::channel::<Snapshot>();
     let threads = params.threads;

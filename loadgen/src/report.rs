@@ -32,6 +32,10 @@ pub struct Params {
     pub duration: Duration,
     /// Warm-up before it.
     pub warmup: Duration,
+    /// "pattern" or "json".
+    pub payload: &'static str,
+    /// permessage-deflate was offered.
+    pub deflate: bool,
 }
 
 /// One finished run.
@@ -107,7 +111,35 @@ pub fn table(r: &RunResult) -> String {
     }
     rows.push(("connect + handshake", &s.connect));
     t += &latency_rows("latency", &rows);
+    if r.params.deflate {
+        t += &deflate_line(s);
+    }
     t += &errors(s);
+    t
+}
+
+/// `--deflate`: what the messages took on the wire each way, and how many
+/// servers declined.
+fn deflate_line(s: &Stats) -> String {
+    let per = |plain: u64, wire: u64| {
+        if plain == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.3}", wire as f64 / plain as f64)
+        }
+    };
+    let mut t = format!(
+        "  wire/payload {:>12}   sent, {} echoes (frame headers included; over the run)\n",
+        per(s.plain_out, s.wire_out),
+        per(s.plain_in, s.wire_in),
+    );
+    if s.deflate_declined > 0 {
+        let _ = writeln!(
+            t,
+            "  deflate declined by the server on {} connections: sent uncompressed",
+            s.deflate_declined
+        );
+    }
     t
 }
 
@@ -251,7 +283,7 @@ pub fn json(runs: &[RunResult], machine: &Machine) -> String {
         let e = &s.errors;
         let _ = write!(
             o,
-            "    {{\"params\": {{\"url\": {}, \"connections\": {}, \"threads\": {}, \"size\": {}, \"kind\": {}, \"fragments\": {}, \"in_flight\": {}, \"rate\": {}, \"duration_s\": {}, \"warmup_s\": {}}},\n     \"messages\": {}, \"bytes\": {}, \"msgs_per_sec\": {:.1}, \"mb_per_sec\": {:.3}, \"connected\": {},\n     \"latency_ns\": {},\n     \"latency_actual_ns\": {},\n     \"connect_ns\": {},\n     \"errors\": {{\"total\": {}{}}},\n     \"error_samples\": [{}]}}",
+            "    {{\"params\": {{\"url\": {}, \"connections\": {}, \"threads\": {}, \"size\": {}, \"kind\": {}, \"fragments\": {}, \"in_flight\": {}, \"rate\": {}, \"duration_s\": {}, \"warmup_s\": {}, \"payload\": {}, \"deflate\": {}}},\n     \"wire\": {{\"plain_out\": {}, \"wire_out\": {}, \"plain_in\": {}, \"wire_in\": {}, \"deflate_declined\": {}}},\n     \"messages\": {}, \"bytes\": {}, \"msgs_per_sec\": {:.1}, \"mb_per_sec\": {:.3}, \"connected\": {},\n     \"latency_ns\": {},\n     \"latency_actual_ns\": {},\n     \"connect_ns\": {},\n     \"errors\": {{\"total\": {}{}}},\n     \"error_samples\": [{}]}}",
             js(&p.url),
             p.connections,
             p.threads,
@@ -262,6 +294,13 @@ pub fn json(runs: &[RunResult], machine: &Machine) -> String {
             p.rate.map_or("null".to_string(), |r| format!("{r}")),
             p.duration.as_secs_f64(),
             p.warmup.as_secs_f64(),
+            js(p.payload),
+            p.deflate,
+            s.plain_out,
+            s.wire_out,
+            s.plain_in,
+            s.wire_in,
+            s.deflate_declined,
             s.messages,
             s.bytes,
             r.msgs_per_sec(),

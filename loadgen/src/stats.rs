@@ -88,6 +88,16 @@ pub struct Stats {
     pub interval_messages: u64,
     /// This second's latency histogram.
     pub interval_latency: Histogram<u64>,
+    /// Over the whole run: payload bytes of the messages sent, and the bytes
+    /// they took on the wire (frame headers included; after compression
+    /// with `--deflate`).
+    pub plain_out: u64,
+    pub wire_out: u64,
+    /// Likewise for the echoes: payload bytes (inflated), and bytes read.
+    pub plain_in: u64,
+    pub wire_in: u64,
+    /// `--deflate`: connections whose server declined the offer.
+    pub deflate_declined: u64,
 }
 
 impl Default for Stats {
@@ -104,6 +114,11 @@ impl Default for Stats {
             last_echo: None,
             interval_messages: 0,
             interval_latency: histogram(),
+            plain_out: 0,
+            wire_out: 0,
+            plain_in: 0,
+            wire_in: 0,
+            deflate_declined: 0,
         }
     }
 }
@@ -139,6 +154,11 @@ impl Stats {
             .expect("same bounds");
         self.connect.add(&o.connect).expect("same bounds");
         self.connected += o.connected;
+        self.plain_out += o.plain_out;
+        self.wire_out += o.wire_out;
+        self.plain_in += o.plain_in;
+        self.wire_in += o.wire_in;
+        self.deflate_declined += o.deflate_declined;
         self.last_echo = self.last_echo.max(o.last_echo);
         for s in &o.samples {
             self.sample(s.clone());

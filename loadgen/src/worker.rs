@@ -10,6 +10,10 @@
 //! Every echo is checked: length, content and order (each message carries
 //! its sequence number). The payload is sent masked, as a client must.
 //!
+//! With `--deflate` each connection offers permessage-deflate; where the
+//! server agrees, every message is compressed before it is framed (RSV1 on
+//! its first frame), and compressed echoes are inflated before the check.
+//!
 //! The worker is a [`Handler`] of ringws's own loop, the one the server
 //! runs on: every completion comes straight to it; frames are encoded
 //! straight into the connection's write batch.
@@ -21,6 +25,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use ringws::proto::client::ClientHandshake;
+use ringws::proto::compress::{Compressor, CompressorConfig};
+use ringws::proto::deflate::ClientOffer;
 use ringws::proto::mask::apply_mask;
 use ringws::proto::{Connection, Event, Limits, MessageKind, Payload};
 use ringws::runtime::client::{Gone, Handler, InputBuf, Io, SockId};
@@ -68,6 +74,36 @@ pub struct Plan {
     pub raw: bool,
     /// No progress lines (`--quiet`): their per-second latency is not kept.
     pub quiet: bool,
+    /// What the messages carry.
+    pub payload: PayloadStyle,
+    /// Offer permessage-deflate and compress what is sent where agreed.
+    pub deflate: bool,
+}
+
+/// What the messages carry (`--payload`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PayloadStyle {
+    /// A fixed pattern of letters and digits (text) or bytes (binary).
+    Pattern,
+    /// Price-ticker JSON, different in every one of 256 messages in turn:
+    /// compressible about as chatty application traffic is.
+    Json,
+}
+
+/// zlib's settings for what loadgen sends: level 1 and the memory level
+/// ringws's server uses by default, so both ends do like work.
+const DEFLATE_LEVEL: u8 = 1;
+const DEFLATE_MEM_LEVEL: u8 = 8;
+
+/// Compression state and scratch space of one worker.
+#[derive(Default)]
+struct Deflating {
+    /// The compressor every connection without context takeover uses.
+    shared: Option<(CompressorConfig, Box<Compressor>)>,
+    /// A message before compression.
+    plain: Vec<u8>,
+    /// After.
+    packed: Vec<u8>,
 }
 
 /// In-flight bookkeeping: sequence number, intended and actual send time.
@@ -101,12 +137,18 @@ struct Conn {
     t0: Instant,
     /// Raw mode: echo bytes not yet cut into messages.
     raw_buf: Vec<u8>,
+    /// permessage-deflate was agreed: how to compress what this connection
+    /// sends, and its own compressor when the window is kept (made at its
+    /// first message).
+    deflate: Option<CompressorConfig>,
+    compressor: Option<Box<Compressor>>,
 }
 
 /// One loop thread's connections and counts.
 pub struct Worker {
     plan: Arc<Plan>,
     payloads: Payloads,
+    zs: Deflating,
     stats: Stats,
     progress: mpsc::Sender<Snapshot>,
     /// The next progress second to report.
@@ -139,7 +181,8 @@ impl Worker {
             Duration::from_secs_f64(plan.connections as f64 / r)
         });
         let mut w = Worker {
-            payloads: Payloads::new(plan.size, plan.kind, plan.raw),
+            payloads: Payloads::new(plan.size, plan.kind, plan.payload, plan.raw),
+            zs: Deflating::default(),
             stats: Stats::default(),
             progress,
             second: 1,
@@ -202,6 +245,8 @@ impl Worker {
                         closing: false,
                         t0: now,
                         raw_buf: Vec::new(),
+                        deflate: None,
+                        compressor: None,
                     };
                     if self.conns.len() <= id.index() {
                         self.conns.resize_with(id.index() + 1, || None);
@@ -248,11 +293,12 @@ impl Worker {
         let Some(c) = self.conns[id.index()].as_mut() else {
             return;
         };
-        let (plan, payloads) = (&self.plan, &self.payloads);
+        let (plan, payloads, zs, stats) =
+            (&self.plan, &self.payloads, &mut self.zs, &mut self.stats);
         io.send_with(id, |out| {
             for _ in 0..n {
                 if c.seq >= plan.per_connection
-                    || !payloads.encode(&mut c.ws, c.seq, plan.fragments, out)
+                    || !payloads.encode(c, zs, stats, plan.fragments, out)
                 {
                     return;
                 }
@@ -300,10 +346,11 @@ impl Worker {
                 self.start_close(io, id);
                 continue;
             }
-            let (plan, payloads) = (&self.plan, &self.payloads);
+            let (plan, payloads, zs, stats) =
+                (&self.plan, &self.payloads, &mut self.zs, &mut self.stats);
             let mut ok = true;
             io.send_with(id, |out| {
-                ok = payloads.encode(&mut c.ws, c.seq, plan.fragments, out);
+                ok = payloads.encode(c, zs, stats, plan.fragments, out);
             });
             if !ok {
                 continue;
@@ -322,16 +369,38 @@ impl Worker {
             return;
         };
         acc.extend_from_slice(buf);
-        match hs.parse_response(acc, 16 << 10) {
+        match hs.parse_response_deflate(acc, 16 << 10) {
             Ok(None) => {}
-            Ok(Some(head)) => {
+            Ok(Some((head, agreed))) => {
                 let mut rest = acc.split_off(head);
                 let limits = Limits {
                     max_frame_size: u64::MAX >> 1,
-                    max_message_size: u64::MAX >> 1,
+                    // Bounds what a compressed echo may inflate to; an echo
+                    // is never larger than what was sent.
+                    max_message_size: if self.plan.deflate {
+                        self.plan.size as u64
+                    } else {
+                        u64::MAX >> 1
+                    },
                     close_timeout: self.plan.drain,
                 };
                 c.ws = Connection::client(limits, c.seed);
+                match agreed {
+                    Some(a) => {
+                        c.ws.enable_inflate(
+                            a.server_max_window_bits,
+                            !a.server_no_context_takeover,
+                        );
+                        c.deflate = Some(CompressorConfig {
+                            level: DEFLATE_LEVEL,
+                            window_bits: a.client_max_window_bits,
+                            mem_level: DEFLATE_MEM_LEVEL,
+                            takeover: !a.client_no_context_takeover,
+                        });
+                    }
+                    None if self.plan.deflate => self.stats.deflate_declined += 1,
+                    None => {}
+                }
                 self.begin(io, id, now);
                 if !rest.is_empty() {
                     self.frames(io, id, &mut rest, now);
@@ -351,6 +420,7 @@ impl Worker {
             return;
         };
         let plan = &*self.plan;
+        self.stats.wire_in += buf.len() as u64;
         let echoes = if plan.raw {
             c.raw_buf.extend_from_slice(buf);
             absorb_raw(
@@ -434,10 +504,11 @@ impl Handler for Worker {
         let Some(c) = self.conns[id.index()].as_mut() else {
             return;
         };
-        let hs = ClientHandshake::new(
+        let hs = ClientHandshake::with_deflate(
             &self.plan.target.host,
             &self.plan.target.path,
             nonce(c.seed),
+            self.plan.deflate.then(ClientOffer::default),
         );
         io.send(id, hs.request());
         c.phase = Phase::Handshake(hs, Vec::new());
@@ -579,32 +650,47 @@ fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Payloads: a fixed pattern with the message's sequence number stamped at
-/// the front, so reordered, lost or corrupted echoes are caught.
+/// Payloads: a template with the message's sequence number stamped into
+/// it, so reordered, lost or corrupted echoes are caught. Message `seq` is
+/// `templates[seq % templates.len()]` with its stamp at `stamp_at`.
 struct Payloads {
-    template: Vec<u8>,
+    templates: Vec<Vec<u8>>,
+    stamp_at: usize,
     kind: MessageKind,
     raw: bool,
 }
 
 impl Payloads {
-    fn new(size: usize, kind: MessageKind, raw: bool) -> Payloads {
+    fn new(size: usize, kind: MessageKind, style: PayloadStyle, raw: bool) -> Payloads {
         const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        let template = match kind {
-            MessageKind::Text => (0..size).map(|i| ALPHABET[i % ALPHABET.len()]).collect(),
-            MessageKind::Binary => (0..size)
-                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
-                .collect(),
+        let (templates, stamp_at) = match (style, kind) {
+            (PayloadStyle::Json, _) => json_templates(size),
+            (PayloadStyle::Pattern, MessageKind::Text) => (
+                vec![(0..size).map(|i| ALPHABET[i % ALPHABET.len()]).collect()],
+                0,
+            ),
+            (PayloadStyle::Pattern, MessageKind::Binary) => (
+                vec![(0..size)
+                    .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
+                    .collect()],
+                0,
+            ),
         };
         Payloads {
-            template,
+            templates,
+            stamp_at,
             kind,
             raw,
         }
     }
 
-    /// The stamp for `seq`: 16 hex digits for text, 8 bytes for binary.
-    fn stamp(&self, seq: u64) -> ([u8; 16], usize) {
+    fn size(&self) -> usize {
+        self.templates[0].len()
+    }
+
+    /// Message `seq`'s template and its stamp: 16 hex digits for text, 8
+    /// bytes for binary, cut to what fits.
+    fn parts(&self, seq: u64) -> (&[u8], [u8; 16], usize) {
         let mut s = [0u8; 16];
         let n = match self.kind {
             MessageKind::Text => {
@@ -619,33 +705,100 @@ impl Payloads {
                 8
             }
         };
-        (s, n.min(self.template.len()))
+        let t = &self.templates[(seq % self.templates.len() as u64) as usize];
+        (t, s, n.min(t.len().saturating_sub(self.stamp_at)))
     }
 
-    /// Appends message `seq`, framed as `fragments` frames and masked.
-    fn encode(&self, conn: &mut Connection, seq: u64, fragments: usize, out: &mut Vec<u8>) -> bool {
-        let (stamp, n) = self.stamp(seq);
+    /// Appends bytes `a..b` of message `seq` to `out`.
+    fn write(&self, seq: u64, a: usize, b: usize, out: &mut Vec<u8>) {
+        let (t, stamp, n) = self.parts(seq);
+        let start = out.len();
+        out.extend_from_slice(&t[a..b]);
+        // The part of the stamp inside a..b.
+        let (s0, s1) = (self.stamp_at.max(a), (self.stamp_at + n).min(b));
+        if s1 > s0 {
+            out[start + s0 - a..start + s1 - a]
+                .copy_from_slice(&stamp[s0 - self.stamp_at..s1 - self.stamp_at]);
+        }
+    }
+
+    /// Appends connection `c`'s next message, framed as `fragments` frames,
+    /// compressed where deflate was agreed, and masked.
+    fn encode(
+        &self,
+        c: &mut Conn,
+        zs: &mut Deflating,
+        stats: &mut Stats,
+        fragments: usize,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let seq = c.seq;
+        let len = self.size();
+        let start = out.len();
         if self.raw {
-            let start = out.len();
-            out.extend_from_slice(&self.template);
-            out[start..start + n].copy_from_slice(&stamp[..n]);
+            self.write(seq, 0, len, out);
             return true;
         }
-        let len = self.template.len();
+        let ok = match c.deflate {
+            None => self.frame(&mut c.ws, fragments, len, false, out, |a, b, out| {
+                self.write(seq, a, b, out)
+            }),
+            Some(cfg) => {
+                zs.plain.clear();
+                self.write(seq, 0, len, &mut zs.plain);
+                zs.packed.clear();
+                let z = if cfg.takeover {
+                    c.compressor
+                        .get_or_insert_with(|| Box::new(Compressor::new(cfg)))
+                } else {
+                    if zs.shared.as_ref().is_none_or(|(k, _)| *k != cfg) {
+                        zs.shared = Some((cfg, Box::new(Compressor::new(cfg))));
+                    }
+                    &mut zs.shared.as_mut().expect("made above").1
+                };
+                z.compress(&zs.plain, &mut zs.packed);
+                let packed = &zs.packed;
+                self.frame(
+                    &mut c.ws,
+                    fragments,
+                    packed.len(),
+                    true,
+                    out,
+                    |a, b, out| out.extend_from_slice(&packed[a..b]),
+                )
+            }
+        };
+        stats.plain_out += len as u64;
+        stats.wire_out += (out.len() - start) as u64;
+        ok
+    }
+
+    /// Frames a payload of `len` bytes, which `body(a, b, out)` appends
+    /// piece by piece, as `fragments` frames onto `out`, each masked.
+    fn frame(
+        &self,
+        ws: &mut Connection,
+        fragments: usize,
+        len: usize,
+        compressed: bool,
+        out: &mut Vec<u8>,
+        body: impl Fn(usize, usize, &mut Vec<u8>),
+    ) -> bool {
         let parts = fragments.max(1);
         for p in 0..parts {
             let (a, b) = (len * p / parts, len * (p + 1) / parts);
             let first = (p == 0).then_some(self.kind);
-            let Ok(mask) = conn.send_fragment(first, p + 1 == parts, (b - a) as u64, out) else {
+            let fin = p + 1 == parts;
+            let header = if compressed {
+                ws.send_compressed_fragment(first, fin, (b - a) as u64, out)
+            } else {
+                ws.send_fragment(first, fin, (b - a) as u64, out)
+            };
+            let Ok(mask) = header else {
                 return false;
             };
             let start = out.len();
-            out.extend_from_slice(&self.template[a..b]);
-            // Stamp the bytes of this part that the stamp covers.
-            let covered = b.min(n);
-            if covered > a {
-                out[start..start + covered - a].copy_from_slice(&stamp[a..covered]);
-            }
+            body(a, b, out);
             if let Some(k) = mask {
                 apply_mask(&mut out[start..], k, 0);
             }
@@ -660,21 +813,95 @@ impl Payloads {
                 self.kind
             ));
         }
-        if data.len() != self.template.len() {
+        if data.len() != self.size() {
             return Err(format!(
                 "message {seq}: echo of {} bytes for {}",
                 data.len(),
-                self.template.len()
+                self.size()
             ));
         }
-        let (stamp, n) = self.stamp(seq);
-        if data[..n] != stamp[..n] || data[n..] != self.template[n..] {
+        let (t, stamp, n) = self.parts(seq);
+        let at = self.stamp_at;
+        if data[at..at + n] != stamp[..n] || data[..at] != t[..at] || data[at + n..] != t[at + n..]
+        {
             return Err(format!(
                 "message {seq}: the echo differs from what was sent"
             ));
         }
         Ok(())
     }
+}
+
+/// `--payload json`: 256 different messages of exactly `size` bytes, each
+/// a price-ticker update (`{"type":"ticker","seq":"…","data":[{…},…]}`,
+/// valid JSON from about 64 bytes up; padded with spaces to the size), and
+/// where the sequence stamp goes. 256 of 512 bytes span more than a 15-bit
+/// window, so a compressor keeping its window across messages cannot just
+/// point back at the same message sent before.
+fn json_templates(size: usize) -> (Vec<Vec<u8>>, usize) {
+    const SYMBOLS: [(&str, f64); 12] = [
+        ("BTC-USD", 43_125.0),
+        ("ETH-USD", 2_281.0),
+        ("SOL-USD", 61.4),
+        ("DOGE-USD", 0.0923),
+        ("AAPL", 191.2),
+        ("MSFT", 374.5),
+        ("NVDA", 467.7),
+        ("AMZN", 146.9),
+        ("EUR-USD", 1.0841),
+        ("GBP-USD", 1.2633),
+        ("XAU-USD", 2_036.5),
+        ("TSLA", 238.8),
+    ];
+    const HEAD: &str = "{\"type\":\"ticker\",\"seq\":\"";
+    const STAMP: &str = "0000000000000000";
+    const MID: &str = "\",\"data\":[";
+    const TAIL: &str = "]}";
+    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+    let mut unit = || {
+        rng = xorshift(rng);
+        (rng >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let templates = (0..256u64)
+        .map(|m| {
+            let mut msg = format!("{HEAD}{STAMP}{MID}");
+            let mut first = true;
+            let mut k = m as usize;
+            loop {
+                let (sym, base) = SYMBOLS[k % SYMBOLS.len()];
+                k += 5;
+                let bid = base * (1.0 + (unit() - 0.5) * 0.004);
+                let ask = bid * (1.0 + unit() * 0.0004);
+                let obj = format!(
+                    "{}{{\"s\":\"{sym}\",\"bid\":{bid:.4},\"ask\":{ask:.4},\"vol\":{:.3},\"t\":{}}}",
+                    if first { "" } else { "," },
+                    unit() * 5_000.0,
+                    1_764_633_600_000 + m * 137 + (unit() * 100.0) as u64,
+                );
+                if msg.len() + obj.len() + TAIL.len() > size {
+                    break;
+                }
+                msg.push_str(&obj);
+                first = false;
+            }
+            let mut b = msg.into_bytes();
+            if b.len() + TAIL.len() <= size {
+                b.resize(size - TAIL.len(), b' ');
+                b.extend_from_slice(TAIL.as_bytes());
+            } else {
+                // Too small for JSON: its first `size` bytes.
+                b.resize(size, b' ');
+            }
+            b
+        })
+        .collect();
+    // Where the stamp fits whole; too small for JSON, at the front.
+    let stamp_at = if size >= HEAD.len() + STAMP.len() {
+        HEAD.len()
+    } else {
+        0
+    };
+    (templates, stamp_at)
 }
 
 /// Feeds one read to the connection: checks and records every echo, appends
@@ -755,6 +982,7 @@ fn record(
 ) {
     let lat = ns(now - intended);
     stats.interval_messages += 1;
+    stats.plain_in += bytes as u64;
     // Only the progress lines use it: not worth a record per message when
     // they are not printed.
     if !plan.quiet {
@@ -782,7 +1010,7 @@ fn absorb_raw(
     payloads: &Payloads,
     now: Instant,
 ) -> Option<usize> {
-    let size = payloads.template.len().max(1);
+    let size = payloads.size().max(1);
     let mut echoes = 0;
     let mut off = 0;
     while rbuf.len() - off >= size {
@@ -808,6 +1036,51 @@ fn absorb_raw(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_payloads_are_json_of_the_size_and_stamped() {
+        for size in [64, 128, 512, 4096] {
+            let p = Payloads::new(size, MessageKind::Text, PayloadStyle::Json, false);
+            assert_eq!(p.templates.len(), 256);
+            // With a few ticker objects each (about 80 bytes), all different.
+            let distinct: std::collections::HashSet<&Vec<u8>> = p.templates.iter().collect();
+            if size >= 512 {
+                assert_eq!(distinct.len(), 256, "size {size}");
+            }
+            for seq in [0u64, 1, 255, 256, 0x1234_5678_9abc_def0] {
+                let mut m = Vec::new();
+                p.write(seq, 0, size, &mut m);
+                assert_eq!(m.len(), size);
+                let v: serde_json::Value = serde_json::from_slice(&m)
+                    .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&m)));
+                assert_eq!(v["seq"].as_str().unwrap(), format!("{seq:016x}"));
+                if size >= 512 {
+                    assert!(v["data"].as_array().unwrap().len() >= 4, "{v}");
+                }
+                p.check(seq, MessageKind::Text, &m).unwrap();
+                // Written in pieces, the same bytes.
+                let mut pieces = Vec::new();
+                for (a, b) in [(0, 20), (20, 21), (21, size)] {
+                    p.write(seq, a, b, &mut pieces);
+                }
+                assert_eq!(pieces, m);
+                // One byte off anywhere, or the next message's echo, fails.
+                for i in [0, 20, size / 2, size - 1] {
+                    let mut bad = m.clone();
+                    bad[i] ^= 1;
+                    assert!(p.check(seq, MessageKind::Text, &bad).is_err(), "byte {i}");
+                }
+                assert!(p.check(seq + 1, MessageKind::Text, &m).is_err());
+            }
+        }
+        // Too small for JSON: still exactly the size, still checked.
+        let p = Payloads::new(20, MessageKind::Text, PayloadStyle::Json, false);
+        let mut m = Vec::new();
+        p.write(7, 0, 20, &mut m);
+        assert_eq!(m.len(), 20);
+        p.check(7, MessageKind::Text, &m).unwrap();
+        assert!(p.check(8, MessageKind::Text, &m).is_err());
+    }
 
     #[test]
     fn seeds_and_keys_do_not_repeat() {

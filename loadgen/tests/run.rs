@@ -228,6 +228,74 @@ fn a_message_budget_sends_exactly_that_many() {
     s.shutdown(GRACE);
 }
 
+#[test]
+fn deflate_compresses_both_ways_in_both_modes_and_is_declined_cleanly() {
+    use ringws::proto::deflate::Mode as DeflateMode;
+    for mode in [
+        DeflateMode::Shared,
+        DeflateMode::Dedicated,
+        DeflateMode::Off,
+    ] {
+        let s = echo_server(Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            threads: 1,
+            deflate: mode,
+            ..Config::default()
+        })
+        .unwrap();
+        let url = format!("ws://{}/", s.local_addr());
+        let json = tmp(&format!("z-{mode:?}.json"));
+        // Two frames per message: RSV1 on the first only, the compressed
+        // payload split between them.
+        let (code, stdout, stderr) = loadgen(&[
+            &url,
+            "-c",
+            "6",
+            "-t",
+            "1",
+            "--size",
+            "512",
+            "--payload",
+            "json",
+            "--deflate",
+            "--fragments",
+            "2",
+            "--in-flight",
+            "3",
+            "--messages",
+            "600",
+            "-d",
+            "30s",
+            "-w",
+            "0s",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{mode:?}: {stdout}\n{stderr}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let run = &v["runs"][0];
+        assert_eq!(run["messages"].as_u64().unwrap(), 600, "{run}");
+        let w = &run["wire"];
+        let ratio =
+            |wire: &str, plain: &str| w[wire].as_f64().unwrap() / w[plain].as_f64().unwrap();
+        let (out, back) = (ratio("wire_out", "plain_out"), ratio("wire_in", "plain_in"));
+        if mode == DeflateMode::Off {
+            assert_eq!(w["deflate_declined"].as_u64().unwrap(), 6, "{run}");
+            assert!(out > 1.0 && back > 1.0, "{run}");
+            assert!(
+                stdout.contains("deflate declined by the server on 6"),
+                "{stdout}"
+            );
+        } else {
+            assert_eq!(w["deflate_declined"].as_u64().unwrap(), 0, "{run}");
+            // Price-ticker JSON compresses to well under half.
+            assert!(out < 0.6 && back < 0.6, "{mode:?}: {run}");
+        }
+        s.shutdown(GRACE);
+    }
+}
+
 /// How long a test's shutdown waits for closing handshakes.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 

@@ -465,13 +465,39 @@ impl Connection {
         len: u64,
         out: &mut Vec<u8>,
     ) -> Result<Option<[u8; 4]>, NotOpen> {
+        self.data_header(first, fin, 0, len, out)
+    }
+
+    /// As [`Connection::send_fragment`], for a message the caller compressed
+    /// with permessage-deflate: RSV1 is set on its first frame (RFC 7692 6),
+    /// and `len` is the compressed length. Only once the extension was
+    /// agreed.
+    pub fn send_compressed_fragment(
+        &mut self,
+        first: Option<MessageKind>,
+        fin: bool,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<[u8; 4]>, NotOpen> {
+        let rsv = if first.is_some() { 0b100 } else { 0 };
+        self.data_header(first, fin, rsv, len, out)
+    }
+
+    fn data_header(
+        &mut self,
+        first: Option<MessageKind>,
+        fin: bool,
+        rsv: u8,
+        len: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<[u8; 4]>, NotOpen> {
         if self.state != CloseState::Open {
             return Err(NotOpen);
         }
         let mask = self.next_mask();
         FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode: data_opcode(first),
             mask,
             payload_len: len,
@@ -1324,6 +1350,35 @@ mod tests {
         let mut c = server();
         c.enable_inflate(15, takeover);
         c
+    }
+
+    #[test]
+    fn a_client_frames_compressed_fragments_with_rsv1_on_the_first() {
+        let text = "compressed text, compressed text, compressed text".as_bytes();
+        let z = &deflated(&[text], false)[0];
+        let (p1, p2) = z.split_at(z.len() / 2);
+        let mut client = Connection::client(Limits::default(), 7);
+        let mut wire = Vec::new();
+        for (first, fin, part) in [(Some(MessageKind::Text), false, p1), (None, true, p2)] {
+            let at = wire.len();
+            let mask = client
+                .send_compressed_fragment(first, fin, part.len() as u64, &mut wire)
+                .unwrap()
+                .expect("a client masks");
+            // FIN, RSV1 and the opcode: RSV1 on the first frame only.
+            assert_eq!(wire[at], if fin { 0x80 } else { 0x41 });
+            let start = wire.len();
+            wire.extend_from_slice(part);
+            apply_mask(&mut wire[start..], mask, 0);
+        }
+        let mut c = inflating_server(false);
+        let (seen, _) = drive(&mut c, &wire, &[]);
+        assert_eq!(seen, vec![Seen::Text(text.to_vec())]);
+        client.close(1000, "", Instant::now());
+        assert_eq!(
+            client.send_compressed_fragment(Some(MessageKind::Text), true, 1, &mut wire),
+            Err(NotOpen)
+        );
     }
 
     #[test]
