@@ -104,14 +104,17 @@ pub struct Config {
     /// set their own ([`crate::app::Route::deflate`]).
     pub deflate: DeflateMode,
     /// Dedicated mode: the server's compression window, 8 to 15 bits
-    /// (about 2^(bits + 1) bytes per connection). Default 15.
+    /// (4 x 2^bits bytes of each connection's compressor: the window twice
+    /// and its chain links, beside the hash table). Default 15.
     pub deflate_window_bits: u8,
     /// Dedicated mode: the window asked of clients that allow a limit, 8 to
     /// 15 bits (2^bits bytes of decompression window per connection), and
     /// an offer that allows none is declined below 15. Default 15.
     pub deflate_client_window_bits: u8,
-    /// zlib's memory level for compressors, 1 to 9: a hash table of
-    /// 2^(level + 8) bytes. Default 8.
+    /// zlib's memory level for compressors, 1 to 9: their symbol and
+    /// output buffers, 7 x 2^(level + 6) bytes (112 KiB at 8, 896 bytes at
+    /// 1; zlib-rs's hash table is 128 KiB at any level). Matters in
+    /// dedicated mode, where each connection has a compressor. Default 8.
     pub deflate_mem_level: u8,
     /// Compression level, 0 to 9. Default 1, the fastest that compresses;
     /// higher levels cost more CPU for a few per cent.

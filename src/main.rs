@@ -84,7 +84,8 @@ struct Args {
     /// Dedicated deflate: the window asked of clients, 8 to 15 bits.
     #[arg(long, env = "RINGWS_DEFLATE_CLIENT_WINDOW_BITS", default_value_t = 15)]
     deflate_client_window_bits: u8,
-    /// Deflate memory level, 1 to 9 (hash table of 2^(level + 8) bytes).
+    /// Deflate memory level, 1 to 9 (compressor buffers of 7 x 2^(level + 6)
+    /// bytes, beside a 128 KiB hash table at any level).
     #[arg(long, env = "RINGWS_DEFLATE_MEM_LEVEL", default_value_t = 8)]
     deflate_mem_level: u8,
     /// Deflate compression level, 0 to 9.

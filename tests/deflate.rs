@@ -174,3 +174,86 @@ fn inflated_size_is_limited_and_bad_data_is_1007() {
     assert_eq!((b0, close_code(&p)), (0x88, 1007));
     s.shutdown(Duration::from_secs(1));
 }
+
+/// Subscribes every connection to "t" and keeps a handle to each (for
+/// sends from outside the loop); a message "pub" publishes 600 bytes of
+/// JSON to "t".
+struct Topic(std::sync::Arc<std::sync::Mutex<Vec<ringws::app::SocketRef>>>);
+
+impl ringws::app::Handler for Topic {
+    type Data = ();
+
+    fn upgrade(&self, _req: &ringws::app::Request<'_>) -> ringws::app::Upgrade<()> {
+        ringws::app::Upgrade::accept(())
+    }
+
+    fn open(&self, ws: &mut ringws::app::Socket<'_, ()>) {
+        ws.subscribe("t");
+        self.0.lock().unwrap().push(ws.handle());
+        ws.send_text("subscribed");
+    }
+
+    fn message(&self, ws: &mut ringws::app::Socket<'_, ()>, msg: ringws::app::Message<'_>) {
+        if msg.as_bytes() == b"pub" {
+            ws.publish("t", json(600).as_str());
+        }
+    }
+}
+
+#[test]
+fn publishes_and_handle_sends_are_compressed() {
+    for mode in [DeflateMode::Shared, DeflateMode::Dedicated] {
+        let handles = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = App::new(Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            threads: 1,
+            ..Config::default()
+        })
+        .with_route(Route::prefix("/", Topic(handles.clone())).deflate(mode))
+        .start()
+        .unwrap();
+        // Two that agreed to deflate, one that did not offer it.
+        let mut clients: Vec<(Client, bool)> = Vec::new();
+        for z in [true, true, false] {
+            let (mut c, head) = Client::request(s.local_addr(), "/", if z { OFFER } else { "" });
+            assert_eq!(head.contains("permessage-deflate"), z, "{head}");
+            assert_eq!(c.frame().unwrap(), (0x81, b"subscribed".to_vec()));
+            clients.push((c, z));
+        }
+        let text = json(600);
+        let check = |c: &mut Client, z: bool, via_handle: bool, what: &str| {
+            // Shared mode compresses a publish once for every shared
+            // subscriber; dedicated subscribers get publishes plain, and
+            // handle sends compressed with their own compressor.
+            let expect_z = z && (mode == DeflateMode::Shared || via_handle);
+            let (b0, p) = c.frame().unwrap();
+            assert_eq!(b0, if expect_z { 0xC1 } else { 0x81 }, "{mode:?}: {what}");
+            let data = if expect_z {
+                assert!(p.len() < text.len() / 2, "{} bytes", p.len());
+                // A fresh inflater each time: in dedicated mode the
+                // handle send is the connection's first compressed message.
+                inflate(&mut zlib_rs::Inflate::new(false, 15), &p)
+            } else {
+                p
+            };
+            assert_eq!(data, text.as_bytes(), "{mode:?}: {what}");
+        };
+        // A publish from outside and one from a connection (which leaves
+        // itself out).
+        s.publish("t", text.as_str());
+        clients[2].0.text("pub");
+        for (i, (c, z)) in clients.iter_mut().enumerate() {
+            for n in 0..if i == 2 { 1 } else { 2 } {
+                check(c, *z, false, &format!("client {i} publish {n}"));
+            }
+        }
+        // A send through each one's handle.
+        for h in handles.lock().unwrap().iter() {
+            h.send(text.as_str()).unwrap();
+        }
+        for (i, (c, z)) in clients.iter_mut().enumerate() {
+            check(c, *z, true, &format!("client {i} handle send"));
+        }
+        s.shutdown(Duration::from_secs(1));
+    }
+}

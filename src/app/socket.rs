@@ -12,7 +12,7 @@ use super::{BackpressurePolicy, ServerHandle, Shared};
 use crate::log;
 use crate::proto::close;
 use crate::proto::error::close_code;
-use crate::proto::frame::{encode_frame, OpCode};
+use crate::proto::frame::{encode_frame, FrameHeader, OpCode};
 use crate::runtime::io::{Io, SockId};
 
 /// A message, borrowed: text (always valid UTF-8) or binary.
@@ -69,6 +69,16 @@ impl<'a> From<&'a [u8]> for Message<'a> {
     fn from(b: &'a [u8]) -> Self {
         Message::Binary(b)
     }
+}
+
+/// The opcode and payload of `frame`, an unfragmented uncompressed data
+/// frame as [`Message::frame`] encodes it, when the payload has at least
+/// `min_size` bytes: a message to compress before it is sent.
+pub(crate) fn data_payload(frame: &[u8], min_size: usize) -> Option<(OpCode, &[u8])> {
+    let (h, n) = FrameHeader::decode(frame).ok().flatten()?;
+    let payload = &frame[n..];
+    (!h.opcode.is_control() && h.fin && h.rsv == 0 && payload.len() >= min_size)
+        .then_some((h.opcode, payload))
 }
 
 /// What became of a send (as in uWebSockets).
@@ -153,9 +163,22 @@ impl<D> Socket<'_, D> {
         if let Some(s) = self.over_limit() {
             return s;
         }
-        match self.io.out(self.conn.id) {
-            Some(b) => b.push_shared(&frame),
-            None => return SendStatus::Dropped,
+        let Some(b) = self.io.out(self.conn.id) else {
+            return SendStatus::Dropped;
+        };
+        match (self.conn.flags & DEFLATE != 0)
+            .then(|| data_payload(&frame, self.cfg.deflate.min_size))
+            .flatten()
+        {
+            Some((opcode, payload)) => self.ctx.queue_compressed(
+                self.conn.flags,
+                &mut self.conn.ext,
+                &self.cfg.deflate,
+                opcode,
+                payload,
+                b,
+            ),
+            None => b.push_shared(&frame),
         }
         self.ctx.counts.frames += 1;
         self.status()

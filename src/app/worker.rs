@@ -103,10 +103,13 @@ enum Slot {
     Handshake(Option<Box<Vec<u8>>>),
     /// The upgrade hook deferred its decision.
     Deferred(Box<Pending>),
-    /// A WebSocket, at `conn` in route `route`'s slab.
+    /// A WebSocket, at `conn` in route `route`'s slab; `shared_z`: it
+    /// agreed to shared-mode permessage-deflate, so a publish can hand it
+    /// the frame compressed once for all such subscribers.
     Open {
         route: u32,
         conn: u32,
+        shared_z: bool,
     },
     /// Our last bytes are queued (an HTTP error, or a Close after framing
     /// was lost); what the peer still sends is dropped until it closes or
@@ -413,28 +416,18 @@ impl Ctx {
         };
         let c = match own {
             Some((c, slot)) => slot.get_or_insert_with(|| Box::new(Compressor::new(c))),
-            None => self.compressor.get_or_insert_with(|| {
-                Box::new(Compressor::new(CompressorConfig {
-                    level: cfg.level,
-                    window_bits: 15,
-                    mem_level: cfg.mem_level,
-                    takeover: false,
-                }))
-            }),
+            None => shared_compressor(&mut self.compressor, cfg),
         };
         c.compress(bytes, &mut z);
         let h = batch.hdr.len();
-        FrameHeader {
-            fin: true,
-            rsv: 0b100,
-            opcode,
-            mask: None,
-            payload_len: z.len() as u64,
-        }
-        .encode_into(&mut batch.hdr);
+        compressed_header(opcode, z.len()).encode_into(&mut batch.hdr);
         batch.hdr.extend_from_slice(&z);
         batch.push_hdr_from(h);
-        // Kept for the next message, unless a large one made it large.
+        self.keep_zbuf(z);
+    }
+
+    /// Kept for the next message, unless a large one made it large.
+    fn keep_zbuf(&mut self, z: Vec<u8>) {
         if z.capacity() <= 256 << 10 {
             self.zbuf = z;
         }
@@ -448,14 +441,24 @@ impl Ctx {
         frame: &Bytes,
         skip: Option<SockId>,
     ) {
+        // Shared-mode deflate: the frame compressed at the first subscriber
+        // that takes it, then shared by all of them. Subscribers with their
+        // own compressor (context takeover, or a smaller window) get it
+        // uncompressed, as RFC 7692 allows: compressing it for each of them
+        // would cost a compression per subscriber per publish.
+        let mut zframe: Option<Option<Bytes>> = None;
+        let mut z = std::mem::take(&mut self.zbuf);
         for &sub in self.topics.subscribers(topic) {
             if Some(sub) == skip {
                 continue;
             }
-            let Some(Slot::Open { route, .. }) = self.slots.get(sub.index()) else {
+            let Some(&Slot::Open {
+                route, shared_z, ..
+            }) = self.slots.get(sub.index())
+            else {
                 continue;
             };
-            let cfg = &self.shared.routes[*route as usize].cfg;
+            let cfg = &self.shared.routes[route as usize].cfg;
             // One look-up for the limit and the batch.
             let Some((b, inflight)) = io.out_and_inflight(sub) else {
                 continue;
@@ -466,9 +469,21 @@ impl Ctx {
                 }
                 continue;
             }
-            b.push_shared(frame);
+            // (Subscribers of routes with different deflate settings: the
+            // first one's decide, as any no-takeover 15-bit stream is valid
+            // for every shared-mode peer.)
+            let f = if shared_z {
+                let zf = zframe.get_or_insert_with(|| {
+                    compress_frame(&mut self.compressor, &mut z, &cfg.deflate, frame)
+                });
+                zf.as_ref().unwrap_or(frame)
+            } else {
+                frame
+            };
+            b.push_shared(f);
             self.counts.frames += 1;
         }
+        self.keep_zbuf(z);
     }
 }
 
@@ -624,6 +639,7 @@ impl<H: Handler> RouteState<H> {
         *ctx.slot(id) = Slot::Open {
             route: self.route,
             conn: i,
+            shared_z: flags & DEFLATE_SHARED != 0,
         };
         // The handshake timeout is over; the idle timeout starts.
         let idle = (!self.cfg.idle_timeout.is_zero()).then(|| now + self.cfg.idle_timeout / 2);
@@ -1028,6 +1044,52 @@ impl<H: Handler> RouteRt for RouteState<H> {
     }
 }
 
+/// This thread's shared-mode compressor (no context takeover, a 15-bit
+/// window), made at its first use with `cfg`'s level and memory level.
+fn shared_compressor<'a>(
+    slot: &'a mut Option<Box<Compressor>>,
+    cfg: &DeflateCfg,
+) -> &'a mut Compressor {
+    slot.get_or_insert_with(|| {
+        Box::new(Compressor::new(CompressorConfig {
+            level: cfg.level,
+            window_bits: 15,
+            mem_level: cfg.mem_level,
+            takeover: false,
+        }))
+    })
+}
+
+/// The header of an unfragmented compressed data frame (RSV1, RFC 7692 6).
+fn compressed_header(opcode: OpCode, len: usize) -> FrameHeader {
+    FrameHeader {
+        fin: true,
+        rsv: 0b100,
+        opcode,
+        mask: None,
+        payload_len: len as u64,
+    }
+}
+
+/// `frame` (an unfragmented data frame as [`Message::frame`] encodes it)
+/// with its payload compressed by the shared-mode compressor, `z` as
+/// scratch; `None` for anything else, and for payloads below
+/// `cfg.min_size`.
+fn compress_frame(
+    slot: &mut Option<Box<Compressor>>,
+    z: &mut Vec<u8>,
+    cfg: &DeflateCfg,
+    frame: &[u8],
+) -> Option<Bytes> {
+    let (opcode, payload) = super::socket::data_payload(frame, cfg.min_size)?;
+    z.clear();
+    shared_compressor(slot, cfg).compress(payload, z);
+    let mut out = Vec::with_capacity(z.len() + MAX_HEADER_LEN);
+    compressed_header(opcode, z.len()).encode_into(&mut out);
+    out.extend_from_slice(z);
+    Some(Bytes::from(out))
+}
+
 /// Queues the response of a rejected upgrade (a status outside 400-599,
 /// or an unsafe header, becomes a 500, logged).
 fn reject(io: &mut Io, id: SockId, r: Reject) {
@@ -1172,7 +1234,7 @@ impl Worker {
                 continue;
             };
             match &self.ctx.slots[slot] {
-                &Slot::Open { route, conn } => {
+                &Slot::Open { route, conn, .. } => {
                     self.routes[route as usize].close(
                         io,
                         &mut self.ctx,
@@ -1192,7 +1254,7 @@ impl Worker {
     /// `Close`).
     fn close_victims(&mut self, io: &mut Io) {
         while let Some(id) = self.ctx.victims.pop() {
-            if let Some(&Slot::Open { route, conn }) = self.ctx.slots.get(id.index()) {
+            if let Some(&Slot::Open { route, conn, .. }) = self.ctx.slots.get(id.index()) {
                 if io.is_open(id) {
                     log!(
                         Info,
@@ -1229,7 +1291,7 @@ impl Worker {
         match (cmd, self.ctx.slot(id)) {
             (
                 cmd @ (Command::Send { .. } | Command::Close { .. }),
-                &mut Slot::Open { route, conn },
+                &mut Slot::Open { route, conn, .. },
             ) => {
                 self.routes[route as usize].command(io, &mut self.ctx, id, conn, cmd);
             }
@@ -1295,7 +1357,7 @@ impl io::Handler for Worker {
     }
 
     fn data(&mut self, io: &mut Io, id: SockId, buf: InputBuf) {
-        if let Some(&Slot::Open { route, conn }) = self.ctx.slots.get(id.index()) {
+        if let Some(&Slot::Open { route, conn, .. }) = self.ctx.slots.get(id.index()) {
             self.routes[route as usize].data(io, &mut self.ctx, id, conn, buf, 0);
             if !self.ctx.victims.is_empty() {
                 self.close_victims(io);
@@ -1329,7 +1391,7 @@ impl io::Handler for Worker {
 
     fn eof(&mut self, io: &mut Io, id: SockId, err: Option<std::io::Error>) {
         match *self.ctx.slot(id) {
-            Slot::Open { route, conn } => {
+            Slot::Open { route, conn, .. } => {
                 self.routes[route as usize].eof(io, &mut self.ctx, id, conn, err)
             }
             Slot::Handshake(_) | Slot::Deferred(_) => {
@@ -1342,7 +1404,7 @@ impl io::Handler for Worker {
 
     fn timer(&mut self, io: &mut Io, id: SockId) {
         match *self.ctx.slot(id) {
-            Slot::Open { route, conn } => {
+            Slot::Open { route, conn, .. } => {
                 self.routes[route as usize].timer(io, &mut self.ctx, id, conn)
             }
             Slot::Handshake(_) => {
@@ -1366,7 +1428,7 @@ impl io::Handler for Worker {
         if matches!(s, Slot::Empty) {
             return;
         }
-        if let Slot::Open { route, conn } = s {
+        if let Slot::Open { route, conn, .. } = s {
             self.routes[route as usize].gone(io, &mut self.ctx, id, conn);
         }
         self.open -= 1;
@@ -1374,7 +1436,7 @@ impl io::Handler for Worker {
     }
 
     fn writable(&mut self, io: &mut Io, id: SockId) {
-        if let Slot::Open { route, conn } = *self.ctx.slot(id) {
+        if let Slot::Open { route, conn, .. } = *self.ctx.slot(id) {
             self.routes[route as usize].writable(io, &mut self.ctx, id, conn);
         }
     }
