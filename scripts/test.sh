@@ -23,6 +23,9 @@ step "unit and integration tests"
 cargo test --workspace
 step "fuzz smoke run"
 scripts/fuzz-smoke.sh
+step "deflate bombs against the release server: 1009, and peak RSS within 2x the limit per bomb"
+scripts/deflate-bomb.sh --mode shared --port 19061
+scripts/deflate-bomb.sh --mode dedicated --port 19062
 step "Autobahn|Testsuite 1.* to 11.*, ringws as the server on io_uring"
 RINGWS_BACKEND=io-uring scripts/autobahn.sh
 step "Autobahn|Testsuite 1.* to 11.*, ringws as the server on epoll"
