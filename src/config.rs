@@ -102,9 +102,10 @@ pub struct Config {
     /// takeover where the client allows it; a compressor and decompressor
     /// per connection, made at its first compressed message). Routes may
     /// set their own ([`crate::app::Route::deflate`]). A publish is
-    /// compressed once per thread for all shared-mode subscribers;
-    /// dedicated-mode subscribers get publishes uncompressed (which the
-    /// extension allows), since each would need a compression of its own.
+    /// compressed once per thread for all shared-mode subscribers, and for
+    /// each dedicated-mode subscriber with its own compressor: a
+    /// compression per subscriber per publish, the price of context
+    /// takeover.
     pub deflate: DeflateMode,
     /// Dedicated mode: the server's compression window, 8 to 15 bits
     /// (4 x 2^bits bytes of each connection's compressor: the window twice

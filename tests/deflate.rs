@@ -221,18 +221,23 @@ fn publishes_and_handle_sends_are_compressed() {
             clients.push((c, z));
         }
         let text = json(600);
-        let check = |c: &mut Client, z: bool, via_handle: bool, what: &str| {
-            // Shared mode compresses a publish once for every shared
-            // subscriber; dedicated subscribers get publishes plain, and
-            // handle sends compressed with their own compressor.
-            let expect_z = z && (mode == DeflateMode::Shared || via_handle);
+        // Both modes compress publishes and handle sends: shared mode once
+        // per publish for every shared subscriber, dedicated mode with
+        // each connection's own compressor, in its stream's order (so one
+        // inflater per connection, kept across messages).
+        let mut inflaters: Vec<zlib_rs::Inflate> =
+            (0..3).map(|_| zlib_rs::Inflate::new(false, 15)).collect();
+        let mut sizes: Vec<Vec<usize>> = vec![Vec::new(); 3];
+        let mut check = |c: &mut Client, i: usize, z: bool, what: &str| {
             let (b0, p) = c.frame().unwrap();
-            assert_eq!(b0, if expect_z { 0xC1 } else { 0x81 }, "{mode:?}: {what}");
-            let data = if expect_z {
-                assert!(p.len() < text.len() / 2, "{} bytes", p.len());
-                // A fresh inflater each time: in dedicated mode the
-                // handle send is the connection's first compressed message.
-                inflate(&mut zlib_rs::Inflate::new(false, 15), &p)
+            assert_eq!(b0, if z { 0xC1 } else { 0x81 }, "{mode:?}: {what}");
+            let data = if z {
+                sizes[i].push(p.len());
+                let d = inflate(&mut inflaters[i], &p);
+                if mode == DeflateMode::Shared {
+                    inflaters[i].reset(false);
+                }
+                d
             } else {
                 p
             };
@@ -244,7 +249,7 @@ fn publishes_and_handle_sends_are_compressed() {
         clients[2].0.text("pub");
         for (i, (c, z)) in clients.iter_mut().enumerate() {
             for n in 0..if i == 2 { 1 } else { 2 } {
-                check(c, *z, false, &format!("client {i} publish {n}"));
+                check(c, i, *z, &format!("client {i} publish {n}"));
             }
         }
         // A send through each one's handle.
@@ -252,7 +257,17 @@ fn publishes_and_handle_sends_are_compressed() {
             h.send(text.as_str()).unwrap();
         }
         for (i, (c, z)) in clients.iter_mut().enumerate() {
-            check(c, *z, true, &format!("client {i} handle send"));
+            check(c, i, *z, &format!("client {i} handle send"));
+        }
+        for s in &sizes[..2] {
+            assert_eq!(s.len(), 3);
+            assert!(s[0] < text.len() / 2, "{mode:?}: {s:?}");
+            if mode == DeflateMode::Dedicated {
+                // Context takeover: the repeats refer back to the first.
+                assert!(s[1] * 4 < s[0] && s[2] * 4 < s[0], "{s:?}");
+            } else {
+                assert!(s[0] == s[1] && s[1] == s[2], "{s:?}");
+            }
         }
         s.shutdown(Duration::from_secs(1));
     }

@@ -137,7 +137,7 @@ impl<D> Socket<'_, D> {
         if self.conn.flags & DEFLATE != 0 && msg.as_bytes().len() >= self.cfg.deflate.min_size {
             self.ctx.queue_compressed(
                 self.conn.flags,
-                &mut self.conn.ext,
+                self.conn.id.slot,
                 &self.cfg.deflate,
                 msg.opcode(),
                 msg.as_bytes(),
@@ -172,7 +172,7 @@ impl<D> Socket<'_, D> {
         {
             Some((opcode, payload)) => self.ctx.queue_compressed(
                 self.conn.flags,
-                &mut self.conn.ext,
+                self.conn.id.slot,
                 &self.cfg.deflate,
                 opcode,
                 payload,

@@ -18,6 +18,7 @@
 //! the batch instead.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -103,13 +104,13 @@ enum Slot {
     Handshake(Option<Box<Vec<u8>>>),
     /// The upgrade hook deferred its decision.
     Deferred(Box<Pending>),
-    /// A WebSocket, at `conn` in route `route`'s slab; `shared_z`: it
-    /// agreed to shared-mode permessage-deflate, so a publish can hand it
-    /// the frame compressed once for all such subscribers.
+    /// A WebSocket, at `conn` in route `route`'s slab; `z`: its
+    /// permessage-deflate (0, [`DEFLATE_SHARED`] or [`DEFLATE_OWN`]), for
+    /// publishes.
     Open {
         route: u32,
         conn: u32,
-        shared_z: bool,
+        z: u8,
     },
     /// Our last bytes are queued (an HTTP error, or a Close after framing
     /// was lost); what the peer still sends is dropped until it closes or
@@ -137,7 +138,7 @@ const TERMINATED: u8 = 1 << 3; // the socket is being closed without a handshake
 /// context takeover, a 15-bit window)...
 pub(crate) const DEFLATE_SHARED: u8 = 1 << 4;
 /// ... or with the connection's own (context takeover, or a window the
-/// client limited), its settings and, once made, itself in [`Extras`].
+/// client limited), its settings and, once made, itself in [`Ctx::own_z`].
 pub(crate) const DEFLATE_OWN: u8 = 1 << 5;
 pub(crate) const DEFLATE: u8 = DEFLATE_SHARED | DEFLATE_OWN;
 
@@ -162,10 +163,20 @@ pub(crate) struct Conn<D> {
 pub(crate) struct Extras {
     pub(crate) topics: Vec<u32>,
     pub(crate) alive: Option<Arc<AtomicBool>>,
-    /// [`DEFLATE_OWN`]: how this connection compresses, and its
-    /// compressor, made at its first compressed message.
-    pub(crate) deflate: Option<CompressorConfig>,
-    pub(crate) compressor: Option<Box<Compressor>>,
+}
+
+/// [`DEFLATE_OWN`]: how a connection compresses, and its compressor, made
+/// at its first compressed message.
+pub(crate) struct OwnZ {
+    cfg: CompressorConfig,
+    z: Option<Box<Compressor>>,
+}
+
+impl OwnZ {
+    fn compressor(&mut self) -> &mut Compressor {
+        let cfg = self.cfg;
+        self.z.get_or_insert_with(|| Box::new(Compressor::new(cfg)))
+    }
 }
 
 impl<D> Conn<D> {
@@ -185,9 +196,12 @@ impl<D> Conn<D> {
         io.notify_writable(self.id);
     }
 
-    /// Leaves every topic and marks handles closed: nothing more is sent
-    /// to a connection that is closing.
+    /// Leaves every topic, marks handles closed and drops its compressor:
+    /// nothing more is sent to a connection that is closing.
     fn leave(&mut self, ctx: &mut Ctx) {
+        if self.flags & DEFLATE_OWN != 0 {
+            ctx.own_z.remove(&self.id.slot);
+        }
         if let Some(e) = self.ext.as_deref_mut() {
             for t in e.topics.drain(..) {
                 ctx.topics.remove(self.id, t);
@@ -370,6 +384,9 @@ pub(crate) struct Ctx {
     /// Shared permessage-deflate: this thread's compressor (no context
     /// takeover, a 15-bit window), made when first needed.
     compressor: Option<Box<Compressor>>,
+    /// Dedicated-mode deflate: each connection's own compressor, by socket
+    /// slot (only connections that agreed to it have an entry).
+    pub(crate) own_z: HashMap<u32, OwnZ>,
     /// Where a message is compressed before it is framed.
     pub(crate) zbuf: Vec<u8>,
     /// This thread's counts, copied to [`Shared`] once per turn.
@@ -396,41 +413,34 @@ impl Ctx {
     }
 
     /// Frames `bytes` compressed (RSV1 set, RFC 7692 6) onto `batch`, with
-    /// the connection's own compressor ([`DEFLATE_OWN`] in `flags`; made in
-    /// `ext` at the first message) or this thread's.
+    /// the connection's own compressor ([`DEFLATE_OWN`] in `flags`; in
+    /// [`Ctx::own_z`] under its `slot`) or this thread's.
     #[cold]
     pub(crate) fn queue_compressed(
         &mut self,
         flags: u8,
-        ext: &mut Option<Box<Extras>>,
+        slot: u32,
         cfg: &DeflateCfg,
         opcode: OpCode,
         bytes: &[u8],
         batch: &mut WriteBatch,
     ) {
-        let mut z = std::mem::take(&mut self.zbuf);
-        z.clear();
-        let own = match ext.as_deref_mut() {
-            Some(e) if flags & DEFLATE_OWN != 0 => e.deflate.map(|c| (c, &mut e.compressor)),
-            _ => None,
+        let c = if flags & DEFLATE_OWN != 0 {
+            match self.own_z.get_mut(&slot) {
+                Some(o) => o.compressor(),
+                None => {
+                    // Closing (its compressor is gone): nothing more goes
+                    // out, but stay valid and send it plain.
+                    let h = batch.hdr.len();
+                    encode_frame(opcode, None, bytes, &mut batch.hdr);
+                    batch.push_hdr_from(h);
+                    return;
+                }
+            }
+        } else {
+            shared_compressor(&mut self.compressor, cfg)
         };
-        let c = match own {
-            Some((c, slot)) => slot.get_or_insert_with(|| Box::new(Compressor::new(c))),
-            None => shared_compressor(&mut self.compressor, cfg),
-        };
-        c.compress(bytes, &mut z);
-        let h = batch.hdr.len();
-        compressed_header(opcode, z.len()).encode_into(&mut batch.hdr);
-        batch.hdr.extend_from_slice(&z);
-        batch.push_hdr_from(h);
-        self.keep_zbuf(z);
-    }
-
-    /// Kept for the next message, unless a large one made it large.
-    fn keep_zbuf(&mut self, z: Vec<u8>) {
-        if z.capacity() <= 256 << 10 {
-            self.zbuf = z;
-        }
+        frame_compressed(c, &mut self.zbuf, opcode, bytes, batch);
     }
 
     /// Queues `frame` to every subscriber of `topic` here but `skip`.
@@ -443,19 +453,16 @@ impl Ctx {
     ) {
         // Shared-mode deflate: the frame compressed at the first subscriber
         // that takes it, then shared by all of them. Subscribers with their
-        // own compressor (context takeover, or a smaller window) get it
-        // uncompressed, as RFC 7692 allows: compressing it for each of them
-        // would cost a compression per subscriber per publish.
+        // own compressor (dedicated mode: context takeover, or a smaller
+        // window) have it compressed for each of them, in their stream's
+        // order.
         let mut zframe: Option<Option<Bytes>> = None;
-        let mut z = std::mem::take(&mut self.zbuf);
+        let mut payload: Option<Option<(OpCode, &[u8])>> = None;
         for &sub in self.topics.subscribers(topic) {
             if Some(sub) == skip {
                 continue;
             }
-            let Some(&Slot::Open {
-                route, shared_z, ..
-            }) = self.slots.get(sub.index())
-            else {
+            let Some(&Slot::Open { route, z, .. }) = self.slots.get(sub.index()) else {
                 continue;
             };
             let cfg = &self.shared.routes[route as usize].cfg;
@@ -469,21 +476,28 @@ impl Ctx {
                 }
                 continue;
             }
-            // (Subscribers of routes with different deflate settings: the
-            // first one's decide, as any no-takeover 15-bit stream is valid
-            // for every shared-mode peer.)
-            let f = if shared_z {
-                let zf = zframe.get_or_insert_with(|| {
-                    compress_frame(&mut self.compressor, &mut z, &cfg.deflate, frame)
-                });
-                zf.as_ref().unwrap_or(frame)
-            } else {
-                frame
-            };
-            b.push_shared(f);
             self.counts.frames += 1;
+            if z == DEFLATE_SHARED {
+                // (Subscribers of routes with different deflate settings:
+                // the first one's decide, as any no-takeover 15-bit stream
+                // is valid for every shared-mode peer.)
+                let zf = zframe.get_or_insert_with(|| {
+                    compress_frame(&mut self.compressor, &mut self.zbuf, &cfg.deflate, frame)
+                });
+                b.push_shared(zf.as_ref().unwrap_or(frame));
+                continue;
+            }
+            if z == DEFLATE_OWN {
+                let p = payload.get_or_insert_with(|| super::socket::data_payload(frame, 0));
+                if let (Some((opcode, data)), Some(o)) = (p, self.own_z.get_mut(&sub.slot)) {
+                    if data.len() >= cfg.deflate.min_size {
+                        frame_compressed(o.compressor(), &mut self.zbuf, *opcode, data, b);
+                        continue;
+                    }
+                }
+            }
+            b.push_shared(frame);
         }
-        self.keep_zbuf(z);
     }
 }
 
@@ -590,7 +604,7 @@ impl<H: Handler> RouteState<H> {
             return Outcome::Refused;
         }
         let mut proto = Connection::server(ctx.shared.cfg.limits());
-        let (mut flags, mut ext) = (0, None);
+        let mut flags = 0;
         if let Some(ag) = agreed {
             a.headers
                 .push(("Sec-WebSocket-Extensions".into(), ag.answer()));
@@ -600,15 +614,13 @@ impl<H: Handler> RouteState<H> {
                 // Settings of its own, kept with the connection; the
                 // compressor itself only once it sends a compressed message.
                 flags = DEFLATE_OWN;
-                ext = Some(Box::new(Extras {
-                    deflate: Some(CompressorConfig {
-                        level: self.cfg.deflate.level,
-                        window_bits: ag.server_max_window_bits,
-                        mem_level: self.cfg.deflate.mem_level,
-                        takeover,
-                    }),
-                    ..Extras::default()
-                }));
+                let cfg = CompressorConfig {
+                    level: self.cfg.deflate.level,
+                    window_bits: ag.server_max_window_bits,
+                    mem_level: self.cfg.deflate.mem_level,
+                    takeover,
+                };
+                ctx.own_z.insert(id.slot, OwnZ { cfg, z: None });
             } else {
                 flags = DEFLATE_SHARED;
             }
@@ -621,7 +633,7 @@ impl<H: Handler> RouteState<H> {
             id,
             proto,
             data: Some(a.data),
-            ext,
+            ext: None,
             last_rx: io.now_ticks(),
             sent_code: 0,
             flags,
@@ -639,7 +651,7 @@ impl<H: Handler> RouteState<H> {
         *ctx.slot(id) = Slot::Open {
             route: self.route,
             conn: i,
-            shared_z: flags & DEFLATE_SHARED != 0,
+            z: flags & DEFLATE,
         };
         // The handshake timeout is over; the idle timeout starts.
         let idle = (!self.cfg.idle_timeout.is_zero()).then(|| now + self.cfg.idle_timeout / 2);
@@ -1044,6 +1056,32 @@ impl<H: Handler> RouteRt for RouteState<H> {
     }
 }
 
+/// Frames `bytes` compressed by `c` onto `batch`, `scratch` as the
+/// compressor's output.
+fn frame_compressed(
+    c: &mut Compressor,
+    scratch: &mut Vec<u8>,
+    opcode: OpCode,
+    bytes: &[u8],
+    batch: &mut WriteBatch,
+) {
+    scratch.clear();
+    c.compress(bytes, scratch);
+    let h = batch.hdr.len();
+    compressed_header(opcode, scratch.len()).encode_into(&mut batch.hdr);
+    batch.hdr.extend_from_slice(scratch);
+    batch.push_hdr_from(h);
+    shrink_scratch(scratch);
+}
+
+/// Keeps the compression scratch buffer for the next message, unless a
+/// large one made it large.
+fn shrink_scratch(z: &mut Vec<u8>) {
+    if z.capacity() > 256 << 10 {
+        *z = Vec::new();
+    }
+}
+
 /// This thread's shared-mode compressor (no context takeover, a 15-bit
 /// window), made at its first use with `cfg`'s level and memory level.
 fn shared_compressor<'a>(
@@ -1087,6 +1125,7 @@ fn compress_frame(
     let mut out = Vec::with_capacity(z.len() + MAX_HEADER_LEN);
     compressed_header(opcode, z.len()).encode_into(&mut out);
     out.extend_from_slice(z);
+    shrink_scratch(z);
     Some(Bytes::from(out))
 }
 
@@ -1145,6 +1184,7 @@ impl Worker {
                 topics: Default::default(),
                 victims: Vec::new(),
                 compressor: None,
+                own_z: HashMap::new(),
                 zbuf: Vec::new(),
                 counts: Counts::default(),
             },
