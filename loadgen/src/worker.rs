@@ -688,38 +688,41 @@ impl Payloads {
         self.templates[0].len()
     }
 
-    /// Message `seq`'s template and its stamp: 16 hex digits for text, 8
-    /// bytes for binary, cut to what fits.
-    fn parts(&self, seq: u64) -> (&[u8], [u8; 16], usize) {
-        let mut s = [0u8; 16];
-        let n = match self.kind {
+    /// Message `seq`: its template and its stamp (16 hex digits for text,
+    /// 8 bytes for binary, cut to what fits), worked out once per message.
+    #[inline]
+    fn msg(&self, seq: u64) -> Msg<'_> {
+        let t = match self.templates.len() {
+            1 => &self.templates[0],
+            n => &self.templates[(seq % n as u64) as usize],
+        };
+        let (stamp, n) = match self.kind {
             MessageKind::Text => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut s = [0u8; 16];
                 for (i, b) in s.iter_mut().enumerate() {
                     *b = HEX[((seq >> (60 - 4 * i)) & 0xF) as usize];
                 }
-                16
+                (s, 16)
             }
             MessageKind::Binary => {
+                let mut s = [0u8; 16];
                 s[..8].copy_from_slice(&seq.to_le_bytes());
-                8
+                (s, 8)
             }
         };
-        let t = &self.templates[(seq % self.templates.len() as u64) as usize];
-        (t, s, n.min(t.len().saturating_sub(self.stamp_at)))
+        Msg {
+            t,
+            stamp,
+            at: self.stamp_at,
+            n: n.min(t.len().saturating_sub(self.stamp_at)),
+        }
     }
 
     /// Appends bytes `a..b` of message `seq` to `out`.
+    #[cfg(test)]
     fn write(&self, seq: u64, a: usize, b: usize, out: &mut Vec<u8>) {
-        let (t, stamp, n) = self.parts(seq);
-        let start = out.len();
-        out.extend_from_slice(&t[a..b]);
-        // The part of the stamp inside a..b.
-        let (s0, s1) = (self.stamp_at.max(a), (self.stamp_at + n).min(b));
-        if s1 > s0 {
-            out[start + s0 - a..start + s1 - a]
-                .copy_from_slice(&stamp[s0 - self.stamp_at..s1 - self.stamp_at]);
-        }
+        self.msg(seq).write(a, b, out);
     }
 
     /// Appends connection `c`'s next message, framed as `fragments` frames,
@@ -732,20 +735,20 @@ impl Payloads {
         fragments: usize,
         out: &mut Vec<u8>,
     ) -> bool {
-        let seq = c.seq;
+        let m = self.msg(c.seq);
         let len = self.size();
         let start = out.len();
         if self.raw {
-            self.write(seq, 0, len, out);
+            m.write(0, len, out);
             return true;
         }
         let ok = match c.deflate {
             None => self.frame(&mut c.ws, fragments, len, false, out, |a, b, out| {
-                self.write(seq, a, b, out)
+                m.write(a, b, out)
             }),
             Some(cfg) => {
                 zs.plain.clear();
-                self.write(seq, 0, len, &mut zs.plain);
+                m.write(0, len, &mut zs.plain);
                 zs.packed.clear();
                 let z = if cfg.takeover {
                     c.compressor
@@ -820,15 +823,41 @@ impl Payloads {
                 self.size()
             ));
         }
-        let (t, stamp, n) = self.parts(seq);
-        let at = self.stamp_at;
-        if data[at..at + n] != stamp[..n] || data[..at] != t[..at] || data[at + n..] != t[at + n..]
+        let m = self.msg(seq);
+        let (at, n) = (m.at, m.n);
+        if data[at..at + n] != m.stamp[..n]
+            || (at > 0 && data[..at] != m.t[..at])
+            || data[at + n..] != m.t[at + n..]
         {
             return Err(format!(
                 "message {seq}: the echo differs from what was sent"
             ));
         }
         Ok(())
+    }
+}
+
+/// One message's template and stamp ([`Payloads::msg`]).
+struct Msg<'a> {
+    t: &'a [u8],
+    stamp: [u8; 16],
+    /// Where the stamp goes, and how many of its bytes fit.
+    at: usize,
+    n: usize,
+}
+
+impl Msg<'_> {
+    /// Appends bytes `a..b` of the message to `out`.
+    #[inline]
+    fn write(&self, a: usize, b: usize, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&self.t[a..b]);
+        // The part of the stamp inside a..b.
+        let (s0, s1) = (self.at.max(a), (self.at + self.n).min(b));
+        if s1 > s0 {
+            out[start + s0 - a..start + s1 - a]
+                .copy_from_slice(&self.stamp[s0 - self.at..s1 - self.at]);
+        }
     }
 }
 
