@@ -7,12 +7,18 @@
 //! Every room is a topic. A line a member sends reaches everyone in the
 //! room as `NAME: line`, the sender included; joins and leaves are
 //! announced as `* NAME joined` and `* NAME left`.
+//!
+//! permessage-deflate is on in shared mode (`--deflate`): browsers offer
+//! it, chat text compresses well, and in shared mode an idle member costs
+//! nothing more for it; each line is compressed once per thread for
+//! everyone in the room.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use clap::Parser;
 use ringws::app::{App, Handler, Message, Request, ServerHandle, Socket, Upgrade};
+use ringws::config::DeflateMode;
 use ringws::Config;
 
 /// One member of one room.
@@ -83,11 +89,16 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
     listen: SocketAddr,
+    /// permessage-deflate: off, shared or dedicated.
+    #[arg(long, default_value = "shared")]
+    deflate: DeflateMode,
 }
 
 fn main() -> Result<(), ringws::StartError> {
+    let a = Args::parse();
     let cfg = Config {
-        listen: Args::parse().listen,
+        listen: a.listen,
+        deflate: a.deflate,
         ..Config::default()
     };
     App::new(cfg).route_prefix("/chat", Chat::default()).run()

@@ -123,3 +123,34 @@ fn auth_checks_the_token_in_a_deferred_upgrade() {
     bob.text("echo me");
     assert_eq!(bob.next_text(), "echo me");
 }
+
+#[test]
+fn chat_compresses_long_lines_for_members_that_offer_deflate() {
+    let ex = start("chat");
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+    let (mut dee, head) = Client::request(ex.1, "/chat/z?nick=dee", offer);
+    assert!(head.contains("permessage-deflate"), "{head}");
+    assert_eq!(dee.next_text(), "* dee joined");
+    let mut eve = Client::open(ex.1, "/chat/z?nick=eve");
+    assert_eq!(eve.next_text(), "* eve joined");
+    // Short lines go out plain; a long one compressed to dee only.
+    let line = "the quick brown fox jumps over the lazy dog, ".repeat(4);
+    eve.text(&line);
+    assert_eq!(next_line(&mut eve), format!("eve: {line}"));
+    let (b0, p) = loop {
+        let f = dee.frame().unwrap();
+        if f.0 == 0xC1 || !f.1.starts_with(b"* ") {
+            break f;
+        }
+    };
+    assert_eq!(b0, 0xC1, "FIN, RSV1, text");
+    assert!(p.len() < line.len() / 2, "{} bytes", p.len());
+    let mut input = p.clone();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = vec![0u8; 4096];
+    let mut z = zlib_rs::Inflate::new(false, 15);
+    z.decompress(&input, &mut out, zlib_rs::InflateFlush::SyncFlush)
+        .unwrap();
+    out.truncate(z.total_out() as usize);
+    assert_eq!(String::from_utf8(out).unwrap(), format!("eve: {line}"));
+}
