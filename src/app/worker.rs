@@ -1065,20 +1065,35 @@ fn frame_compressed(
     bytes: &[u8],
     batch: &mut WriteBatch,
 ) {
-    scratch.clear();
-    c.compress(bytes, scratch);
     let h = batch.hdr.len();
-    compressed_header(opcode, scratch.len()).encode_into(&mut batch.hdr);
-    batch.hdr.extend_from_slice(scratch);
+    encode_compressed(c, scratch, opcode, bytes, &mut batch.hdr);
     batch.push_hdr_from(h);
-    shrink_scratch(scratch);
 }
 
-/// Keeps the compression scratch buffer for the next message, unless a
-/// large one made it large.
-fn shrink_scratch(z: &mut Vec<u8>) {
-    if z.capacity() > 256 << 10 {
-        *z = Vec::new();
+/// Appends `bytes` compressed by `c` to `out` as one frame (RSV1 set, RFC
+/// 7692 6), `scratch` as the compressor's output: the header's length
+/// depends on the compressed one. The scratch buffer is kept for the next
+/// message, unless a large one made it large.
+fn encode_compressed(
+    c: &mut Compressor,
+    scratch: &mut Vec<u8>,
+    opcode: OpCode,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) {
+    scratch.clear();
+    c.compress(bytes, scratch);
+    FrameHeader {
+        fin: true,
+        rsv: 0b100,
+        opcode,
+        mask: None,
+        payload_len: scratch.len() as u64,
+    }
+    .encode_into(out);
+    out.extend_from_slice(scratch);
+    if scratch.capacity() > 256 << 10 {
+        *scratch = Vec::new();
     }
 }
 
@@ -1098,17 +1113,6 @@ fn shared_compressor<'a>(
     })
 }
 
-/// The header of an unfragmented compressed data frame (RSV1, RFC 7692 6).
-fn compressed_header(opcode: OpCode, len: usize) -> FrameHeader {
-    FrameHeader {
-        fin: true,
-        rsv: 0b100,
-        opcode,
-        mask: None,
-        payload_len: len as u64,
-    }
-}
-
 /// `frame` (an unfragmented data frame as [`Message::frame`] encodes it)
 /// with its payload compressed by the shared-mode compressor, `z` as
 /// scratch; `None` for anything else, and for payloads below
@@ -1120,12 +1124,8 @@ fn compress_frame(
     frame: &[u8],
 ) -> Option<Bytes> {
     let (opcode, payload) = super::socket::data_payload(frame, cfg.min_size)?;
-    z.clear();
-    shared_compressor(slot, cfg).compress(payload, z);
-    let mut out = Vec::with_capacity(z.len() + MAX_HEADER_LEN);
-    compressed_header(opcode, z.len()).encode_into(&mut out);
-    out.extend_from_slice(z);
-    shrink_scratch(z);
+    let mut out = Vec::new();
+    encode_compressed(shared_compressor(slot, cfg), z, opcode, payload, &mut out);
     Some(Bytes::from(out))
 }
 
