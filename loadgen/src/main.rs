@@ -79,12 +79,15 @@ struct Bench {
     /// Send binary messages (the default).
     #[arg(long)]
     binary: bool,
-    /// What messages carry: a fixed pattern, or price-ticker JSON (256
-    /// different messages in turn; text, valid JSON from about 64 bytes).
+    /// What messages carry: a fixed pattern, or price-ticker JSON (up to
+    /// 256 different messages in turn, 1 MiB of them at most; text, valid
+    /// JSON from about 64 bytes).
     #[arg(long, value_enum, default_value = "pattern")]
     payload: worker::PayloadStyle,
     /// Offer permessage-deflate (RFC 7692); where the server agrees,
     /// compress every message sent (zlib level 1) and inflate the echoes.
+    /// Where the server keeps its context (dedicated mode), each connection
+    /// has a compressor of its own: about 370 KiB per connection.
     #[arg(long, conflicts_with = "raw")]
     deflate: bool,
     /// Send each message as this many frames.

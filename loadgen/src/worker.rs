@@ -861,12 +861,13 @@ impl Msg<'_> {
     }
 }
 
-/// `--payload json`: 256 different messages of exactly `size` bytes, each
-/// a price-ticker update (`{"type":"ticker","seq":"…","data":[{…},…]}`,
+/// `--payload json`: different messages of exactly `size` bytes, each a
+/// price-ticker update (`{"type":"ticker","seq":"…","data":[{…},…]}`,
 /// valid JSON from about 64 bytes up; padded with spaces to the size), and
-/// where the sequence stamp goes. 256 of 512 bytes span more than a 15-bit
-/// window, so a compressor keeping its window across messages cannot just
-/// point back at the same message sent before.
+/// where the sequence stamp goes. 256 of them up to 4 KiB, fewer above so
+/// that they take at most 1 MiB (or two messages' worth), always spanning
+/// more than a 15-bit window: a compressor keeping its window across
+/// messages cannot just point back at the same message sent before.
 fn json_templates(size: usize) -> (Vec<Vec<u8>>, usize) {
     const SYMBOLS: [(&str, f64); 12] = [
         ("BTC-USD", 43_125.0),
@@ -891,7 +892,8 @@ fn json_templates(size: usize) -> (Vec<Vec<u8>>, usize) {
         rng = xorshift(rng);
         (rng >> 11) as f64 / (1u64 << 53) as f64
     };
-    let templates = (0..256u64)
+    let count = ((1 << 20) / size.max(1)).clamp(2, 256) as u64;
+    let templates = (0..count)
         .map(|m| {
             let mut msg = format!("{HEAD}{STAMP}{MID}");
             let mut first = true;
