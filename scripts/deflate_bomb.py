@@ -52,15 +52,10 @@ def frame(b0, payload, mask=b"\x11\x22\x33\x44"):
         head = struct.pack("!BBH", b0, 0x80 | 126, n)
     else:
         head = struct.pack("!BBQ", b0, 0x80 | 127, n)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if n < 4096 else _mask(payload, mask)
-    return head + mask + masked
-
-
-def _mask(payload, mask):
     # Whole-buffer XOR through int arithmetic: fast enough for a few MiB.
-    reps = (len(payload) + 3) // 4
-    m = int.from_bytes((mask * reps)[: len(payload)], "little")
-    return (int.from_bytes(payload, "little") ^ m).to_bytes(len(payload), "little")
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+    masked = (int.from_bytes(payload, "little") ^ key).to_bytes(n, "little")
+    return head + mask + masked
 
 
 def connect(port):
