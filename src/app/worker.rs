@@ -213,13 +213,20 @@ impl<D> Conn<D> {
     }
 
     /// Queues the protocol's own frames (Pong, Close) behind what is queued.
+    /// Inline: it runs after every frame, and there is seldom anything.
+    #[inline]
     fn flush_control(&mut self, io: &mut Io) {
         if self.proto.has_control() {
-            if let Some(b) = io.out(self.id) {
-                let h = b.hdr.len();
-                self.proto.take_control(&mut b.hdr);
-                b.push_hdr_from(h);
-            }
+            self.queue_control(io);
+        }
+    }
+
+    #[cold]
+    fn queue_control(&mut self, io: &mut Io) {
+        if let Some(b) = io.out(self.id) {
+            let h = b.hdr.len();
+            self.proto.take_control(&mut b.hdr);
+            b.push_hdr_from(h);
         }
     }
 

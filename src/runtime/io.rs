@@ -475,6 +475,7 @@ impl Io {
         s.pending.as_deref_mut().map(|b| (b, inflight))
     }
 
+    #[inline]
     fn put_batch(&mut self, mut b: Box<WriteBatch>) {
         b.clear();
         let bytes = b.heap_bytes();
@@ -538,6 +539,7 @@ impl Io {
     /// cleared deadline is not cancelled. So the write deadline, set on
     /// every send and cleared on every completion, costs the wheel nothing
     /// while the entry armed for an earlier send is still ahead.
+    #[inline]
     fn rearm(&mut self, slot: u32) {
         let s = &self.socks[slot as usize];
         let due = match (s.user_due, s.write_due) {

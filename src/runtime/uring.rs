@@ -213,6 +213,7 @@ impl Uring {
     }
 
     /// Queues `sqe`, submitting first if the queue is full.
+    #[inline]
     fn push(&mut self, sqe: squeue::Entry) {
         loop {
             // SAFETY: every entry built in this module points only to memory
