@@ -934,10 +934,8 @@ impl<H: Handler> RouteRt for RouteState<H> {
             off += n;
         }
         if view.used {
-            if let Some(b) = io.out(id) {
-                let idx = b.add_input(input);
-                debug_assert_eq!(idx, view.idx);
-            }
+            let idx = io.keep_input(id, input);
+            debug_assert!(idx.is_none_or(|i| i == view.idx));
         }
         // Else the buffer goes back to the pool here, before the write.
         if c.flags & TERMINATED != 0 || c.proto.framing_lost() || c.proto.is_closed() {

@@ -154,6 +154,13 @@ impl Sock {
     }
 }
 
+/// A batch for a socket when no spare is left: cold, so that
+/// [`Io::out_and_inflight`], on every send, stays small enough to inline.
+#[cold]
+fn new_batch() -> Box<WriteBatch> {
+    Box::default()
+}
+
 /// Spare write batches a thread keeps. Every connection that is sending
 /// holds one or two, so with fewer spares than concurrent senders each turn
 /// frees and allocates batches again.
@@ -469,10 +476,23 @@ impl Io {
             self.dirty.push(id.slot);
         }
         if s.pending.is_none() {
-            s.pending = Some(self.spares.pop().unwrap_or_default());
+            s.pending = Some(self.spares.pop().unwrap_or_else(new_batch));
         }
         let inflight = s.inflight.as_ref().map_or(0, |b| b.bytes());
         s.pending.as_deref_mut().map(|b| (b, inflight))
+    }
+
+    /// Keeps `input` with the batch queued on `id` this turn, which holds
+    /// ranges of it already (see [`WriteBatch::next_input`]); returns its
+    /// index there. Dropped if the socket has closed since: its batch went
+    /// with it.
+    #[inline]
+    pub(crate) fn keep_input(&mut self, id: SockId, input: InputBuf) -> Option<u32> {
+        let s = self.socks.get_mut(id.slot as usize)?;
+        if s.gen != id.gen || s.flags & (IN_USE | CLOSING) != IN_USE {
+            return None;
+        }
+        s.pending.as_deref_mut().map(|b| b.add_input(input))
     }
 
     #[inline]
@@ -807,6 +827,7 @@ impl Io {
     }
 
     /// Moves the pending batch in flight, if there is nothing in flight.
+    #[inline]
     fn start_send(&mut self, slot: u32) {
         let s = &mut self.socks[slot as usize];
         let Some(mut b) = s.pending.take() else {
@@ -826,6 +847,7 @@ impl Io {
         self.send_inflight(slot);
     }
 
+    #[inline]
     fn send_inflight(&mut self, slot: u32) {
         let s = &mut self.socks[slot as usize];
         let id = SockId { slot, gen: s.gen };
@@ -836,6 +858,13 @@ impl Io {
             s.ops += 1;
             return;
         }
+        self.write_now(slot);
+    }
+
+    /// epoll: writes the batch in flight until done or the socket is full.
+    fn write_now(&mut self, slot: u32) {
+        let s = &mut self.socks[slot as usize];
+        let b = s.inflight.as_deref_mut().expect("a batch in flight");
         let Fd::Raw(fd) = s.fd else {
             unreachable!("epoll has no direct descriptors")
         };
@@ -872,6 +901,7 @@ impl Io {
     }
 
     /// The batch in flight is sent (or failed).
+    #[inline]
     fn sent(&mut self, slot: u32, res: io::Result<()>) {
         let id = SockId {
             slot,
