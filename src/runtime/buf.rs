@@ -584,7 +584,13 @@ impl WriteBatch {
     /// `n` more bytes went out: skips whole iovecs, then part of the next.
     /// Returns true when everything is sent.
     pub(crate) fn advance(&mut self, mut n: usize) -> bool {
-        self.bytes -= n.min(self.bytes);
+        if n >= self.bytes {
+            // All of it, the usual case: no iovec to walk.
+            self.bytes = 0;
+            self.first = self.iov.len();
+            return true;
+        }
+        self.bytes -= n;
         while n > 0 && self.first < self.iov.len() {
             let v = &mut self.iov[self.first];
             if n >= v.iov_len {
