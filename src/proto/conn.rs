@@ -609,6 +609,9 @@ impl Connection {
     }
 
     fn step(&mut self, input: &mut [u8], off: &mut usize) -> Result<Option<Event>, ProtocolError> {
+        if let Some(ev) = self.whole_frame(input, off)? {
+            return Ok(Some(ev));
+        }
         loop {
             if self.state == CloseState::Closed {
                 // 5.5.1: after the peer's Close "the endpoint MUST NOT" expect
@@ -682,6 +685,65 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// The frame most reads start with, taken without the general path's
+    /// steps (the header's scratch, `RawHeader`, `validate`, `begin_frame`):
+    /// a whole text or binary message in one frame, without RSV bits, masked
+    /// as the role requires, with a 7- or 16-bit length, all of it in
+    /// `input`, while the connection is open and assembles no message, and
+    /// within the limits. It is delivered exactly as `begin_frame`'s
+    /// in-place path would deliver it. Anything else returns `Ok(None)`
+    /// having changed nothing, for the general path to take or reject.
+    #[inline]
+    fn whole_frame(
+        &mut self,
+        input: &mut [u8],
+        off: &mut usize,
+    ) -> Result<Option<Event>, ProtocolError> {
+        if !matches!(self.rx, Rx::Header)
+            || self.hlen != 0
+            || self.asm_kind.is_some()
+            || !matches!(self.state, CloseState::Open)
+        {
+            return Ok(None);
+        }
+        let (kind, b1) = match *input {
+            [0x81, b1, ..] => (MessageKind::Text, b1),
+            [0x82, b1, ..] => (MessageKind::Binary, b1),
+            _ => return Ok(None),
+        };
+        let masked = self.role == Role::Server;
+        if (b1 & 0x80 != 0) != masked {
+            return Ok(None);
+        }
+        let (len, ext) = match b1 & 0x7F {
+            126 => match *input {
+                [_, _, hi, lo, ..] => (usize::from(u16::from_be_bytes([hi, lo])), 2),
+                _ => return Ok(None),
+            },
+            127 => return Ok(None),
+            n => (usize::from(n), 0),
+        };
+        let start = 2 + ext + if masked { 4 } else { 0 };
+        if input.len() < start + len || self.check_data_len(len as u64).is_err() {
+            return Ok(None);
+        }
+        self.peer_sent_close = false;
+        let range = start..start + len;
+        *off = range.end;
+        let (head, payload) = input[..range.end].split_at_mut(start);
+        if masked {
+            let key = head[start - 4..].try_into().expect("4 bytes");
+            apply_mask(payload, key, 0);
+        }
+        if kind == MessageKind::Text && utf8::validate(payload).is_err() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        Ok(Some(Event::Message {
+            kind,
+            payload: Payload::Input(range),
+        }))
     }
 
     /// Reads a header from the scratch plus `input[*off..]`; `Ok(None)` when
@@ -1083,6 +1145,56 @@ mod tests {
             panic!("{r:?}")
         };
         assert_eq!(&wire[r], b"Hello");
+    }
+
+    #[test]
+    fn whole_frames_read_as_the_general_path_reads_them() {
+        // A frame whole in one read takes `whole_frame`; cut after its first
+        // byte it takes the general path. Both must see and send the same,
+        // at the limits and past them, for good and bad frames alike.
+        let limits = Limits {
+            max_frame_size: 1000,
+            max_message_size: 1000,
+            ..Limits::default()
+        };
+        let mut bad = "κόσμε".as_bytes().to_vec();
+        bad.push(0xFF);
+        let sizes = [0usize, 1, 5, 125, 126, 127, 999, 1000, 1001, 65535, 65536];
+        for b0 in [0x81u8, 0x82, 0x01, 0xC1, 0x89, 0x83] {
+            for &n in &sizes {
+                for payload in [vec![b'a'; n], bad.clone()] {
+                    let mut wire = frame(b0, &payload);
+                    wire.extend(frame(0x82, b"after"));
+                    let mut whole = Connection::server(limits);
+                    let mut cut = Connection::server(limits);
+                    let a = drive(&mut whole, &wire, &[]);
+                    let b = drive(&mut cut, &wire, &[1]);
+                    assert_eq!(a, b, "b0 {b0:#x}, {} bytes", payload.len());
+                }
+            }
+        }
+        // A client reads unmasked frames the same way, and refuses masked ones.
+        for masked in [false, true] {
+            for &n in &sizes {
+                let mut wire = frame(0x82, &vec![7u8; n]);
+                if !masked {
+                    // Clear the MASK bit, drop the key, unmask the payload.
+                    wire[1] &= 0x7F;
+                    let key = match wire[1] {
+                        126 => 4,
+                        127 => 10,
+                        _ => 2,
+                    };
+                    wire.drain(key..key + 4);
+                    crate::proto::mask::apply_mask_scalar(&mut wire[key..], KEY, 0);
+                }
+                let mut whole = Connection::client(limits, 1);
+                let mut cut = Connection::client(limits, 1);
+                let a = drive(&mut whole, &wire, &[]);
+                let b = drive(&mut cut, &wire, &[1]);
+                assert_eq!(a, b, "client, masked {masked}, {n} bytes");
+            }
+        }
     }
 
     #[test]
