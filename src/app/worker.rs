@@ -928,7 +928,12 @@ impl<H: Handler> RouteRt for RouteState<H> {
             c.flush_control(io);
             if view.trick_len > 0 {
                 let (at, n) = (view.trick_at, usize::from(view.trick_len));
-                buf[at..at + n].copy_from_slice(&view.trick_hdr[..n]);
+                if n == 2 {
+                    // Messages under 126 bytes: two stores, not a memcpy call.
+                    buf[at..at + 2].copy_from_slice(&view.trick_hdr[..2]);
+                } else {
+                    buf[at..at + n].copy_from_slice(&view.trick_hdr[..n]);
+                }
                 view.trick_len = 0;
             }
             off += n;

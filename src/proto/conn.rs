@@ -713,7 +713,7 @@ impl Connection {
             [0x82, b1, ..] => (MessageKind::Binary, b1),
             _ => return Ok(None),
         };
-        let masked = self.role == Role::Server;
+        let masked = matches!(self.role, Role::Server);
         if (b1 & 0x80 != 0) != masked {
             return Ok(None);
         }
@@ -737,7 +737,7 @@ impl Connection {
             let key = head[start - 4..].try_into().expect("4 bytes");
             apply_mask(payload, key, 0);
         }
-        if kind == MessageKind::Text && utf8::validate(payload).is_err() {
+        if matches!(kind, MessageKind::Text) && utf8::validate(payload).is_err() {
             return Err(ProtocolError::InvalidUtf8);
         }
         Ok(Some(Event::Message {
