@@ -538,3 +538,94 @@ fn deferred_upgrades_accept_reject_and_time_out() {
         decider.join().unwrap();
     });
 }
+
+/// A handler that panics where it is told to.
+struct Panicky;
+
+impl Handler for Panicky {
+    /// Panic in `open`?
+    type Data = bool;
+
+    fn upgrade(&self, req: &Request<'_>) -> Upgrade<bool> {
+        match req.query_param("boom") {
+            Some("upgrade") => panic!("boom in upgrade"),
+            Some("defer") => Upgrade::defer(|_| panic!("boom deferring")),
+            q => Accept::new(q == Some("open")).into(),
+        }
+    }
+
+    fn open(&self, ws: &mut Socket<'_, bool>) {
+        if *ws.data() {
+            panic!("boom in open");
+        }
+    }
+
+    fn message(&self, ws: &mut Socket<'_, bool>, msg: Message<'_>) {
+        if msg == Message::Text("panic") {
+            ws.send_text("before");
+            panic!("boom in message");
+        }
+        ws.send(msg);
+    }
+
+    fn ping(&self, _ws: &mut Socket<'_, bool>, payload: &[u8]) {
+        if payload == b"panic" {
+            panic!("boom in ping");
+        }
+    }
+
+    fn close(&self, _data: bool, code: u16, _reason: &str) {
+        if code == 1011 {
+            panic!("boom in close");
+        }
+    }
+}
+
+#[test]
+fn a_panicking_handler_closes_its_connection_with_1011_and_nothing_else() {
+    on_both(|b| {
+        // One thread: had a panic ended it, nothing would answer after.
+        let s = App::new(config(b, 1))
+            .route_prefix("/p", Panicky)
+            .start()
+            .unwrap();
+        let addr = s.local_addr();
+        let mut bystander = Client::open(addr, "/p");
+        let check = |by: &mut Client, n: usize| {
+            by.text(&format!("still here {n}"));
+            assert_eq!(by.next_text(), format!("still here {n}"));
+            let mut c = Client::open(addr, "/p");
+            c.text("fresh");
+            assert_eq!(c.next_text(), "fresh");
+        };
+        // In `message`: what it sent before the panic goes out, then 1011.
+        let mut c = Client::open(addr, "/p");
+        c.text("panic");
+        assert_eq!(c.next_text(), "before");
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!((b0, close_code(&p)), (0x88, 1011));
+        c.send(0x88, &p);
+        check(&mut bystander, 1);
+        // In `ping`.
+        let mut c = Client::open(addr, "/p");
+        c.send(0x89, b"panic");
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!(b0, 0x8A, "the Pong is queued before the callback");
+        assert_eq!(p, b"panic");
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!((b0, close_code(&p)), (0x88, 1011));
+        check(&mut bystander, 2);
+        // In `open`: the 101, then 1011.
+        let mut c = Client::open(addr, "/p?boom=open");
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!((b0, close_code(&p)), (0x88, 1011));
+        check(&mut bystander, 3);
+        // In `upgrade`, and in a deferred decision: 500.
+        for q in ["upgrade", "defer"] {
+            let (_, head) = Client::request(addr, &format!("/p?boom={q}"), "");
+            assert!(head.starts_with("HTTP/1.1 500"), "{q}: {head}");
+            check(&mut bystander, 4);
+        }
+        s.shutdown(GRACE);
+    });
+}

@@ -55,6 +55,12 @@ use worker::{Command, RouteCfg, RouteRt, RouteState, Worker};
 /// [`Handler::upgrade`] has a default that does nothing; all run on the
 /// connection's worker thread, so the handler is shared (`Sync`) and keeps
 /// per-connection state in [`Handler::Data`].
+///
+/// A panic in a callback is caught and logged and costs only its own
+/// connection: what the callback queued before it panicked is sent, then
+/// Close 1011 (a panic in [`Handler::upgrade`], or in a deferred decision,
+/// is answered with 500). The worker thread and its other connections go
+/// on. (Unless the program is built with `panic = "abort"`.)
 pub trait Handler: Send + Sync + 'static {
     /// The user data of each connection, made by the upgrade hook and
     /// handed to [`Handler::close`] (and so dropped) exactly once.

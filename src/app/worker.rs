@@ -242,6 +242,18 @@ impl<D> Conn<D> {
         self.leave(ctx);
     }
 
+    /// The handler panicked in `what` (caught by [`guard`]): whatever it
+    /// queued before stays queued; then Close 1011.
+    #[cold]
+    fn panicked(&mut self, io: &mut Io, ctx: &mut Ctx, what: &str) {
+        log!(
+            Error,
+            "{}: the handler panicked in `{what}`; closing with 1011",
+            io.peer_name(self.id)
+        );
+        self.start_close(io, ctx, close_code::INTERNAL_ERROR, "internal error");
+    }
+
     pub(crate) fn terminate(&mut self, io: &mut Io, ctx: &mut Ctx) {
         self.flags |= TERMINATED;
         self.leave(ctx);
@@ -665,13 +677,19 @@ impl<H: Handler> RouteState<H> {
         io.set_deadline(id, idle);
         let c = self.conns[i as usize].as_mut().expect("just made");
         let mut view = InputView::NONE;
-        self.handler.open(&mut Socket {
-            conn: c,
-            io,
-            ctx,
-            cfg: &self.cfg,
-            view: &mut view,
+        let (handler, cfg) = (&*self.handler, &self.cfg);
+        let ok = guard(|| {
+            handler.open(&mut Socket {
+                conn: c,
+                io,
+                ctx,
+                cfg,
+                view: &mut view,
+            })
         });
+        if !ok {
+            c.panicked(io, ctx, "open");
+        }
         Outcome::Opened(i)
     }
 
@@ -683,7 +701,9 @@ impl<H: Handler> RouteState<H> {
         c.flags |= TOLD;
         c.leave(ctx);
         if let Some(d) = c.data.take() {
-            handler.close(d, code, reason);
+            if !guard(|| handler.close(d, code, reason)) {
+                log!(Error, "the handler panicked in `close` (code {code})");
+            }
         }
     }
 
@@ -740,6 +760,16 @@ fn refuse_500(io: &mut Io, id: SockId, why: &str) {
     });
 }
 
+/// Runs a handler callback, catching a panic in it. Unwinding on would end
+/// the worker thread and every connection on it (with one thread, the
+/// listener too); instead the caller closes just the connection the panic
+/// came from (see [`Conn::panicked`]). The panic hook has printed the
+/// message and where it was raised. False if `f` panicked.
+#[inline]
+fn guard(f: impl FnOnce()) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok()
+}
+
 /// Sends nothing more and cuts the connection after [`LINGER`].
 fn linger(io: &mut Io, ctx: &mut Ctx, id: SockId) {
     *ctx.slot(id) = Slot::Lingering;
@@ -751,7 +781,14 @@ fn linger(io: &mut Io, ctx: &mut Ctx, id: SockId) {
 impl<H: Handler> RouteRt for RouteState<H> {
     fn upgrade(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, head: &Accepted<'_>) -> Outcome {
         let peer = io.peer(id);
-        let decision = self.handler.upgrade(&Request { head, peer });
+        let handler = &*self.handler;
+        let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handler.upgrade(&Request { head, peer })
+        }));
+        let Ok(decision) = decision else {
+            refuse_500(io, id, "the handler panicked in `upgrade`");
+            return Outcome::Refused;
+        };
         match decision {
             Upgrade::Accept(a) => {
                 let offered = |p: &str| head.protocols().any(|o| o == p);
@@ -770,14 +807,22 @@ impl<H: Handler> RouteRt for RouteState<H> {
                     rest: Vec::new(),
                     deflate: self.negotiate(head),
                 });
-                f(Deferred {
+                let deferred = Deferred {
                     shared: ctx.shared.clone(),
                     worker: ctx.index,
                     id,
                     route: self.route,
                     done: false,
                     _data: std::marker::PhantomData,
-                });
+                };
+                // A panic drops the `Deferred` undecided, which answers 500.
+                if !guard(|| f(deferred)) {
+                    log!(
+                        Error,
+                        "{}: the handler panicked deferring an upgrade",
+                        io.peer_name(id)
+                    );
+                }
                 Outcome::Deferred(pending)
             }
         }
@@ -867,6 +912,7 @@ impl<H: Handler> RouteRt for RouteState<H> {
                 }
             };
         }
+        let mut panicked = None;
         while off < len {
             if c.flags & TERMINATED != 0 {
                 break;
@@ -877,31 +923,43 @@ impl<H: Handler> RouteRt for RouteState<H> {
                 Ok(Some(Received::Text(s))) if !told => {
                     ctx.counts.messages += 1;
                     view.borrowed(off, s.as_bytes());
-                    handler.message(socket!(), Message::Text(s));
+                    if !guard(|| handler.message(socket!(), Message::Text(s))) {
+                        panicked = Some("message");
+                    }
                 }
                 Ok(Some(Received::Binary(b))) if !told => {
                     ctx.counts.messages += 1;
                     view.borrowed(off, b);
-                    handler.message(socket!(), Message::Binary(b));
+                    if !guard(|| handler.message(socket!(), Message::Binary(b))) {
+                        panicked = Some("message");
+                    }
                 }
                 Ok(Some(Received::TextOwned(s))) if !told => {
                     ctx.counts.messages += 1;
                     view.owned = (s.as_ptr() as usize, s.len());
-                    handler.message(socket!(), Message::Text(&s));
+                    if !guard(|| handler.message(socket!(), Message::Text(&s))) {
+                        panicked = Some("message");
+                    }
                     view.hand_over(io, id, s.into_bytes());
                 }
                 Ok(Some(Received::BinaryOwned(v))) if !told => {
                     ctx.counts.messages += 1;
                     view.owned = (v.as_ptr() as usize, v.len());
-                    handler.message(socket!(), Message::Binary(&v));
+                    if !guard(|| handler.message(socket!(), Message::Binary(&v))) {
+                        panicked = Some("message");
+                    }
                     view.hand_over(io, id, v);
                 }
                 Ok(Some(Received::Other(Event::Ping(p)))) if !told => {
                     c.flush_control(io);
-                    handler.ping(socket!(), &p);
+                    if !guard(|| handler.ping(socket!(), &p)) {
+                        panicked = Some("ping");
+                    }
                 }
                 Ok(Some(Received::Other(Event::Pong(p)))) if !told => {
-                    handler.pong(socket!(), &p);
+                    if !guard(|| handler.pong(socket!(), &p)) {
+                        panicked = Some("pong");
+                    }
                 }
                 Ok(Some(Received::Other(Event::Closed { code, reason }))) => {
                     log!(Debug, "{}: closed by peer ({code:?})", io.peer_name(id));
@@ -935,6 +993,11 @@ impl<H: Handler> RouteRt for RouteState<H> {
                     buf[at..at + n].copy_from_slice(&view.trick_hdr[..n]);
                 }
                 view.trick_len = 0;
+            }
+            if let Some(what) = panicked.take() {
+                // After the header swap: an echo queued before the panic
+                // goes out whole, then the Close.
+                c.panicked(io, ctx, what);
             }
             off += n;
         }
@@ -1026,13 +1089,19 @@ impl<H: Handler> RouteRt for RouteState<H> {
         }
         c.flags &= !DRAIN;
         let mut view = InputView::NONE;
-        self.handler.drain(&mut Socket {
-            conn: c,
-            io,
-            ctx,
-            cfg: &self.cfg,
-            view: &mut view,
+        let (handler, cfg) = (&*self.handler, &self.cfg);
+        let ok = guard(|| {
+            handler.drain(&mut Socket {
+                conn: c,
+                io,
+                ctx,
+                cfg,
+                view: &mut view,
+            })
         });
+        if !ok {
+            c.panicked(io, ctx, "drain");
+        }
         self.settle(io, ctx, id, i);
     }
 
