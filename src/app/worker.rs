@@ -242,6 +242,31 @@ impl<D> Conn<D> {
         self.leave(ctx);
     }
 
+    /// Runs the callback `what` on a [`Socket`] of this connection outside
+    /// any read, under [`guard`].
+    fn call(
+        &mut self,
+        io: &mut Io,
+        ctx: &mut Ctx,
+        cfg: &RouteCfg,
+        what: &str,
+        f: impl FnOnce(&mut Socket<'_, D>),
+    ) {
+        let mut view = InputView::NONE;
+        let ok = guard(|| {
+            f(&mut Socket {
+                conn: self,
+                io,
+                ctx,
+                cfg,
+                view: &mut view,
+            })
+        });
+        if !ok {
+            self.panicked(io, ctx, what);
+        }
+    }
+
     /// The handler panicked in `what` (caught by [`guard`]): whatever it
     /// queued before stays queued; then Close 1011.
     #[cold]
@@ -676,20 +701,8 @@ impl<H: Handler> RouteState<H> {
         let idle = (!self.cfg.idle_timeout.is_zero()).then(|| now + self.cfg.idle_timeout / 2);
         io.set_deadline(id, idle);
         let c = self.conns[i as usize].as_mut().expect("just made");
-        let mut view = InputView::NONE;
-        let (handler, cfg) = (&*self.handler, &self.cfg);
-        let ok = guard(|| {
-            handler.open(&mut Socket {
-                conn: c,
-                io,
-                ctx,
-                cfg,
-                view: &mut view,
-            })
-        });
-        if !ok {
-            c.panicked(io, ctx, "open");
-        }
+        let handler = &*self.handler;
+        c.call(io, ctx, &self.cfg, "open", |ws| handler.open(ws));
         Outcome::Opened(i)
     }
 
@@ -1088,20 +1101,8 @@ impl<H: Handler> RouteRt for RouteState<H> {
             return;
         }
         c.flags &= !DRAIN;
-        let mut view = InputView::NONE;
-        let (handler, cfg) = (&*self.handler, &self.cfg);
-        let ok = guard(|| {
-            handler.drain(&mut Socket {
-                conn: c,
-                io,
-                ctx,
-                cfg,
-                view: &mut view,
-            })
-        });
-        if !ok {
-            c.panicked(io, ctx, "drain");
-        }
+        let handler = &*self.handler;
+        c.call(io, ctx, &self.cfg, "drain", |ws| handler.drain(ws));
         self.settle(io, ctx, id, i);
     }
 
