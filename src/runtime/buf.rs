@@ -184,6 +184,11 @@ impl Pool {
         self.inner.state.borrow().free.len()
     }
 
+    /// Buffers in the kernel's ring, not yet finished by it.
+    pub(crate) fn in_ring(&self) -> usize {
+        self.inner.state.borrow().in_ring
+    }
+
     /// Takes the warmest free buffer to lend to the kernel's ring; returns
     /// its id, address and length.
     pub(crate) fn lend(&self) -> Option<(u16, *mut u8, u32)> {
@@ -242,6 +247,87 @@ impl Pool {
             off: 0,
             len: self.inner.buf_size as u32,
         })
+    }
+}
+
+/// The least number of ring buffers kept lent: what a quiet server keeps
+/// resident (idle connections cost 210 bytes with 4, see
+/// docs/performance.md).
+pub(crate) const MIN_LOW_WATER: usize = 4;
+/// Turns without the ring running dry before the mark is brought down to
+/// the demand seen over them.
+const DECAY_AFTER: u32 = 1024;
+
+/// How many buffers to keep in the kernel's ring: enough that one turn's
+/// reads do not find it empty, and not many more.
+///
+/// Why not many more: the kernel takes ring buffers in the order they were
+/// lent, so every buffer in the ring is written once per pass through it,
+/// and the ring's size is the working set the reads go through. At 500
+/// connections x 16 KiB a mark left at the whole pool (2,048 buffers, from
+/// a burst of reads at start) made the kernel's copy into the buffers and
+/// the unmasking twice as slow per byte as the epoll backend's, which reads
+/// into the warmest free buffer (`perf`, see docs/performance.md); a turn
+/// there took at most 41 buffers.
+///
+/// So the mark follows the demand: a turn that ran dry raises it to at
+/// least 1.5x what that turn asked for (and at least doubles it); after
+/// `DECAY_AFTER` turns without running dry it comes down to 1.5x the most
+/// any of them took.
+pub(crate) struct RingMark {
+    mark: usize,
+    max: usize,
+    /// Buffers in the ring right after the last lend.
+    after_lend: usize,
+    /// Reads that found the ring empty this turn.
+    dry: usize,
+    /// The most buffers a turn asked for since the last decay.
+    peak: usize,
+    calm: u32,
+}
+
+impl RingMark {
+    /// A mark for a pool of `max` buffers.
+    pub(crate) fn new(max: usize) -> RingMark {
+        RingMark {
+            mark: MIN_LOW_WATER.min(max),
+            max,
+            after_lend: 0,
+            dry: 0,
+            peak: 0,
+            calm: 0,
+        }
+    }
+
+    /// A read found the ring empty (`ENOBUFS`).
+    pub(crate) fn ran_dry(&mut self) {
+        self.dry += 1;
+    }
+
+    /// Once a turn, before lending: `in_ring` is what the kernel has left
+    /// of what was lent. Returns how many buffers the ring should hold.
+    pub(crate) fn next_turn(&mut self, in_ring: usize) -> usize {
+        let demand = self.after_lend.saturating_sub(in_ring) + self.dry;
+        self.peak = self.peak.max(demand);
+        if self.dry > 0 {
+            self.dry = 0;
+            self.calm = 0;
+            self.mark = (self.mark * 2).max(demand + demand / 2).min(self.max);
+        } else {
+            self.calm += 1;
+            if self.calm >= DECAY_AFTER {
+                self.calm = 0;
+                let want = (self.peak + self.peak / 2).clamp(MIN_LOW_WATER.min(self.max), self.max);
+                self.mark = self.mark.min(want);
+                self.peak = 0;
+            }
+        }
+        self.mark
+    }
+
+    /// The ring holds `in_ring` buffers after lending.
+    pub(crate) fn lent(&mut self, in_ring: usize) {
+        self.after_lend = in_ring;
     }
 }
 
@@ -611,6 +697,58 @@ impl WriteBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One turn of a ring that had `lent` buffers and whose reads took
+    /// `took` of them, `dry` more finding it empty; returns the new mark.
+    fn turn(m: &mut RingMark, lent: usize, took: usize, dry: usize) -> usize {
+        m.lent(lent);
+        for _ in 0..dry {
+            m.ran_dry();
+        }
+        m.next_turn(lent - took)
+    }
+
+    #[test]
+    fn a_burst_raises_the_ring_mark_to_what_the_turn_asked_for() {
+        let mut m = RingMark::new(2048);
+        assert_eq!(m.next_turn(0), MIN_LOW_WATER);
+        // 500 connections' first reads in one turn: 4 buffers, 496 dry.
+        assert_eq!(turn(&mut m, 4, 4, 496), 750);
+        // Running dry again at least doubles it, up to the pool.
+        assert_eq!(turn(&mut m, 750, 750, 10), 1500);
+        assert_eq!(turn(&mut m, 1500, 1500, 10), 2048);
+    }
+
+    #[test]
+    fn a_calm_ring_comes_down_to_the_demand_it_sees() {
+        let mut m = RingMark::new(2048);
+        m.next_turn(0);
+        assert_eq!(turn(&mut m, 4, 4, 2000), 2048);
+        // The turns after the burst take at most 40 buffers each: the mark
+        // keeps the burst's demand for one window, then comes down to 1.5x
+        // the window's peak.
+        let mut mark = 2048;
+        for i in 0..DECAY_AFTER * 2 {
+            mark = turn(&mut m, mark, 30 + (i % 11) as usize, 0);
+        }
+        assert_eq!(mark, 60);
+        // Quiet: it comes down to the minimum, and no lower.
+        for _ in 0..DECAY_AFTER * 2 {
+            mark = turn(&mut m, mark, 0, 0);
+        }
+        assert_eq!(mark, MIN_LOW_WATER);
+    }
+
+    #[test]
+    fn the_ring_mark_never_exceeds_a_small_pool() {
+        let mut m = RingMark::new(2);
+        assert_eq!(m.next_turn(0), 2);
+        assert_eq!(turn(&mut m, 2, 2, 100), 2);
+        for _ in 0..DECAY_AFTER {
+            turn(&mut m, 2, 0, 0);
+        }
+        assert_eq!(m.next_turn(2), 2);
+    }
 
     /// The bytes the batch's iovecs point to, in order, and how many iovecs.
     fn gathered(b: &mut WriteBatch) -> (Vec<u8>, usize) {

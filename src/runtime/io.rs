@@ -32,7 +32,7 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use super::backend::{token, untoken, Backend, Cqe, Fd, Op, THREAD};
-use super::buf::{InputBuf, Pool, WriteBatch};
+use super::buf::{InputBuf, Pool, RingMark, WriteBatch};
 use super::wheel::Wheel;
 use super::{epoll, uring};
 use crate::log;
@@ -172,15 +172,6 @@ const MAX_SPARE_LARGE: usize = 64;
 const MAX_SPARE_LARGE_BYTES: usize = 256 << 10;
 const MAX_SPARE_SMALL_BYTES: usize = 4 << 10;
 
-/// The least number of ring buffers kept lent. Few: the ring grows the
-/// mark (doubling) as soon as it runs dry, and since the kernel takes ring
-/// buffers in order, every buffer lent is written in turn: the mark is also
-/// how much of the pool a quiet server keeps resident (idle connections
-/// cost 210 bytes with 4, see docs/performance.md).
-const MIN_LOW_WATER: usize = 4;
-/// Turns without the ring running dry before the low-water mark shrinks.
-const DECAY_AFTER: u32 = 4096;
-
 /// Limits and knobs of one loop.
 #[derive(Debug, Clone)]
 pub(crate) struct IoConfig {
@@ -220,10 +211,8 @@ pub struct Io {
     now_tick: u32,
     write_ticks: u32,
     cfg: IoConfig,
-    /// Ring buffers to keep lent (io_uring), and the lends since the ring
-    /// last ran dry.
-    low_water: usize,
-    calm: u32,
+    /// How many ring buffers to keep lent (io_uring).
+    ring_mark: RingMark,
     /// Heap buffers of reads in flight while the pool is dry, by slot.
     heap_rx: HashMap<u32, Vec<u8>>,
     /// `SO_PEERNAME` results in flight (direct descriptors), by slot.
@@ -277,7 +266,7 @@ impl Io {
         };
         let headroom = cfg.backlog.saturating_add(64);
         let direct = files > headroom;
-        let low_water = MIN_LOW_WATER.min(pool.inner.count as usize);
+        let ring_mark = RingMark::new(pool.inner.count as usize);
         Io {
             backend,
             pool,
@@ -296,8 +285,7 @@ impl Io {
             now_tick: 1,
             write_ticks,
             cfg,
-            low_water,
-            calm: 0,
+            ring_mark,
             heap_rx: HashMap::new(),
             peer_bufs: HashMap::new(),
             peers: Vec::new(),
@@ -753,7 +741,7 @@ impl Io {
                 if s.flags & (READ_ARMED | READ_PAUSED | READ_EOF | CLOSING) != 0 {
                     return;
                 }
-                if self.pool.inner.state.borrow().in_ring == 0 && self.pool.free_count() == 0 {
+                if self.pool.in_ring() == 0 && self.pool.free_count() == 0 {
                     // Nothing to lend: read into a buffer of its own.
                     let mut v = Vec::with_capacity(self.pool.inner.buf_size);
                     u.recv_into(s.fd, &mut v, id.tok(Op::RecvHeap));
@@ -948,14 +936,9 @@ impl Io {
     /// waited for buffers.
     fn refill(&mut self) {
         if let Backend::Uring(u) = &mut self.backend {
-            u.lend(&self.pool, self.low_water);
-            // A ring that has not run dry for a while needs fewer buffers
-            // lent: fewer, warmer buffers take the reads.
-            self.calm += 1;
-            if self.calm >= DECAY_AFTER {
-                self.calm = 0;
-                self.low_water = (self.low_water - self.low_water / 4).max(MIN_LOW_WATER);
-            }
+            let want = self.ring_mark.next_turn(self.pool.in_ring());
+            u.lend(&self.pool, want);
+            self.ring_mark.lent(self.pool.in_ring());
         }
         if self.starved.is_empty() {
             return;
@@ -967,12 +950,6 @@ impl Io {
             let id = SockId { slot, gen: s.gen };
             self.start_reads(id);
         }
-    }
-
-    /// The ring ran dry: lend more from now on.
-    fn ran_dry(&mut self) {
-        self.calm = 0;
-        self.low_water = (self.low_water * 2).min(self.pool.inner.count as usize);
     }
 
     /// Handles one completion.
@@ -1129,7 +1106,7 @@ impl Io {
             }
             (0, None) => self.read_ended(id, None, h),
             (e, None) if e == -libc::ENOBUFS => {
-                self.ran_dry();
+                self.ring_mark.ran_dry();
                 let s = &mut self.socks[slot as usize];
                 if s.flags & STARVED == 0 {
                     s.flags |= STARVED;
