@@ -17,7 +17,8 @@ build against a saved one and a peer:
         "fws=peer-fastwebsockets {addr}"
 
 AB_LOADGEN="--payload json --deflate" (for example) adds loadgen flags to
-every run.
+every run; AB_IN_FLIGHT=64 runs the pipelined load (messages in flight per
+connection; loadgen's `--in-flight`, which this script sets itself).
 
 On this machine single rounds at 500 x 16 KiB and 1000 x 512 B can be tens
 of per cent apart; read differences against the spread of the rounds.
@@ -41,10 +42,11 @@ def main():
         parts = cmd.split()
         parts[0] = os.path.join(bench.REL, parts[0])
         variants.append((name, parts, parts[0].endswith(("tcp-echo", "uring-echo"))))
+    in_flight = int(os.environ.get("AB_IN_FLIGHT", "1"))
     res = {}
     for r in range(rounds):
         for name, cmd, raw in variants:
-            x = bench.throughput_run(name, cmd, raw, conns, size, placement,
+            x = bench.throughput_run(name, cmd, raw, conns, size, placement, in_flight=in_flight,
                                      lg_args=os.environ.get("AB_LOADGEN", "").split())
             res.setdefault(name, []).append(x)
             print("round %d %-14s %9.0f msgs/s  server %6.0f ns/msg  cpu s %3.0f%% c %3.0f%%"
