@@ -253,7 +253,7 @@ impl Pool {
 /// The least number of ring buffers kept lent: what a quiet server keeps
 /// resident (idle connections cost 210 bytes with 4, see
 /// docs/performance.md).
-pub(crate) const MIN_LOW_WATER: usize = 4;
+const MIN_LOW_WATER: usize = 4;
 /// Turns without the ring running dry before the mark is brought down to
 /// the demand seen over them.
 const DECAY_AFTER: u32 = 1024;
