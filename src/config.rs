@@ -10,7 +10,7 @@ use std::time::Duration;
 pub use crate::proto::deflate::Mode as DeflateMode;
 use crate::proto::handshake::HandshakeLimits;
 use crate::proto::Limits;
-use crate::runtime::BackendKind;
+use crate::runtime::{BackendKind, LoopConfig};
 
 /// Server configuration.
 #[derive(Debug, Clone)]
@@ -182,6 +182,24 @@ impl Config {
             max_frame_size: self.max_frame_size,
             max_message_size: self.max_message_size,
             close_timeout: self.close_timeout,
+        }
+    }
+
+    /// What the runtime's loops take of it. Call after
+    /// [`Config::validate`] (which bounds `read_buffers` to a `u16`).
+    pub fn loop_config(&self) -> LoopConfig {
+        LoopConfig {
+            listen: self.listen,
+            threads: self.threads,
+            pin: self.pin,
+            backlog: self.backlog,
+            ring_entries: self.ring_entries,
+            read_buffer_size: self.read_buffer_size,
+            read_buffers: u16::try_from(self.read_buffers).unwrap_or(u16::MAX),
+            incremental_reads: self.incremental_reads,
+            backend: self.backend,
+            max_backpressure: self.max_backpressure,
+            write_timeout: self.write_timeout,
         }
     }
 

@@ -389,7 +389,7 @@ impl App {
                 );
             }
         };
-        let w = runtime::start_workers(cfg, &wakers, make, &stop)?;
+        let w = runtime::start_workers(cfg.loop_config(), &wakers, make, &stop)?;
         let _ = shared.addr.set(w.addr);
         let _ = shared.backend.set(w.backend);
         *shared.threads.lock().expect("not poisoned") = w.threads;

@@ -40,7 +40,6 @@ use std::thread::JoinHandle;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::Config;
 use crate::log;
 use backend::Backend;
 use buf::Pool;
@@ -138,6 +137,36 @@ impl StopSignals {
     }
 }
 
+/// What the server's loops need to know, and nothing else: the
+/// user-facing [`crate::Config`] maps onto it
+/// ([`crate::Config::loop_config`]), so the runtime does not depend on the
+/// layers above it.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// Address every worker's listener binds (SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// Worker threads, one loop each.
+    pub threads: usize,
+    /// Pin worker `i` to core `i % cores`.
+    pub pin: bool,
+    /// Listen backlog of each listener.
+    pub backlog: u32,
+    /// Submission queue entries of each io_uring.
+    pub ring_entries: u32,
+    /// Size of one pooled read buffer.
+    pub read_buffer_size: usize,
+    /// Pooled read buffers per worker (at most 32768).
+    pub read_buffers: u16,
+    /// `IOU_PBUF_RING_INC`: several reads share one ring buffer.
+    pub incremental_reads: bool,
+    /// io_uring, epoll, or io_uring where the kernel allows it.
+    pub backend: BackendKind,
+    /// Bytes queued to send on one connection past which its reads pause.
+    pub max_backpressure: usize,
+    /// Time a write may make no progress before its connection is cut.
+    pub write_timeout: std::time::Duration,
+}
+
 /// Worker threads started by [`start_workers`].
 pub(crate) struct Workers {
     /// The address the listeners are bound to (with the real port).
@@ -152,7 +181,7 @@ pub(crate) struct Workers {
 /// of them is accepting connections. If one fails, `stop` is called (to
 /// tell the started ones to finish) and the threads are joined.
 pub(crate) fn start_workers<H, F>(
-    cfg: Arc<Config>,
+    cfg: LoopConfig,
     wakers: &[Arc<Waker>],
     make: F,
     stop: &dyn Fn(),
@@ -161,7 +190,6 @@ where
     H: io::Handler,
     F: Fn(usize) -> H + Send + Sync + 'static,
 {
-    cfg.validate().map_err(StartError::Config)?;
     // Bind every listener here, so that "address in use" is reported
     // before any thread starts. With port 0 the first socket picks the
     // port and the others join it.
@@ -180,6 +208,7 @@ where
         listeners.push(l);
     }
     let make = Arc::new(make);
+    let cfg = Arc::new(cfg);
     let (ready_tx, ready_rx) = mpsc::channel();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut workers = Workers {
@@ -277,7 +306,7 @@ fn open_backend(
 
 fn worker<H: io::Handler>(
     listener: Socket,
-    cfg: Arc<Config>,
+    cfg: Arc<LoopConfig>,
     waker: Arc<Waker>,
     ready: mpsc::Sender<Result<String, StartError>>,
     pin: Option<usize>,
@@ -286,7 +315,7 @@ fn worker<H: io::Handler>(
     if let Some(core) = pin {
         pin_to_core(core);
     }
-    let pool = match Pool::new(cfg.read_buffer_size, cfg.read_buffers as u16) {
+    let pool = match Pool::new(cfg.read_buffer_size, cfg.read_buffers) {
         Ok(p) => p,
         Err(e) => {
             let _ = ready.send(Err(StartError::ReadPool(e)));
