@@ -128,10 +128,10 @@ impl<D> Socket<'_, D> {
             return SendStatus::Dropped;
         }
         let limit = self.cfg.max_backpressure;
-        let Some((batch, inflight)) = self.io.out_and_inflight(self.conn.id) else {
+        let Some(mut out) = self.io.outbox(self.conn.id) else {
             return SendStatus::Dropped;
         };
-        if inflight + batch.bytes() > limit {
+        if out.queued() > limit {
             return self.past_limit();
         }
         if self.conn.flags & DEFLATE != 0 && msg.as_bytes().len() >= self.cfg.deflate.min_size {
@@ -141,13 +141,13 @@ impl<D> Socket<'_, D> {
                 &self.cfg.deflate,
                 msg.opcode(),
                 msg.as_bytes(),
-                batch,
+                &mut out,
             );
         } else {
-            self.view.queue(batch, msg);
+            self.view.queue(&mut out, msg);
         }
         self.ctx.counts.frames += 1;
-        if inflight + batch.bytes() > limit {
+        if out.queued() > limit {
             self.conn.want_drain(self.io);
             SendStatus::Backpressure
         } else {
@@ -163,7 +163,7 @@ impl<D> Socket<'_, D> {
         if let Some(s) = self.over_limit() {
             return s;
         }
-        let Some(b) = self.io.out(self.conn.id) else {
+        let Some(mut out) = self.io.outbox(self.conn.id) else {
             return SendStatus::Dropped;
         };
         match (self.conn.flags & DEFLATE != 0)
@@ -176,9 +176,9 @@ impl<D> Socket<'_, D> {
                 &self.cfg.deflate,
                 opcode,
                 payload,
-                b,
+                &mut out,
             ),
-            None => b.push_shared(&frame),
+            None => out.put_shared(&frame),
         }
         self.ctx.counts.frames += 1;
         self.status()

@@ -37,8 +37,9 @@ use crate::proto::handshake::{
     is_header_safe, parse_request, refusal, write_refusal, write_switching, Accepted,
 };
 use crate::proto::{Connection, Event, Received};
-use crate::runtime::buf::{InputBuf, WriteBatch};
+use crate::runtime::buf::InputBuf;
 use crate::runtime::io::{self, Gone, Io, SockId};
+use crate::runtime::outbox::Outbox;
 use crate::runtime::Waker;
 
 /// What other threads ask of a worker.
@@ -223,10 +224,8 @@ impl<D> Conn<D> {
 
     #[cold]
     fn queue_control(&mut self, io: &mut Io) {
-        if let Some(b) = io.out(self.id) {
-            let h = b.hdr.len();
-            self.proto.take_control(&mut b.hdr);
-            b.push_hdr_from(h);
+        if let Some(mut out) = io.outbox(self.id) {
+            out.put_with(|b| self.proto.take_control(b));
         }
     }
 
@@ -301,9 +300,6 @@ pub(crate) struct InputView {
     /// Address and length of the read buffer (0, 0: no read).
     base: usize,
     len: usize,
-    /// The index the read buffer will have in the batch (set when first
-    /// used).
-    idx: u32,
     /// Some range of the read buffer is queued: the batch must keep it.
     used: bool,
     /// The current message's payload in the read buffer, and where its
@@ -318,16 +314,15 @@ pub(crate) struct InputView {
     trick_hdr: [u8; MAX_HEADER_LEN],
     trick_len: u8,
     /// The current message reassembled into its own vector: its address
-    /// and length, and its place in the batch once queued.
+    /// and length, and whether it is queued (the batch must keep it).
     owned: (usize, usize),
-    owned_idx: Option<usize>,
+    owned_used: bool,
 }
 
 impl InputView {
     const NONE: InputView = InputView {
         base: 0,
         len: 0,
-        idx: 0,
         used: false,
         msg: (0, 0),
         frame_start: 0,
@@ -336,7 +331,7 @@ impl InputView {
         trick_hdr: [0; MAX_HEADER_LEN],
         trick_len: 0,
         owned: (0, 0),
-        owned_idx: None,
+        owned_used: false,
     };
 
     /// The current message is `bytes`, in the read buffer, in a frame that
@@ -351,16 +346,16 @@ impl InputView {
     /// After the callback on a reassembled message: moves it into the
     /// batch if the callback sent it back.
     fn hand_over(&mut self, io: &mut Io, id: SockId, data: Vec<u8>) {
-        if let (Some(at), Some(b)) = (self.owned_idx.take(), io.out(id)) {
-            b.fill_owned(at, data);
+        if std::mem::take(&mut self.owned_used) {
+            io.keep_owned(id, data);
         }
         self.owned = (0, 0);
     }
 
-    /// Queues `msg` on `batch`, pointing into the read buffer or the
+    /// Queues `msg` on `out`, pointing into the read buffer or the
     /// reassembled message when that is where it is.
     #[inline]
-    pub(crate) fn queue(&mut self, batch: &mut WriteBatch, msg: Message<'_>) {
+    pub(crate) fn queue(&mut self, out: &mut Outbox<'_>, msg: Message<'_>) {
         let bytes = msg.as_bytes();
         let (p, n) = (bytes.as_ptr() as usize, bytes.len());
         let header = FrameHeader {
@@ -371,12 +366,7 @@ impl InputView {
             payload_len: n as u64,
         };
         if n > 0 && p >= self.base && p + n <= self.base + self.len {
-            if !self.used {
-                // Pieces of it may be queued before it is added (after the
-                // callback): they name it by the index it will have.
-                self.idx = batch.next_input();
-                self.used = true;
-            }
+            self.used = true;
             let at = p - self.base;
             let hlen = header_len(n);
             if self.spot && (at, n) == self.msg && at - self.frame_start >= hlen {
@@ -395,23 +385,17 @@ impl InputView {
                 self.trick_at = at - hlen;
                 self.trick_len = hlen as u8;
                 self.spot = false;
-                batch.push_input(self.idx, at - hlen..at + n);
+                out.put_input(at - hlen..at + n);
             } else {
-                let h = batch.hdr.len();
-                header.encode_into(&mut batch.hdr);
-                batch.push_hdr_from(h);
-                batch.push_input(self.idx, at..at + n);
+                out.put_with(|h| header.encode_into(h));
+                out.put_input(at..at + n);
             }
         } else if n > 0 && (p, n) == self.owned {
-            let h = batch.hdr.len();
-            header.encode_into(&mut batch.hdr);
-            batch.push_hdr_from(h);
-            let i = *self.owned_idx.get_or_insert_with(|| batch.reserve_owned());
-            batch.push_owned_at(i, n);
+            out.put_with(|h| header.encode_into(h));
+            out.put_owned(n);
+            self.owned_used = true;
         } else {
-            let h = batch.hdr.len();
-            encode_frame(msg.opcode(), None, bytes, &mut batch.hdr);
-            batch.push_hdr_from(h);
+            out.put_with(|h| encode_frame(msg.opcode(), None, bytes, h));
         }
     }
 }
@@ -456,7 +440,7 @@ impl Ctx {
         &mut self.slots[i]
     }
 
-    /// Frames `bytes` compressed (RSV1 set, RFC 7692 6) onto `batch`, with
+    /// Frames `bytes` compressed (RSV1 set, RFC 7692 6) onto `out`, with
     /// the connection's own compressor ([`DEFLATE_OWN`] in `flags`; in
     /// [`Ctx::own_z`] under its `slot`) or this thread's.
     #[cold]
@@ -467,7 +451,7 @@ impl Ctx {
         cfg: &DeflateCfg,
         opcode: OpCode,
         bytes: &[u8],
-        batch: &mut WriteBatch,
+        out: &mut Outbox<'_>,
     ) {
         let c = if flags & DEFLATE_OWN != 0 {
             match self.own_z.get_mut(&slot) {
@@ -475,16 +459,14 @@ impl Ctx {
                 None => {
                     // Closing (its compressor is gone): nothing more goes
                     // out, but stay valid and send it plain.
-                    let h = batch.hdr.len();
-                    encode_frame(opcode, None, bytes, &mut batch.hdr);
-                    batch.push_hdr_from(h);
+                    out.put_with(|h| encode_frame(opcode, None, bytes, h));
                     return;
                 }
             }
         } else {
             shared_compressor(&mut self.compressor, cfg)
         };
-        frame_compressed(c, &mut self.zbuf, opcode, bytes, batch);
+        frame_compressed(c, &mut self.zbuf, opcode, bytes, out);
     }
 
     /// Queues `frame` to every subscriber of `topic` here but `skip`.
@@ -510,11 +492,11 @@ impl Ctx {
                 continue;
             };
             let cfg = &self.shared.routes[route as usize].cfg;
-            // One look-up for the limit and the batch.
-            let Some((b, inflight)) = io.out_and_inflight(sub) else {
+            // One look-up for the limit and the queue.
+            let Some(mut out) = io.outbox(sub) else {
                 continue;
             };
-            if inflight + b.bytes() > cfg.max_backpressure {
+            if out.queued() > cfg.max_backpressure {
                 if cfg.policy == BackpressurePolicy::Close {
                     self.victims.push(sub);
                 }
@@ -528,19 +510,19 @@ impl Ctx {
                 let zf = zframe.get_or_insert_with(|| {
                     compress_frame(&mut self.compressor, &mut self.zbuf, &cfg.deflate, frame)
                 });
-                b.push_shared(zf.as_ref().unwrap_or(frame));
+                out.put_shared(zf.as_ref().unwrap_or(frame));
                 continue;
             }
             if z == DEFLATE_OWN {
                 let p = payload.get_or_insert_with(|| super::socket::data_payload(frame, 0));
                 if let (Some((opcode, data)), Some(o)) = (p, self.own_z.get_mut(&sub.slot)) {
                     if data.len() >= cfg.deflate.min_size {
-                        frame_compressed(o.compressor(), &mut self.zbuf, *opcode, data, b);
+                        frame_compressed(o.compressor(), &mut self.zbuf, *opcode, data, &mut out);
                         continue;
                     }
                 }
             }
-            b.push_shared(frame);
+            out.put_shared(frame);
         }
     }
 }
@@ -1015,8 +997,7 @@ impl<H: Handler> RouteRt for RouteState<H> {
             off += n;
         }
         if view.used {
-            let idx = io.keep_input(id, input);
-            debug_assert!(idx.is_none_or(|i| i == view.idx));
+            io.keep_input(id, input);
         }
         // Else the buffer goes back to the pool here, before the write.
         if c.flags & TERMINATED != 0 || c.proto.framing_lost() || c.proto.is_closed() {
@@ -1136,18 +1117,16 @@ impl<H: Handler> RouteRt for RouteState<H> {
     }
 }
 
-/// Frames `bytes` compressed by `c` onto `batch`, `scratch` as the
+/// Frames `bytes` compressed by `c` onto `out`, `scratch` as the
 /// compressor's output.
 fn frame_compressed(
     c: &mut Compressor,
     scratch: &mut Vec<u8>,
     opcode: OpCode,
     bytes: &[u8],
-    batch: &mut WriteBatch,
+    out: &mut Outbox<'_>,
 ) {
-    let h = batch.hdr.len();
-    encode_compressed(c, scratch, opcode, bytes, &mut batch.hdr);
-    batch.push_hdr_from(h);
+    out.put_with(|h| encode_compressed(c, scratch, opcode, bytes, h));
 }
 
 /// Appends `bytes` compressed by `c` to `out` as one frame (RSV1 set, RFC

@@ -439,13 +439,23 @@ enum Seg {
 
 /// Frames to send in one go, and everything their bytes live in. Reused:
 /// [`WriteBatch::clear`] keeps the allocations, drops the contents.
-pub(crate) struct WriteBatch {
+///
+/// Only [`super::outbox::Outbox`] appends to a batch; the loop seals and
+/// sends it.
+pub(super) struct WriteBatch {
     /// Encoded frame headers and control frames.
-    pub(crate) hdr: Vec<u8>,
+    pub(super) hdr: Vec<u8>,
     segs: Vec<Seg>,
     owned: Vec<Vec<u8>>,
     shared: Vec<bytes::Bytes>,
     inputs: Vec<InputBuf>,
+    /// Ranges of the read being delivered are queued: its buffer goes into
+    /// `inputs`, at the index they name, when the delivery is over
+    /// ([`WriteBatch::keep_input`]). Kept here, not by the caller, so that
+    /// no caller holds an index that could be wrong.
+    cur_input: bool,
+    /// The same for a message reassembled into a vector of its own.
+    cur_owned: bool,
     /// Bytes in the batch not yet sent.
     bytes: usize,
     iov: Vec<libc::iovec>,
@@ -463,6 +473,8 @@ impl Default for WriteBatch {
             owned: Vec::new(),
             shared: Vec::new(),
             inputs: Vec::new(),
+            cur_input: false,
+            cur_owned: false,
             bytes: 0,
             iov: Vec::new(),
             first: 0,
@@ -476,7 +488,7 @@ impl Default for WriteBatch {
 impl WriteBatch {
     /// Marks `hdr[start..]` (just appended) as the next piece to send.
     #[inline]
-    pub(crate) fn push_hdr_from(&mut self, start: usize) {
+    pub(super) fn push_hdr_from(&mut self, start: usize) {
         if start < self.hdr.len() {
             self.bytes += self.hdr.len() - start;
             // Merge with a header piece right before it: fewer iovecs.
@@ -490,63 +502,53 @@ impl WriteBatch {
         }
     }
 
-    /// The index the next [`WriteBatch::add_input`] will return, so that
-    /// ranges of an input can be pushed before the input itself is added
-    /// (it must be added before the batch is sent).
+    /// Sends `range` of the read being delivered next. The read buffer
+    /// itself comes with [`WriteBatch::keep_input`] once the delivery is
+    /// over. `keep_input` is the only code that grows `inputs`, so the
+    /// buffer's index there is the length now, for every range of it.
     #[inline]
-    pub(crate) fn next_input(&self) -> u32 {
-        self.inputs.len() as u32
-    }
-
-    /// Keeps `input` until the batch is sent, for [`WriteBatch::push_input`].
-    /// Returns its index in the batch.
-    #[inline]
-    pub(crate) fn add_input(&mut self, input: InputBuf) -> u32 {
-        self.inputs.push(input);
-        (self.inputs.len() - 1) as u32
-    }
-
-    /// Sends `range` of input buffer `idx` next.
-    #[inline]
-    pub(crate) fn push_input(&mut self, idx: u32, range: Range<usize>) {
+    pub(super) fn push_cur_input(&mut self, range: Range<usize>) {
         if !range.is_empty() {
+            self.cur_input = true;
             self.bytes += range.len();
-            self.segs.push(Seg::Input(idx, range));
+            self.segs.push(Seg::Input(self.inputs.len() as u32, range));
         }
     }
 
-    /// Keeps a place for an owned payload that arrives later (see
-    /// [`WriteBatch::fill_owned`]), so that pieces of it can be pushed
-    /// while the caller still borrows it. Returns the place's index.
-    pub(crate) fn reserve_owned(&mut self) -> usize {
-        self.owned.push(Vec::new());
-        self.owned.len() - 1
-    }
-
-    /// Sends the `len` bytes of the owned payload at `idx` next (reserved,
-    /// or filled already).
+    /// The read whose ranges were queued with
+    /// [`WriteBatch::push_cur_input`]: kept until the batch is sent.
+    /// Dropped (back to its pool) if none was.
     #[inline]
-    pub(crate) fn push_owned_at(&mut self, idx: usize, len: usize) {
-        if len > 0 {
-            self.bytes += len;
-            self.segs.push(Seg::Owned(idx));
+    pub(super) fn keep_input(&mut self, input: InputBuf) {
+        if std::mem::take(&mut self.cur_input) {
+            self.inputs.push(input);
         }
     }
 
-    /// Puts `data` in the place `idx` reserved. Its length must be what
-    /// was pushed for it; a place that is gone or filled is left alone.
-    pub(crate) fn fill_owned(&mut self, idx: usize, data: Vec<u8>) {
-        if let Some(v) = self.owned.get_mut(idx) {
-            if v.is_empty() {
-                *v = data;
-            }
+    /// Sends the `len` bytes of the reassembled message being delivered
+    /// next; the vector itself comes with [`WriteBatch::keep_owned`], the
+    /// only code that grows `owned`.
+    #[inline]
+    pub(super) fn push_cur_owned(&mut self, len: usize) {
+        if len > 0 {
+            self.cur_owned = true;
+            self.bytes += len;
+            self.segs.push(Seg::Owned(self.owned.len()));
+        }
+    }
+
+    /// The message queued with [`WriteBatch::push_cur_owned`]; dropped if
+    /// none was.
+    pub(super) fn keep_owned(&mut self, data: Vec<u8>) {
+        if std::mem::take(&mut self.cur_owned) {
+            self.owned.push(data);
         }
     }
 
     /// Sends `data` next: bytes shared with other batches, not copied
     /// (unless small).
     #[inline]
-    pub(crate) fn push_shared(&mut self, data: &bytes::Bytes) {
+    pub(super) fn push_shared(&mut self, data: &bytes::Bytes) {
         if data.len() <= SHARED_COPY_MAX {
             // Copying a small frame costs less than sharing it: no
             // reference count to raise and drop (an atomic each), no piece
@@ -563,19 +565,19 @@ impl WriteBatch {
     }
 
     /// Nothing to send?
-    pub(crate) fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.bytes == 0
     }
 
     /// Bytes not yet sent.
     #[inline]
-    pub(crate) fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// The heap the batch's own allocations hold (not the payloads it
     /// carries), which bounds how many spare batches a thread keeps.
-    pub(crate) fn heap_bytes(&self) -> usize {
+    pub(super) fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         size_of::<WriteBatch>()
             + size_of::<libc::msghdr>()
@@ -589,12 +591,14 @@ impl WriteBatch {
 
     /// Drops the contents (returning input buffers to their pool), keeping
     /// the allocations for the next batch.
-    pub(crate) fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.hdr.clear();
         self.segs.clear();
         self.owned.clear();
         self.shared.clear();
         self.inputs.clear();
+        self.cur_input = false;
+        self.cur_owned = false;
         self.iov.clear();
         self.bytes = 0;
         self.first = 0;
@@ -602,7 +606,10 @@ impl WriteBatch {
 
     /// Builds the iovecs. After this the batch's byte buffers must not
     /// change until it is sent.
-    pub(crate) fn seal(&mut self) {
+    pub(super) fn seal(&mut self) {
+        // A delivery still open would leave a place holder where its
+        // buffer belongs: the loop seals only between deliveries.
+        debug_assert!(!self.cur_input && !self.cur_owned);
         self.iov.clear();
         self.first = 0;
         if self.segs.len() > 1 {
@@ -650,7 +657,7 @@ impl WriteBatch {
     }
 
     /// The iovecs still to send, at most [`IOV_MAX`] of them.
-    pub(crate) fn pending_iov(&mut self) -> &mut [libc::iovec] {
+    pub(super) fn pending_iov(&mut self) -> &mut [libc::iovec] {
         let end = self.iov.len().min(self.first + IOV_MAX);
         &mut self.iov[self.first..end]
     }
@@ -658,7 +665,7 @@ impl WriteBatch {
     /// A `msghdr` over [`WriteBatch::pending_iov`], for `SENDMSG`. Its
     /// pointers stay valid while the batch is neither changed nor dropped
     /// (moving the box moves none of what they point to).
-    pub(crate) fn msghdr(&mut self) -> *const libc::msghdr {
+    pub(super) fn msghdr(&mut self) -> *const libc::msghdr {
         let end = self.iov.len().min(self.first + IOV_MAX);
         // SAFETY: `first <= end <= iov.len()`, so the pointer is inside the
         // vector or one past its end (with a length of zero).
@@ -669,7 +676,7 @@ impl WriteBatch {
 
     /// `n` more bytes went out: skips whole iovecs, then part of the next.
     /// Returns true when everything is sent.
-    pub(crate) fn advance(&mut self, mut n: usize) -> bool {
+    pub(super) fn advance(&mut self, mut n: usize) -> bool {
         if n >= self.bytes {
             // All of it, the usual case: no iovec to walk.
             self.bytes = 0;
@@ -771,16 +778,17 @@ mod tests {
         let input: Vec<u8> = (0..payload + 6).map(|i| i as u8).collect();
         b.hdr.extend_from_slice(&[0x82, 0x7e]);
         b.push_hdr_from(0);
-        let i = b.add_input(InputBuf::Heap(input.clone()));
-        b.push_input(i, 6..payload + 6);
+        // A range of the read being delivered, queued before the read
+        // buffer is handed over.
+        b.push_cur_input(6..payload + 6);
+        b.keep_input(InputBuf::Heap(input.clone()));
         b.hdr.extend_from_slice(&[0x8a, 0x00]);
         b.push_hdr_from(2);
         // An owned payload pushed (twice) before it is handed over, and one
         // shared frame.
-        let o = b.reserve_owned();
-        b.push_owned_at(o, 3);
-        b.push_owned_at(o, 3);
-        b.fill_owned(o, vec![7, 8, 9]);
+        b.push_cur_owned(3);
+        b.push_cur_owned(3);
+        b.keep_owned(vec![7, 8, 9]);
         b.push_shared(&bytes::Bytes::from_static(&[1, 2]));
         let mut want = vec![0x82, 0x7e];
         want.extend_from_slice(&input[6..]);

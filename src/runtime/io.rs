@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use super::backend::{token, untoken, Backend, Cqe, Fd, Op, THREAD};
 use super::buf::{InputBuf, Pool, RingMark, WriteBatch};
+use super::outbox::Outbox;
 use super::wheel::Wheel;
 use super::{epoll, uring};
 use crate::log;
@@ -155,7 +156,7 @@ impl Sock {
 }
 
 /// A batch for a socket when no spare is left: cold, so that
-/// [`Io::out_and_inflight`], on every send, stays small enough to inline.
+/// [`Io::outbox`], on every send, stays small enough to inline.
 #[cold]
 fn new_batch() -> Box<WriteBatch> {
     Box::default()
@@ -443,17 +444,10 @@ impl Io {
         self.peers[slot as usize] = p;
     }
 
-    /// The batch to append `id`'s next frames to; they go out at the end of
-    /// the turn. `None` if the socket is closing.
+    /// The send queue of `id`, to append its next bytes to; they go out at
+    /// the end of the turn. `None` if the socket is closing.
     #[inline]
-    pub(crate) fn out(&mut self, id: SockId) -> Option<&mut WriteBatch> {
-        self.out_and_inflight(id).map(|(b, _)| b)
-    }
-
-    /// [`Io::out`], with the bytes of the batch in flight: what is queued
-    /// is those plus the batch's, in one look-up.
-    #[inline]
-    pub(crate) fn out_and_inflight(&mut self, id: SockId) -> Option<(&mut WriteBatch, usize)> {
+    pub(crate) fn outbox(&mut self, id: SockId) -> Option<Outbox<'_>> {
         let slot = id.slot as usize;
         let s = self.socks.get_mut(slot)?;
         if s.gen != id.gen || s.flags & (IN_USE | CLOSING) != IN_USE {
@@ -467,20 +461,34 @@ impl Io {
             s.pending = Some(self.spares.pop().unwrap_or_else(new_batch));
         }
         let inflight = s.inflight.as_ref().map_or(0, |b| b.bytes());
-        s.pending.as_deref_mut().map(|b| (b, inflight))
+        s.pending.as_deref_mut().map(|b| Outbox::new(b, inflight))
     }
 
-    /// Keeps `input` with the batch queued on `id` this turn, which holds
-    /// ranges of it already (see [`WriteBatch::next_input`]); returns its
-    /// index there. Dropped if the socket has closed since: its batch went
-    /// with it.
+    /// The delivery of `input` to `id` is over: the batch keeps it if
+    /// ranges of it were queued ([`Outbox::put_input`]), else it goes
+    /// back to its pool here, before the write. Dropped too if the socket
+    /// has closed since: its batch went with it.
     #[inline]
-    pub(crate) fn keep_input(&mut self, id: SockId, input: InputBuf) -> Option<u32> {
+    pub(crate) fn keep_input(&mut self, id: SockId, input: InputBuf) {
+        if let Some(b) = self.pending_of(id) {
+            b.keep_input(input);
+        }
+    }
+
+    /// The same for a reassembled message ([`Outbox::put_owned`]).
+    pub(crate) fn keep_owned(&mut self, id: SockId, data: Vec<u8>) {
+        if let Some(b) = self.pending_of(id) {
+            b.keep_owned(data);
+        }
+    }
+
+    #[inline]
+    fn pending_of(&mut self, id: SockId) -> Option<&mut WriteBatch> {
         let s = self.socks.get_mut(id.slot as usize)?;
         if s.gen != id.gen || s.flags & (IN_USE | CLOSING) != IN_USE {
             return None;
         }
-        s.pending.as_deref_mut().map(|b| b.add_input(input))
+        s.pending.as_deref_mut()
     }
 
     #[inline]
@@ -564,10 +572,10 @@ impl Io {
     /// Queues `bytes` to send on `id` (copied), with the rest of the turn's
     /// output. Returns false if the socket is closing.
     pub fn send(&mut self, id: SockId, bytes: &[u8]) -> bool {
-        let Some(b) = self.out(id) else { return false };
-        let h = b.hdr.len();
-        b.hdr.extend_from_slice(bytes);
-        b.push_hdr_from(h);
+        let Some(mut o) = self.outbox(id) else {
+            return false;
+        };
+        o.put(bytes);
         true
     }
 
@@ -575,10 +583,10 @@ impl Io {
     /// place, no copy) to send on `id`. Returns false, without calling `f`,
     /// if the socket is closing.
     pub fn send_with(&mut self, id: SockId, f: impl FnOnce(&mut Vec<u8>)) -> bool {
-        let Some(b) = self.out(id) else { return false };
-        let h = b.hdr.len();
-        f(&mut b.hdr);
-        b.push_hdr_from(h);
+        let Some(mut o) = self.outbox(id) else {
+            return false;
+        };
+        o.put_with(f);
         true
     }
 

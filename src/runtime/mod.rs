@@ -26,6 +26,7 @@ pub(crate) mod buf;
 pub mod client;
 mod epoll;
 pub(crate) mod io;
+pub(crate) mod outbox;
 mod uring;
 mod wheel;
 

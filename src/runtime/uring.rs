@@ -287,7 +287,7 @@ impl Uring {
     ///
     /// The caller keeps `batch` (boxed, so its msghdr and iovecs do not move)
     /// unchanged until the completion.
-    pub(crate) fn send(&mut self, fd: Fd, batch: &mut WriteBatch, ud: u64) {
+    pub(super) fn send(&mut self, fd: Fd, batch: &mut WriteBatch, ud: u64) {
         let iov = batch.pending_iov();
         let sqe = if iov.len() == 1 {
             // One piece: `SEND` skips the kernel's msghdr and iovec import.
