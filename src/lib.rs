@@ -107,6 +107,8 @@
 //!   list the loop's files (the io_uring and epoll backends behind one
 //!   seam, the loop, the timing wheel, buffers, the server's handler).
 //! * [`config`]: every limit, its default and what it guards against.
+//! * `metrics`: the Prometheus text format and the process metrics
+//!   (memory, descriptors, CPU time) that `/metrics` reports.
 //! * [`app`]: routes, handlers, sockets, topics, the server handle; its
 //!   module docs list its files.
 //! * `main.rs`: command line to [`Config`] to [`App`] with [`app::Echo`],
@@ -115,6 +117,11 @@
 pub mod app;
 pub mod config;
 pub mod log;
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "wired into /metrics by the operations issue")
+)]
+pub(crate) mod metrics;
 pub mod proto;
 pub mod runtime;
 
