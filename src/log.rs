@@ -1,73 +1,116 @@
-//! Minimal leveled logging to stderr: one line per event, with a UTC
-//! timestamp. The level is process-wide and set once at start.
+//! Logging: [`log!`](crate::log!) is a thin alias of `tracing`'s level
+//! macros, so every line the library writes is a `tracing` event and the
+//! application chooses where it goes (the `ringws` binary installs a
+//! `tracing-subscriber` formatter on stderr; an embedder installs its own, or
+//! none and hears nothing).
+//!
+//! Events carry the module of their call site as their target
+//! (`ringws::app::worker`, `ringws::runtime::io`, ...), which is what
+//! `RUST_LOG`-style directives such as `info,ringws::runtime=debug` select.
+//!
+//! The alias exists so the call sites did not all change at once: each
+//! `log!(Info, ...)` is exactly `tracing::info!(...)`, so replacing them is
+//! a mechanical rewrite, after which this file goes.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Severity, most severe first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[repr(u8)]
-pub enum Level {
-    /// Failures of the server itself.
-    Error = 1,
-    /// Conditions an operator should look at (overload, resource limits).
-    Warn = 2,
-    /// Startup, shutdown, refused handshakes, protocol violations.
-    Info = 3,
-    /// Per-connection detail.
-    Debug = 4,
-}
-
-impl std::str::FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Level, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "error" => Ok(Level::Error),
-            "warn" => Ok(Level::Warn),
-            "info" => Ok(Level::Info),
-            "debug" => Ok(Level::Debug),
-            _ => Err(format!(
-                "unknown log level '{s}' (error, warn, info, debug)"
-            )),
-        }
-    }
-}
-
-static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
-
-/// Sets the most verbose level that is written.
-pub fn set_level(level: Level) {
-    LEVEL.store(level as u8, Ordering::Relaxed);
-}
-
-/// Would a line at `level` be written?
-#[inline]
-pub fn enabled(level: Level) -> bool {
-    level as u8 <= LEVEL.load(Ordering::Relaxed)
-}
-
+/// `tracing`, for [`log!`](crate::log!) to name through `$crate` wherever it
+/// expands: in this crate, in its examples, in applications that do not
+/// depend on `tracing` themselves.
 #[doc(hidden)]
-pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let (s, ms) = (t.as_secs(), t.subsec_millis());
-    let (h, m, sec) = ((s / 3600) % 24, (s / 60) % 60, s % 60);
-    let name = match level {
-        Level::Error => "ERROR",
-        Level::Warn => "WARN ",
-        Level::Info => "INFO ",
-        Level::Debug => "DEBUG",
-    };
-    eprintln!("{h:02}:{m:02}:{sec:02}.{ms:03}Z {name} {args}");
-}
+pub use tracing as __tracing;
 
-/// Writes a log line at the given level: `log!(Info, "x = {}", x)`.
+/// Emits a `tracing` event at the given level: `log!(Info, "x = {}", x)` is
+/// `tracing::info!("x = {}", x)`; the levels are `Error`, `Warn`, `Info`,
+/// `Debug` and `Trace`.
+///
+/// ```
+/// let peers = 3;
+/// ringws::log!(Info, "{peers} peers, {} of them idle", peers - 1);
+/// ```
+///
+/// The arguments are formatted, and evaluated, only when a subscriber wants
+/// the event: `tracing` checks the level (a static maximum, then the
+/// subscriber's cached interest in this call site) before it builds the
+/// `format_args!`, so a disabled `log!(Debug, ...)` on a hot path costs a
+/// load and a compare, never a format or an allocation.
 #[macro_export]
 macro_rules! log {
-    ($lvl:ident, $($arg:tt)*) => {
-        if $crate::log::enabled($crate::log::Level::$lvl) {
-            $crate::log::write($crate::log::Level::$lvl, format_args!($($arg)*));
+    (Error, $($arg:tt)+) => { $crate::log::__tracing::error!($($arg)+) };
+    (Warn, $($arg:tt)+) => { $crate::log::__tracing::warn!($($arg)+) };
+    (Info, $($arg:tt)+) => { $crate::log::__tracing::info!($($arg)+) };
+    (Debug, $($arg:tt)+) => { $crate::log::__tracing::debug!($($arg)+) };
+    (Trace, $($arg:tt)+) => { $crate::log::__tracing::trace!($($arg)+) };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::fmt;
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    /// Counts how often it is formatted.
+    struct Counted<'a>(&'a Cell<u32>);
+
+    impl fmt::Display for Counted<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.set(self.0.get() + 1);
+            f.write_str("counted")
         }
-    };
+    }
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// A line at a level the subscriber does not want is neither formatted
+    /// nor are its arguments evaluated; one it wants arrives, at its level,
+    /// with this module as its target.
+    #[test]
+    fn disabled_levels_cost_no_formatting() {
+        let out = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(out.clone())
+            .finish();
+        let formatted = Cell::new(0);
+        let evaluated = Cell::new(0);
+        let arg = || {
+            evaluated.set(evaluated.get() + 1);
+            Counted(&formatted)
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            crate::log!(Debug, "off: {}", arg());
+            crate::log!(Trace, "off: {}", arg());
+            assert_eq!((evaluated.get(), formatted.get()), (0, 0));
+            let n = 7;
+            crate::log!(Warn, "on: {} {n}", arg());
+            assert_eq!((evaluated.get(), formatted.get()), (1, 1));
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(" WARN ringws::log::tests: on: counted 7"),
+            "{text}"
+        );
+        assert!(!text.contains("off"), "{text}");
+    }
 }

@@ -1,15 +1,16 @@
-//! The `ringws` binary: command line to [`ringws::Config`] to a running
-//! echo server (the library's [`ringws::app::Echo`] on every path), and
-//! nothing else.
+//! The `ringws` binary: command line to [`ringws::Config`] and a `tracing`
+//! subscriber, then a running echo server (the library's
+//! [`ringws::app::Echo`] on every path), and nothing else.
 
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use ringws::app::{App, Echo};
-use ringws::log::{self, Level};
 use ringws::{BackendKind, Config};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 /// A WebSocket echo server on io_uring, one thread per core.
 ///
@@ -107,9 +108,27 @@ struct Args {
     /// ones straddle buffers and are copied.
     #[arg(long, env = "RINGWS_INCREMENTAL_READS")]
     incremental_reads: bool,
-    /// error, warn, info or debug.
-    #[arg(long, env = "RINGWS_LOG", default_value = "info")]
-    log_level: Level,
+    /// Which lines to log: a level (error, warn, info, debug, trace, off)
+    /// or directives as RUST_LOG takes them, each target with its level
+    /// ("info,ringws::runtime=debug"). RINGWS_LOG, the old name, is read
+    /// when RINGWS_LOG_LEVEL is unset. [default: RUST_LOG, else info]
+    #[arg(long, env = "RINGWS_LOG_LEVEL", value_name = "LEVEL|DIRECTIVES", value_parser = log_filter)]
+    log_level: Option<String>,
+    /// Log lines as text (RFC 3339 UTC time, level, target, message) or as
+    /// JSON objects (timestamp, level, message, target), one per line, on
+    /// stderr.
+    #[arg(long, env = "RINGWS_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// The two shapes of log lines.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    /// `2026-01-02T03:04:05.678901Z  INFO ringws::app: message`; coloured
+    /// only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, the message's fields at the top level.
+    Json,
 }
 
 fn size(s: &str) -> Result<u64, String> {
@@ -145,45 +164,106 @@ fn duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(if ms { n / 1000.0 } else { n }))
 }
 
+/// `--log-level`: checked here so that a mistake stops the start instead of
+/// silencing the log. `EnvFilter` alone would take a misspelt level
+/// ("warning") as a target name, logging everything from a target that
+/// does not exist and nothing else; so a directive without `=` must be a
+/// level.
+fn log_filter(s: &str) -> Result<String, String> {
+    for d in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains('=') && d.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "'{d}' is neither a level (error, warn, info, debug, trace, off) \
+                 nor a directive (target=level)"
+            ));
+        }
+    }
+    EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+impl Args {
+    /// The server's settings.
+    fn config(self) -> Config {
+        let defaults = Config::default();
+        Config {
+            listen: self.listen,
+            threads: self.threads.unwrap_or(defaults.threads),
+            pin: self.pin,
+            max_frame_size: self.max_frame_size,
+            max_message_size: self.max_message_size,
+            max_handshake_size: usize::try_from(self.max_handshake_size).unwrap_or(usize::MAX),
+            max_headers: self.max_headers,
+            handshake_timeout: self.handshake_timeout,
+            write_timeout: self.write_timeout,
+            close_timeout: self.close_timeout,
+            max_connections: self.max_connections,
+            read_buffer_size: usize::try_from(self.read_buffer_size).unwrap_or(usize::MAX),
+            read_buffers: self.read_buffers,
+            ring_entries: self.ring_entries,
+            backlog: self.backlog,
+            max_backpressure: usize::try_from(self.max_backpressure).unwrap_or(usize::MAX),
+            backend: self.backend,
+            incremental_reads: self.incremental_reads,
+            idle_timeout: self.idle_timeout,
+            // Only sends from other threads use mailboxes; the echo has none.
+            max_mailbox_bytes: defaults.max_mailbox_bytes,
+            stats_interval: self.stats_interval,
+            deflate: self.deflate,
+            deflate_window_bits: self.deflate_window_bits,
+            deflate_client_window_bits: self.deflate_client_window_bits,
+            deflate_mem_level: self.deflate_mem_level,
+            deflate_level: self.deflate_level,
+            deflate_min_size: usize::try_from(self.deflate_min_size).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Installs the process's `tracing` subscriber: the filter of
+    /// `--log-level`, else `RUST_LOG`, else `info`, and the format of
+    /// `--log-format`, on stderr.
+    fn init_logging(&self) {
+        let filter = match &self.log_level {
+            // log_filter parsed it already.
+            Some(dirs) => EnvFilter::builder().parse_lossy(dirs),
+            // RUST_LOG is shared with other programs, so its directives are
+            // taken as tracing takes them: one it cannot parse is reported
+            // on stderr and skipped, not a reason to refuse to start.
+            None => EnvFilter::builder()
+                .with_default_directive(LevelFilter::INFO.into())
+                .from_env_lossy(),
+        };
+        let fmt = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(io::stderr);
+        match self.log_format {
+            LogFormat::Text => fmt.with_ansi(io::stderr().is_terminal()).init(),
+            LogFormat::Json => fmt.json().flatten_event(true).init(),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let a = Args::parse();
-    log::set_level(a.log_level);
-    let defaults = Config::default();
-    let cfg = Config {
-        listen: a.listen,
-        threads: a.threads.unwrap_or(defaults.threads),
-        pin: a.pin,
-        max_frame_size: a.max_frame_size,
-        max_message_size: a.max_message_size,
-        max_handshake_size: usize::try_from(a.max_handshake_size).unwrap_or(usize::MAX),
-        max_headers: a.max_headers,
-        handshake_timeout: a.handshake_timeout,
-        write_timeout: a.write_timeout,
-        close_timeout: a.close_timeout,
-        max_connections: a.max_connections,
-        read_buffer_size: usize::try_from(a.read_buffer_size).unwrap_or(usize::MAX),
-        read_buffers: a.read_buffers,
-        ring_entries: a.ring_entries,
-        backlog: a.backlog,
-        max_backpressure: usize::try_from(a.max_backpressure).unwrap_or(usize::MAX),
-        backend: a.backend,
-        incremental_reads: a.incremental_reads,
-        idle_timeout: a.idle_timeout,
-        // Only sends from other threads use mailboxes; the echo has none.
-        max_mailbox_bytes: defaults.max_mailbox_bytes,
-        stats_interval: a.stats_interval,
-        deflate: a.deflate,
-        deflate_window_bits: a.deflate_window_bits,
-        deflate_client_window_bits: a.deflate_client_window_bits,
-        deflate_mem_level: a.deflate_mem_level,
-        deflate_level: a.deflate_level,
-        deflate_min_size: usize::try_from(a.deflate_min_size).unwrap_or(usize::MAX),
-    };
+    let mut args = Args::parse();
+    if args.log_level.is_none() {
+        // RINGWS_LOG, the old name of RINGWS_LOG_LEVEL, below it.
+        if let Some(v) = std::env::var("RINGWS_LOG").ok().filter(|v| !v.is_empty()) {
+            match log_filter(&v) {
+                Ok(v) => args.log_level = Some(v),
+                Err(e) => {
+                    eprintln!("error: RINGWS_LOG: invalid value '{v}': {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    args.init_logging();
     // The echo is one handler on the library's API, like any other.
-    match App::new(cfg).route_prefix("/", Echo).run() {
+    match App::new(args.config()).route_prefix("/", Echo).run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            ringws::log!(Error, "{e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -191,6 +271,8 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
@@ -204,5 +286,42 @@ mod tests {
         assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(duration("2"), Ok(Duration::from_secs(2)));
         assert!(duration("-1").is_err());
+    }
+
+    /// Every flag's variable is RINGWS_ and its long name in capitals, so
+    /// that none has to be looked up; `--help` and `--version` have none.
+    #[test]
+    fn every_flag_has_its_environment_variable() {
+        let cmd = Args::command();
+        let mut n = 0;
+        for arg in cmd.get_arguments() {
+            let long = arg.get_long().expect("every flag is long");
+            let want = format!("RINGWS_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(want.as_str()),
+                "--{long}"
+            );
+            n += 1;
+        }
+        assert!(n > 20, "{n} flags");
+    }
+
+    /// Levels and `target=level` directives pass; a bare word that is no
+    /// level would silence everything else, so it is refused.
+    #[test]
+    fn log_filters() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "info,ringws::runtime=debug",
+            "ringws=trace",
+        ] {
+            assert_eq!(log_filter(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["warning", "ringws", "info,ringws::runtime=loud"] {
+            assert!(log_filter(bad).is_err(), "{bad}");
+        }
     }
 }
