@@ -1,27 +1,39 @@
-//! The `ringws` binary: command line to [`ringws::Config`] and a `tracing`
-//! subscriber, then a running echo server (the library's
-//! [`ringws::app::Echo`] on every path), and nothing else.
+//! The `ringws` binary: command line (flags, environment variables, a
+//! `--config` file) to [`ringws::Config`] and a `tracing` subscriber, then a
+//! running echo server (the library's [`ringws::app::Echo`] on every path),
+//! and nothing else.
 
-use std::io::{self, IsTerminal};
-use std::net::SocketAddr;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use std::{fmt, fs, io};
 
-use clap::{Parser, ValueEnum};
+use clap::error::{ContextKind, ContextValue};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use ringws::app::{App, Echo};
 use ringws::{BackendKind, Config};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 /// A WebSocket echo server on io_uring, one thread per core.
 ///
-/// Every flag can also be set with the environment variable shown.
-/// Sizes take K, M or G suffixes (powers of 1024); durations take ms or s
-/// (seconds when bare).
+/// Every flag can also be set with the environment variable shown, or as a
+/// key of a --config file. Sizes take K, M or G suffixes (powers of 1024);
+/// durations take ms or s (seconds when bare).
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, after_long_help = AFTER_HELP)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "RINGWS_LISTEN", default_value = "127.0.0.1:9001")]
+    /// TOML file of settings, keyed by the long flags (see below).
+    #[arg(long, env = "RINGWS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on: an IP address or a host name, with a port. A
+    /// name is resolved once at start and the first address the resolver
+    /// gives is used (for localhost, ::1 or 127.0.0.1 as /etc/hosts and
+    /// /etc/gai.conf order them).
+    #[arg(long, env = "RINGWS_LISTEN", default_value = "127.0.0.1:9001", value_parser = listen_addr)]
     listen: SocketAddr,
     /// Worker threads [default: number of available cores].
     #[arg(long, env = "RINGWS_THREADS")]
@@ -121,6 +133,21 @@ struct Args {
     log_format: LogFormat,
 }
 
+const AFTER_HELP: &str = "\
+Settings are taken from, first to last: flags, environment variables, the
+--config file, defaults. The file is TOML whose keys are the long flags,
+with strings, numbers or booleans as values, read by the same parsers as
+the flags:
+
+    listen = \"0.0.0.0:9001\"
+    threads = 2
+    pin = true
+    max-message-size = \"64M\"
+    idle-timeout = \"90s\"
+
+A key that is no flag, a value of the wrong type or one the flag refuses
+stops the server at start, naming the file and the key.";
+
 /// The two shapes of log lines.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormat {
@@ -164,6 +191,17 @@ fn duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(if ms { n / 1000.0 } else { n }))
 }
 
+/// `--listen`: `ToSocketAddrs` takes addresses and `host:port` alike; a
+/// listener binds one address, so a name's first one is it.
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{s}': {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("'{s}' resolves to no address"))
+}
+
 /// `--log-level`: checked here so that a mistake stops the start instead of
 /// silencing the log. `EnvFilter` alone would take a misspelt level
 /// ("warning") as a target name, logging everything from a target that
@@ -184,7 +222,195 @@ fn log_filter(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Where a setting below the command line came from, for errors.
+#[derive(Debug, Clone)]
+enum Origin {
+    /// The `--config` file.
+    File(PathBuf),
+    /// An environment variable clap does not read itself (`RINGWS_LOG`).
+    Env(&'static str),
+}
+
+/// Why the settings could not be gathered. Every one ends the process
+/// with exit code 2, as clap's own errors do.
+#[derive(Debug)]
+enum SettingsError {
+    /// A flag or environment variable clap refused, or `--help` or
+    /// `--version`, which clap prints itself.
+    Clap(clap::Error),
+    /// The config file could not be read.
+    Read { file: PathBuf, err: io::Error },
+    /// The config file is not TOML.
+    Toml { file: PathBuf, err: toml::de::Error },
+    /// A key that names no flag, or one a file may not set (`config`).
+    UnknownKey { file: PathBuf, key: String },
+    /// A table, an array or a date where a flag takes one value.
+    WrongType {
+        file: PathBuf,
+        key: String,
+        found: &'static str,
+    },
+    /// A value the flag's own parser refused.
+    BadValue {
+        origin: Origin,
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SettingsError::Clap(e) => write!(f, "{e}"),
+            SettingsError::Read { file, err } => {
+                write!(f, "cannot read config file {}: {err}", file.display())
+            }
+            SettingsError::Toml { file, err } => {
+                write!(f, "{} is not valid TOML: {err}", file.display())
+            }
+            SettingsError::UnknownKey { file, key } => {
+                write!(f, "{}: unknown key '{key}'", file.display())?;
+                if key == "config" {
+                    return write!(f, " (a config file cannot name another)");
+                }
+                let dashed = key.replace('_', "-");
+                if dashed != *key && file_arg(&Args::command(), &dashed).is_some() {
+                    write!(f, " (did you mean '{dashed}'?)")?;
+                }
+                Ok(())
+            }
+            SettingsError::WrongType { file, key, found } => write!(
+                f,
+                "{}: key '{key}': expected a string, number or boolean, found {found}",
+                file.display()
+            ),
+            SettingsError::BadValue {
+                origin,
+                key,
+                value,
+                reason,
+            } => match origin {
+                Origin::File(file) => write!(
+                    f,
+                    "{}: key '{key}': invalid value '{value}': {reason}",
+                    file.display()
+                ),
+                Origin::Env(name) => write!(f, "{name}: invalid value '{value}': {reason}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for SettingsError {}
+
+/// The flag a file key sets: any long flag that takes a value or is a
+/// switch, except `--config` (a file naming another file would be a chain
+/// to follow, for no use) and clap's `--help` and `--version`.
+fn file_arg<'a>(cmd: &'a clap::Command, key: &str) -> Option<&'a clap::Arg> {
+    cmd.get_arguments().find(|a| {
+        a.get_long() == Some(key)
+            && a.get_id() != "config"
+            && matches!(a.get_action(), ArgAction::Set | ArgAction::SetTrue)
+    })
+}
+
+/// A file value as the flag's text: TOML types carry no meaning of their
+/// own here, the flag's parser gives it one (`"64M"` and `67108864` alike).
+fn value_text(file: &std::path::Path, key: &str, v: &toml::Value) -> Result<String, SettingsError> {
+    let found = match v {
+        toml::Value::String(s) => return Ok(s.clone()),
+        toml::Value::Integer(i) => return Ok(i.to_string()),
+        toml::Value::Float(x) => return Ok(x.to_string()),
+        toml::Value::Boolean(b) => return Ok(b.to_string()),
+        toml::Value::Datetime(_) => "a date",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    };
+    Err(SettingsError::WrongType {
+        file: file.to_owned(),
+        key: key.to_owned(),
+        found,
+    })
+}
+
 impl Args {
+    /// Flags, then environment variables, then the `--config` file, then
+    /// defaults.
+    ///
+    /// clap does the first two and the last: a first parse tells, by each
+    /// argument's value source, which settings the command line and the
+    /// environment left at their defaults. The lower layers (`RINGWS_LOG`,
+    /// then the file) are checked whole with each flag's own value parser,
+    /// so errors name their file and key, and those still unset are passed
+    /// to a second parse as `--key=value`: one path from text to value for
+    /// every source.
+    fn gather(argv: Vec<OsString>) -> Result<Args, SettingsError> {
+        let cmd = Args::command();
+        let m = cmd
+            .clone()
+            .try_get_matches_from(&argv)
+            .map_err(SettingsError::Clap)?;
+        let mut lower: Vec<(Origin, String, String)> = Vec::new();
+        // The old name of RINGWS_LOG_LEVEL, below it and above the file.
+        if let Some(v) = std::env::var_os("RINGWS_LOG").filter(|v| !v.is_empty()) {
+            let v = v.to_string_lossy().into_owned();
+            lower.push((Origin::Env("RINGWS_LOG"), "log-level".into(), v));
+        }
+        if let Some(file) = m.get_one::<PathBuf>("config") {
+            let text = fs::read_to_string(file).map_err(|err| SettingsError::Read {
+                file: file.clone(),
+                err,
+            })?;
+            let table: toml::Table = text.parse().map_err(|err| SettingsError::Toml {
+                file: file.clone(),
+                err,
+            })?;
+            for (key, v) in &table {
+                if file_arg(&cmd, key).is_none() {
+                    return Err(SettingsError::UnknownKey {
+                        file: file.clone(),
+                        key: key.clone(),
+                    });
+                }
+                let v = value_text(file, key, v)?;
+                lower.push((Origin::File(file.clone()), key.clone(), v));
+            }
+        }
+        let mut injected = Vec::new();
+        let mut taken = Vec::new();
+        for (origin, key, value) in lower {
+            let arg = file_arg(&cmd, &key).expect("checked above");
+            check_value(arg, &value).map_err(|e| SettingsError::BadValue {
+                origin,
+                key: key.clone(),
+                value: value.clone(),
+                reason: reason(&e),
+            })?;
+            if set_above(&m, arg.get_id().as_str()) || taken.contains(&key) {
+                continue;
+            }
+            match arg.get_action() {
+                // A switch takes no value: `pin = false` is its default.
+                ArgAction::SetTrue if value == "true" => injected.push(format!("--{key}")),
+                ArgAction::SetTrue => {}
+                _ => injected.push(format!("--{key}={value}")),
+            }
+            taken.push(key);
+        }
+        if injected.is_empty() {
+            return Args::from_arg_matches(&m).map_err(SettingsError::Clap);
+        }
+        let mut argv = argv.into_iter();
+        let argv: Vec<OsString> = argv
+            .next()
+            .into_iter()
+            .chain(injected.into_iter().map(OsString::from))
+            .chain(argv)
+            .collect();
+        Args::try_parse_from(argv).map_err(SettingsError::Clap)
+    }
+
     /// The server's settings.
     fn config(self) -> Config {
         let defaults = Config::default();
@@ -244,20 +470,59 @@ impl Args {
     }
 }
 
-fn main() -> ExitCode {
-    let mut args = Args::parse();
-    if args.log_level.is_none() {
-        // RINGWS_LOG, the old name of RINGWS_LOG_LEVEL, below it.
-        if let Some(v) = std::env::var("RINGWS_LOG").ok().filter(|v| !v.is_empty()) {
-            match log_filter(&v) {
-                Ok(v) => args.log_level = Some(v),
-                Err(e) => {
-                    eprintln!("error: RINGWS_LOG: invalid value '{v}': {e}");
-                    return ExitCode::from(2);
-                }
-            }
-        }
+/// Did the command line or clap's own environment variable set `id`?
+fn set_above(m: &ArgMatches, id: &str) -> bool {
+    matches!(
+        m.value_source(id),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// Runs `value` through `arg`'s own value parser, by clap itself: a command
+/// of that one argument, without its environment variable and default, and
+/// taking a value even where the flag is a switch (its parser is then
+/// `bool`'s: `true` or `false`). clap keeps `ValueParser::parse_ref` to
+/// itself.
+fn check_value(arg: &clap::Arg, value: &str) -> Result<(), clap::Error> {
+    let probe = arg
+        .clone()
+        .action(ArgAction::Set)
+        .env(None)
+        .default_value(None)
+        .required(false);
+    let long = arg.get_long().unwrap_or_default();
+    clap::Command::new("ringws")
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .arg(probe)
+        .try_get_matches_from([format!("--{long}={value}")])
+        .map(drop)
+}
+
+/// What a value parser said, without clap's "invalid value ... for
+/// '--flag'" framing, which would name the flag rather than the key.
+fn reason(e: &clap::Error) -> String {
+    if let Some(inner) = std::error::Error::source(e) {
+        return inner.to_string();
     }
+    if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) {
+        return format!("expected one of {}", valid.join(", "));
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.trim_start_matches("error: ").to_owned()
+}
+
+fn main() -> ExitCode {
+    let args = match Args::gather(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(SettingsError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     args.init_logging();
     // The echo is one handler on the library's API, like any other.
     match App::new(args.config()).route_prefix("/", Echo).run() {
@@ -271,8 +536,6 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     use super::*;
 
     #[test]
@@ -307,6 +570,17 @@ mod tests {
         assert!(n > 20, "{n} flags");
     }
 
+    /// Every long flag but `--config` is a file key, switches included.
+    #[test]
+    fn file_keys_are_the_flags() {
+        let cmd = Args::command();
+        assert!(file_arg(&cmd, "max-message-size").is_some());
+        assert!(file_arg(&cmd, "pin").is_some());
+        assert!(file_arg(&cmd, "config").is_none());
+        assert!(file_arg(&cmd, "help").is_none());
+        assert!(file_arg(&cmd, "max_message_size").is_none());
+    }
+
     /// Levels and `target=level` directives pass; a bare word that is no
     /// level would silence everything else, so it is refused.
     #[test]
@@ -323,5 +597,19 @@ mod tests {
         for bad in ["warning", "ringws", "info,ringws::runtime=loud"] {
             assert!(log_filter(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A file value goes through the flag's own parser, switches too.
+    #[test]
+    fn values_are_checked_by_the_flags_parsers() {
+        let cmd = Args::command();
+        let arg = |k| file_arg(&cmd, k).unwrap();
+        assert!(check_value(arg("max-message-size"), "64M").is_ok());
+        let e = check_value(arg("max-message-size"), "lots").unwrap_err();
+        assert_eq!(reason(&e), "'lots' is not a size");
+        assert!(check_value(arg("pin"), "true").is_ok());
+        assert!(check_value(arg("pin"), "3").is_err());
+        assert!(check_value(arg("listen"), "localhost:9001").is_ok());
+        assert!(check_value(arg("log-format"), "xml").is_err());
     }
 }
