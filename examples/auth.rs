@@ -86,6 +86,7 @@ struct Args {
 }
 
 fn main() -> Result<(), ringws::StartError> {
+    ringws::log::init_from_env(); // RINGWS_LOG_LEVEL=debug for more
     let cfg = Config {
         listen: Args::parse().listen,
         ..Config::default()

@@ -53,6 +53,7 @@ struct Args {
 }
 
 fn main() -> Result<(), ringws::StartError> {
+    ringws::log::init_from_env(); // RINGWS_LOG_LEVEL=debug for more
     let a = Args::parse();
     let mut cfg = Config {
         listen: a.listen,

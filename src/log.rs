@@ -41,6 +41,44 @@ macro_rules! log {
     (Trace, $($arg:tt)+) => { $crate::log::__tracing::trace!($($arg)+) };
 }
 
+/// Installs a `tracing` subscriber writing to stderr, for binaries and
+/// examples (an application with a subscriber of its own skips this):
+/// `filter` (a level or `RUST_LOG`-style directives such as
+/// `info,ringws::runtime=debug`), else `RUST_LOG`, else `info`; text lines
+/// with an RFC 3339 UTC timestamp (colours only on a terminal), or one
+/// JSON object per line. Does nothing if a subscriber is installed already.
+pub fn init(filter: Option<&str>, json: bool) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let filter = match filter {
+        Some(dirs) => EnvFilter::builder().parse_lossy(dirs),
+        // RUST_LOG is shared with other programs, so its directives are
+        // taken as tracing takes them: one it cannot parse is reported on
+        // stderr and skipped, not a reason to refuse to start.
+        None => EnvFilter::builder()
+            .with_default_directive(LevelFilter::INFO.into())
+            .from_env_lossy(),
+    };
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // An error only says a subscriber is there already: keep that one.
+    let _ = if json {
+        fmt.json().flatten_event(true).try_init()
+    } else {
+        fmt.with_ansi(std::io::stderr().is_terminal()).try_init()
+    };
+}
+
+/// [`init`] with the filter in `RINGWS_LOG_LEVEL` (or its old name
+/// `RINGWS_LOG`), in text: what the examples call first.
+pub fn init_from_env() {
+    let filter = std::env::var("RINGWS_LOG_LEVEL")
+        .or_else(|_| std::env::var("RINGWS_LOG"))
+        .ok();
+    init(filter.as_deref(), false);
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;

@@ -4,7 +4,6 @@
 //! and nothing else.
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -450,23 +449,11 @@ impl Args {
     /// `--log-level`, else `RUST_LOG`, else `info`, and the format of
     /// `--log-format`, on stderr.
     fn init_logging(&self) {
-        let filter = match &self.log_level {
-            // log_filter parsed it already.
-            Some(dirs) => EnvFilter::builder().parse_lossy(dirs),
-            // RUST_LOG is shared with other programs, so its directives are
-            // taken as tracing takes them: one it cannot parse is reported
-            // on stderr and skipped, not a reason to refuse to start.
-            None => EnvFilter::builder()
-                .with_default_directive(LevelFilter::INFO.into())
-                .from_env_lossy(),
-        };
-        let fmt = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(io::stderr);
-        match self.log_format {
-            LogFormat::Text => fmt.with_ansi(io::stderr().is_terminal()).init(),
-            LogFormat::Json => fmt.json().flatten_event(true).init(),
-        }
+        // log_filter checked the directives already.
+        ringws::log::init(
+            self.log_level.as_deref(),
+            matches!(self.log_format, LogFormat::Json),
+        );
     }
 }
 
