@@ -14,8 +14,11 @@
 //!   the user data that names a slot, its generation and an op.
 //! * `uring.rs`: the io_uring backend: setup, the provided-buffer ring, ops.
 //! * `epoll.rs`: the epoll backend, for hosts where io_uring is blocked.
-//! * `io.rs`: the loop: socket slots, reads, the write queue, backpressure,
-//!   closing, timers, and the `Handler` trait it calls.
+//! * `io/`: the loop: socket slots, reads, the write queue, backpressure,
+//!   closing, timers, and the `Handler` trait it calls (its module docs
+//!   list its files).
+//! * `outbox.rs`: `Outbox`, the one writer of a connection's
+//!   outgoing bytes.
 //! * `wheel.rs`: the per-thread timing wheel.
 //! * `buf.rs`: the read pool and write batches.
 //! * [`client`]: the loop for clients (the load generator): the same

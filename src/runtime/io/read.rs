@@ -1,0 +1,199 @@
+//! The read path: multishot receives on the buffer ring (io_uring) or reads
+//! into pool buffers while epoll says readable, a ring that ran dry
+//! (`ENOBUFS`: the socket waits on the starved list, or reads into a buffer
+//! of its own), and the end of input.
+
+use std::io;
+
+use super::*;
+
+impl Io {
+    /// Starts reading `id` (after accept or connect).
+    pub(super) fn start_reads(&mut self, id: SockId) {
+        let slot = id.slot as usize;
+        match &mut self.backend {
+            Backend::Uring(u) => {
+                let s = &mut self.socks[slot];
+                if s.flags & (READ_ARMED | READ_PAUSED | READ_EOF | CLOSING) != 0 {
+                    return;
+                }
+                if self.pool.in_ring() == 0 && self.pool.free_count() == 0 {
+                    // Nothing to lend: read into a buffer of its own.
+                    let mut v = Vec::with_capacity(self.pool.inner.buf_size);
+                    u.recv_into(s.fd, &mut v, id.tok(Op::RecvHeap));
+                    self.heap_rx.insert(id.slot, v);
+                } else {
+                    u.recv(s.fd, id.tok(Op::Recv));
+                }
+                s.flags |= READ_ARMED;
+                s.ops += 1;
+            }
+            Backend::Epoll(_) => {
+                // Registered at accept or connect; reads happen when ready.
+            }
+        }
+    }
+
+    /// Lends ring buffers up to the low-water mark and restarts reads that
+    /// waited for buffers.
+    pub(super) fn refill(&mut self) {
+        if let Backend::Uring(u) = &mut self.backend {
+            let want = self.ring_mark.next_turn(self.pool.in_ring());
+            u.lend(&self.pool, want);
+            self.ring_mark.lent(self.pool.in_ring());
+        }
+        if self.starved.is_empty() {
+            return;
+        }
+        let starved = std::mem::take(&mut self.starved);
+        for slot in starved {
+            let s = &mut self.socks[slot as usize];
+            s.flags &= !STARVED;
+            let id = SockId { slot, gen: s.gen };
+            self.start_reads(id);
+        }
+    }
+
+    pub(super) fn on_recv<H: Handler>(
+        &mut self,
+        id: SockId,
+        c: Cqe,
+        buf: Option<(u16, bool)>,
+        h: &mut H,
+    ) {
+        let slot = id.slot;
+        let more = uring::cqe_more(c.flags);
+        let s = &mut self.socks[slot as usize];
+        if !more {
+            s.flags &= !READ_ARMED;
+        }
+        let closing = s.flags & CLOSING != 0;
+        let input = match buf {
+            Some((bid, bmore)) if c.res > 0 => Some(self.pool.taken(bid, c.res as usize, bmore)),
+            Some((bid, bmore)) => {
+                self.pool.returned(bid, bmore);
+                None
+            }
+            None => None,
+        };
+        if closing {
+            return;
+        }
+        match (c.res, input) {
+            (_, Some(b)) => {
+                h.data(self, id, InputBuf::Pooled(b));
+                self.after_read(id);
+            }
+            (0, None) => self.read_ended(id, None, h),
+            (e, None) if e == -libc::ENOBUFS => {
+                self.ring_mark.ran_dry();
+                let s = &mut self.socks[slot as usize];
+                if s.flags & STARVED == 0 {
+                    s.flags |= STARVED;
+                    self.starved.push(slot);
+                }
+            }
+            (e, None) if e == -libc::ECANCELED => {
+                // Paused for backpressure; resumed since? Read again.
+                self.after_read(id);
+            }
+            (e, None) if e < 0 => self.read_ended(id, Some(io::Error::from_raw_os_error(-e)), h),
+            (n, None) => {
+                log!(Warn, "recv returned {n} bytes without a buffer");
+                self.after_read(id);
+            }
+        }
+    }
+
+    /// After a read's data was handled: re-arm a multishot receive that
+    /// ended, unless paused, closed or at EOF.
+    pub(super) fn after_read(&mut self, id: SockId) {
+        let Some(s) = self.sock(id) else { return };
+        if s.flags & (READ_ARMED | READ_PAUSED | READ_EOF | CLOSING | STARVED) == 0 {
+            if let Backend::Uring(_) = self.backend {
+                self.start_reads(id);
+            }
+        }
+    }
+
+    pub(super) fn read_ended<H: Handler>(&mut self, id: SockId, err: Option<io::Error>, h: &mut H) {
+        let s = &mut self.socks[id.slot as usize];
+        if s.flags & READ_EOF != 0 {
+            return;
+        }
+        s.flags |= READ_EOF;
+        s.flags &= !READ_READY;
+        h.eof(self, id, err);
+    }
+
+    /// epoll: readiness of a socket.
+    pub(super) fn on_ready<H: Handler>(&mut self, id: SockId, events: i32, h: &mut H) {
+        let slot = id.slot;
+        let s = &mut self.socks[slot as usize];
+        if s.flags & CLOSING != 0 {
+            return;
+        }
+        if s.flags & CONNECTING != 0 {
+            if !epoll::writable(events) {
+                return;
+            }
+            s.flags &= !CONNECTING;
+            let Fd::Raw(fd) = s.fd else { return };
+            let res = epoll::take_error(fd);
+            let ok = res.is_ok();
+            h.connected(self, id, res);
+            if !ok || !self.is_open(id) {
+                return;
+            }
+        }
+        let s = &mut self.socks[slot as usize];
+        if epoll::writable(events) && s.flags & WRITE_BLOCKED != 0 {
+            s.flags &= !WRITE_BLOCKED;
+            self.send_inflight(slot);
+        }
+        let Some(s) = self.sock_mut(id) else { return };
+        if epoll::readable(events) && s.flags & (READ_EOF | CLOSING) == 0 {
+            s.flags |= READ_READY;
+            self.read_ready(id, h);
+        }
+    }
+
+    /// epoll: reads a readable socket until it would block, a share per turn.
+    pub(super) fn read_ready<H: Handler>(&mut self, id: SockId, h: &mut H) {
+        let Some(s) = self.sock(id) else { return };
+        let Fd::Raw(fd) = s.fd else { return };
+        for _ in 0..READS_PER_TURN {
+            let Some(s) = self.sock(id) else { return };
+            if s.flags & (READ_PAUSED | READ_EOF | CLOSING) != 0 || s.flags & READ_READY == 0 {
+                return;
+            }
+            let mut buf = match self.pool.take_free() {
+                Some(b) => InputBuf::Pooled(b),
+                None => InputBuf::Heap(vec![0; self.pool.inner.buf_size]),
+            };
+            match epoll::recv(fd, buf.as_mut_slice()) {
+                Ok(0) => return self.read_ended(id, None, h),
+                Ok(n) => {
+                    match &mut buf {
+                        InputBuf::Pooled(p) => p.truncate(n),
+                        InputBuf::Heap(v) => v.truncate(n),
+                    }
+                    h.data(self, id, buf);
+                    // Output the handler queued goes out before the next
+                    // read, so backpressure can pause it.
+                    self.flush();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Some(s) = self.sock_mut(id) {
+                        s.flags &= !READ_READY;
+                    }
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.read_ended(id, Some(e), h),
+            }
+        }
+        // Its share is used up: more next turn.
+        self.ready.push(id.slot);
+    }
+}
