@@ -93,6 +93,8 @@
 //! # Layout
 //!
 //! * [`proto::handshake`]: the HTTP/1.1 upgrade (4.2): 101, 400, 426, 431.
+//! * [`proto::http`]: plain HTTP/1.1 requests beside the upgrade: heads,
+//!   bodies (Content-Length, chunked) within limits, responses.
 //! * [`proto::frame`]: frame headers: raw decode, validation, encode.
 //! * [`proto::mask`]: (un)masking, AVX2/SSE2/NEON and a scalar reference.
 //! * [`proto::utf8`]: streaming UTF-8 validation that fails fast.

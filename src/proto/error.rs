@@ -1,5 +1,6 @@
 //! Typed errors: one variant per protocol violation, each mapped to its close
-//! code (frame layer) or HTTP status (handshake) in exactly one place, here.
+//! code (frame layer) or HTTP status (handshake, HTTP routes) in exactly one
+//! place, here.
 //!
 //! A normal close is not an error: it is [`crate::proto::conn::Event::Closed`].
 
@@ -192,6 +193,102 @@ impl fmt::Display for HandshakeError {
 }
 
 impl std::error::Error for HandshakeError {}
+
+/// Why a plain HTTP request (a route that is not a WebSocket upgrade, see
+/// [`crate::proto::http`]) is refused. [`HttpError::status`] maps each to the
+/// status the server answers with; every one of them ends the connection,
+/// since the framing of whatever follows is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpError {
+    /// The request head is longer than `max_head` (431).
+    HeadTooLarge,
+    /// More header lines than `max_headers` (431).
+    TooManyHeaders,
+    /// Not parseable as an HTTP/1.x request head (400).
+    Malformed,
+    /// An `HTTP/x.y` version other than 1.0 and 1.1 (505).
+    UnsupportedVersion,
+    /// An HTTP/1.1 request without a Host header, or any request with more
+    /// than one (400, RFC 9112 3.2).
+    BadHost,
+    /// Both Content-Length and Transfer-Encoding (400, RFC 9112 6.1 and 6.3
+    /// item 3: the classic request-smuggling ambiguity).
+    LengthAndTransferEncoding,
+    /// A Content-Length that is not all digits, or several that differ
+    /// (400, RFC 9112 6.3 item 5).
+    BadContentLength,
+    /// A Transfer-Encoding whose final coding is not `chunked` (400, RFC
+    /// 9112 6.3 item 4).
+    ChunkedNotFinal,
+    /// Transfer codings other than one `chunked` alone (501, RFC 9112 6.1).
+    UnsupportedTransferCoding,
+    /// Transfer-Encoding in an HTTP/1.0 request (400, RFC 9112 6.1: its
+    /// framing "MUST" be treated "as faulty").
+    TransferEncodingInHttp10,
+    /// A body, declared or received, larger than `max_body` (413).
+    BodyTooLarge,
+    /// A chunk size that is not 1 to 16 hex digits (400, RFC 9112 7.1).
+    BadChunkSize,
+    /// A CRLF missing after a chunk-size line, chunk data or a trailer line
+    /// (400).
+    BadChunkFraming,
+    /// Chunk extensions longer in total than `max_head` (400).
+    ChunkExtensionsTooLong,
+    /// A trailer section longer than `max_head` (431).
+    TrailersTooLarge,
+}
+
+impl HttpError {
+    /// The HTTP status code of the refusal.
+    pub fn status(&self) -> u16 {
+        use HttpError::*;
+        match self {
+            HeadTooLarge | TooManyHeaders | TrailersTooLarge => 431,
+            UnsupportedVersion => 505,
+            UnsupportedTransferCoding => 501,
+            BodyTooLarge => 413,
+            Malformed
+            | BadHost
+            | LengthAndTransferEncoding
+            | BadContentLength
+            | ChunkedNotFinal
+            | TransferEncodingInHttp10
+            | BadChunkSize
+            | BadChunkFraming
+            | ChunkExtensionsTooLong => 400,
+        }
+    }
+
+    /// The one-line reason sent as the response body and logged.
+    pub fn reason(&self) -> &'static str {
+        use HttpError::*;
+        match self {
+            HeadTooLarge => "request head too large",
+            TooManyHeaders => "too many header fields",
+            Malformed => "malformed HTTP request",
+            UnsupportedVersion => "HTTP/1.0 or HTTP/1.1 required",
+            BadHost => "exactly one Host header required",
+            LengthAndTransferEncoding => "both Content-Length and Transfer-Encoding",
+            BadContentLength => "invalid Content-Length",
+            ChunkedNotFinal => "Transfer-Encoding must end with chunked",
+            UnsupportedTransferCoding => "only Transfer-Encoding: chunked is supported",
+            TransferEncodingInHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
+            BodyTooLarge => "request body too large",
+            BadChunkSize => "invalid chunk size",
+            BadChunkFraming => "missing CRLF in chunked body",
+            ChunkExtensionsTooLong => "chunk extensions too long",
+            TrailersTooLarge => "trailer section too large",
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status(), self.reason())
+    }
+}
+
+impl std::error::Error for HttpError {}
 
 #[cfg(test)]
 mod tests {

@@ -168,9 +168,23 @@ pub fn write_refusal(status: u16, extra: &[(String, String)], body: &[u8], out: 
     out.extend_from_slice(body);
 }
 
-/// The reason phrase of the statuses a WebSocket server answers with.
+/// The reason phrase of the statuses the server answers with, on its
+/// WebSocket handshakes and its HTTP routes ([`super::http`]); "Error" for
+/// any other, which is harmless: "A client SHOULD ignore the reason-phrase
+/// content" (RFC 9112 4).
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -179,6 +193,12 @@ pub fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         409 => "Conflict",
         410 => "Gone",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        422 => "Unprocessable Content",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -187,6 +207,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
         _ => "Error",
     }
 }
@@ -206,7 +227,7 @@ pub fn accept_key(key: &[u8]) -> [u8; 28] {
 }
 
 /// Does the comma-separated header value contain `token` (any case)?
-fn has_token(value: &[u8], token: &str) -> bool {
+pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))

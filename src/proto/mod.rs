@@ -11,10 +11,11 @@ pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod http;
 pub mod mask;
 pub mod message;
 pub mod utf8;
 
 pub use conn::{Connection, Event, Limits, Payload, Received, Role};
-pub use error::{HandshakeError, ProtocolError};
+pub use error::{HandshakeError, HttpError, ProtocolError};
 pub use message::MessageKind;
