@@ -27,9 +27,23 @@
 //!   [`Deferred`].
 //! * `socket.rs`: [`Socket`], [`SocketRef`], [`Message`], [`SendStatus`].
 //! * `topics.rs`: the per-thread subscription tables.
-//! * `worker.rs`: each worker thread's side: handshake, routing, the read
-//!   path into the callbacks, timers, commands from other threads.
+//! * `worker.rs`: each worker thread's side: the loop's handler, dispatch
+//!   by socket slot, commands from other threads, shutdown.
+//! * `handshake.rs`: the request head, routing, the upgrade hook's
+//!   outcome, refusals.
+//! * `route.rs`: a route's state on one worker and the read path into the
+//!   callbacks, timers, closing.
+//! * `conn.rs`: a connection's state; callbacks run under a panic guard.
+//! * `ctx.rs`: what every route may use: slots, topics, the local fan-out.
+//! * `out.rs`: frames onto the runtime's `Outbox`, and the zero-copy echo.
+//! * `compressed.rs`: permessage-deflate compressors and compressed frames.
 
+mod compressed;
+mod conn;
+mod ctx;
+mod handshake;
+mod out;
+mod route;
 mod socket;
 mod topics;
 mod upgrade;
@@ -49,7 +63,8 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::runtime::io::IoCounts;
 use crate::runtime::{self, StartError, StopSignals, Waker};
-use worker::{Command, RouteCfg, RouteRt, RouteState, Worker};
+use route::{RouteCfg, RouteRt, RouteState};
+use worker::{Command, Worker};
 
 /// What a route does with its connections. Every method but
 /// [`Handler::upgrade`] has a default that does nothing; all run on the
@@ -320,7 +335,7 @@ impl App {
             policy: r.policy,
             idle_timeout: idle,
             send_pings: r.send_pings,
-            deflate: worker::DeflateCfg {
+            deflate: route::DeflateCfg {
                 policy: crate::proto::deflate::Policy {
                     mode: r.deflate.unwrap_or(self.cfg.deflate),
                     window_bits: self.cfg.deflate_window_bits,
@@ -444,7 +459,7 @@ pub(crate) struct Counters {
 
 impl Counters {
     /// Publishes the worker's counts (once per loop turn).
-    pub(crate) fn store(&self, c: &worker::Counts, io: &IoCounts) {
+    pub(crate) fn store(&self, c: &ctx::Counts, io: &IoCounts) {
         self.accepted.store(c.accepted, Ordering::Relaxed);
         self.messages.store(c.messages, Ordering::Relaxed);
         self.frames.store(c.frames, Ordering::Relaxed);

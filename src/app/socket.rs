@@ -7,7 +7,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::worker::{Command, Conn, Ctx, InputView, RouteCfg, DEFLATE};
+use super::conn::{Conn, DEFLATE};
+use super::ctx::Ctx;
+use super::out::InputView;
+use super::route::RouteCfg;
+use super::worker::Command;
 use super::{BackpressurePolicy, ServerHandle, Shared};
 use crate::log;
 use crate::proto::close;

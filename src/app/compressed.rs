@@ -1,0 +1,94 @@
+//! Compressed frames (permessage-deflate, RFC 7692): the thread's shared
+//! compressor, a connection's own, and framing what they produce.
+
+use bytes::Bytes;
+
+use super::route::*;
+use crate::proto::compress::{Compressor, CompressorConfig};
+use crate::proto::frame::{FrameHeader, OpCode};
+use crate::runtime::outbox::Outbox;
+
+/// [`DEFLATE_OWN`]: how a connection compresses, and its compressor, made
+/// at its first compressed message.
+pub(crate) struct OwnZ {
+    pub(super) cfg: CompressorConfig,
+    pub(super) z: Option<Box<Compressor>>,
+}
+
+impl OwnZ {
+    pub(super) fn compressor(&mut self) -> &mut Compressor {
+        let cfg = self.cfg;
+        self.z.get_or_insert_with(|| Box::new(Compressor::new(cfg)))
+    }
+}
+
+/// Frames `bytes` compressed by `c` onto `out`, `scratch` as the
+/// compressor's output.
+pub(super) fn frame_compressed(
+    c: &mut Compressor,
+    scratch: &mut Vec<u8>,
+    opcode: OpCode,
+    bytes: &[u8],
+    out: &mut Outbox<'_>,
+) {
+    out.put_with(|h| encode_compressed(c, scratch, opcode, bytes, h));
+}
+
+/// Appends `bytes` compressed by `c` to `out` as one frame (RSV1 set, RFC
+/// 7692 6), `scratch` as the compressor's output: the header's length
+/// depends on the compressed one. The scratch buffer is kept for the next
+/// message, unless a large one made it large.
+pub(super) fn encode_compressed(
+    c: &mut Compressor,
+    scratch: &mut Vec<u8>,
+    opcode: OpCode,
+    bytes: &[u8],
+    out: &mut Vec<u8>,
+) {
+    scratch.clear();
+    c.compress(bytes, scratch);
+    FrameHeader {
+        fin: true,
+        rsv: 0b100,
+        opcode,
+        mask: None,
+        payload_len: scratch.len() as u64,
+    }
+    .encode_into(out);
+    out.extend_from_slice(scratch);
+    if scratch.capacity() > 256 << 10 {
+        *scratch = Vec::new();
+    }
+}
+
+/// This thread's shared-mode compressor (no context takeover, a 15-bit
+/// window), made at its first use with `cfg`'s level and memory level.
+pub(super) fn shared_compressor<'a>(
+    slot: &'a mut Option<Box<Compressor>>,
+    cfg: &DeflateCfg,
+) -> &'a mut Compressor {
+    slot.get_or_insert_with(|| {
+        Box::new(Compressor::new(CompressorConfig {
+            level: cfg.level,
+            window_bits: 15,
+            mem_level: cfg.mem_level,
+            takeover: false,
+        }))
+    })
+}
+
+/// `frame` (an unfragmented data frame as [`Message::frame`] encodes it)
+/// with its payload compressed by the shared-mode compressor, `z` as
+/// scratch; `None` for anything else, and for payloads below
+/// `cfg.min_size`.
+pub(super) fn compress_frame(
+    slot: &mut Option<Box<Compressor>>,
+    z: &mut Vec<u8>,
+    cfg: &DeflateCfg,
+    frame: &[u8],
+) -> Option<Bytes> {
+    let (opcode, payload) = super::socket::data_payload(frame, cfg.min_size)?;
+    let mut out = Vec::new();
+    encode_compressed(shared_compressor(slot, cfg), z, opcode, payload, &mut out);
+    Some(Bytes::from(out))
+}
