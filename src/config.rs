@@ -127,6 +127,21 @@ pub struct Config {
     /// the extension allows): compressing them costs more than it saves.
     /// Default 64 bytes.
     pub deflate_min_size: usize,
+    /// Where to serve `/metrics`, `/livez` and `/readyz` as plain HTTP, on
+    /// threads of their own (see [`crate::app::ServerHandle::metrics`]).
+    /// Default `None`: no admin listener, so they are never public by
+    /// accident; an application can serve them on its own routes too.
+    pub admin_listen: Option<SocketAddr>,
+    /// How long a worker's loop may go without a turn before `/livez`
+    /// reports it stuck (503), so that an orchestrator restarts a process
+    /// whose loop hangs (a handler that blocks, a deadlock). An idle loop
+    /// turns at least once a second. Default 5 s.
+    pub stall_timeout: Duration,
+    /// On SIGTERM ([`crate::App::run`]), how long `/readyz` answers 503
+    /// before the server stops accepting and closes every connection with
+    /// 1001: time for a load balancer to take the node out of rotation.
+    /// Default zero.
+    pub drain_delay: Duration,
     /// The kernel interface: io_uring, epoll, or `Auto` (io_uring where the
     /// kernel allows it, else epoll, with a log line saying why). Default
     /// `Auto`.
@@ -171,6 +186,9 @@ impl Default for Config {
             deflate_level: 1,
             deflate_min_size: 64,
             backend: BackendKind::Auto,
+            admin_listen: None,
+            stall_timeout: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
         }
     }
 }

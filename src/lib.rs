@@ -119,10 +119,6 @@
 pub mod app;
 pub mod config;
 pub mod log;
-#[cfg_attr(
-    not(test),
-    allow(dead_code, reason = "wired into /metrics by the operations issue")
-)]
 pub(crate) mod metrics;
 pub mod proto;
 pub mod runtime;

@@ -119,6 +119,18 @@ struct Args {
     /// ones straddle buffers and are copied.
     #[arg(long, env = "RINGWS_INCREMENTAL_READS")]
     incremental_reads: bool,
+    /// Serve /metrics, /livez and /readyz as plain HTTP on this address
+    /// (host:port; off when unset).
+    #[arg(long, env = "RINGWS_ADMIN_LISTEN", value_parser = listen_addr)]
+    admin_listen: Option<SocketAddr>,
+    /// How long a worker's loop may go without a turn before /livez
+    /// answers 503.
+    #[arg(long, env = "RINGWS_STALL_TIMEOUT", default_value = "5s", value_parser = duration)]
+    stall_timeout: Duration,
+    /// On SIGTERM, how long /readyz answers 503 before connections are
+    /// closed (1001).
+    #[arg(long, env = "RINGWS_DRAIN_DELAY", default_value = "0s", value_parser = duration)]
+    drain_delay: Duration,
     /// Which lines to log: a level (error, warn, info, debug, trace, off)
     /// or directives as RUST_LOG takes them, each target with its level
     /// ("info,ringws::runtime=debug"). RINGWS_LOG, the old name, is read
@@ -432,6 +444,9 @@ impl Args {
             max_backpressure: usize::try_from(self.max_backpressure).unwrap_or(usize::MAX),
             backend: self.backend,
             incremental_reads: self.incremental_reads,
+            admin_listen: self.admin_listen,
+            stall_timeout: self.stall_timeout,
+            drain_delay: self.drain_delay,
             idle_timeout: self.idle_timeout,
             // Only sends from other threads use mailboxes; the echo has none.
             max_mailbox_bytes: defaults.max_mailbox_bytes,

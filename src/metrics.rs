@@ -158,7 +158,8 @@ impl Exposition {
         self.out.push('\n');
     }
 
-    /// The text so far.
+    /// The text so far (the tests read it; a scrape takes the whole).
+    #[cfg(test)]
     pub(crate) fn as_str(&self) -> &str {
         &self.out
     }

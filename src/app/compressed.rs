@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::route::*;
+use super::stats::WorkerStats;
 use crate::proto::compress::{Compressor, CompressorConfig};
 use crate::proto::frame::{FrameHeader, OpCode};
 use crate::runtime::outbox::Outbox;
@@ -23,28 +24,31 @@ impl OwnZ {
 }
 
 /// Frames `bytes` compressed by `c` onto `out`, `scratch` as the
-/// compressor's output.
+/// compressor's output, counting both sizes in `stats`.
 pub(super) fn frame_compressed(
     c: &mut Compressor,
     scratch: &mut Vec<u8>,
     opcode: OpCode,
     bytes: &[u8],
     out: &mut Outbox<'_>,
+    stats: &WorkerStats,
 ) {
-    out.put_with(|h| encode_compressed(c, scratch, opcode, bytes, h));
+    let n = out.put_with(|h| encode_compressed(c, scratch, opcode, bytes, h));
+    stats.deflated(bytes.len(), n);
 }
 
 /// Appends `bytes` compressed by `c` to `out` as one frame (RSV1 set, RFC
 /// 7692 6), `scratch` as the compressor's output: the header's length
 /// depends on the compressed one. The scratch buffer is kept for the next
-/// message, unless a large one made it large.
+/// message, unless a large one made it large. Returns the compressed
+/// payload's length.
 pub(super) fn encode_compressed(
     c: &mut Compressor,
     scratch: &mut Vec<u8>,
     opcode: OpCode,
     bytes: &[u8],
     out: &mut Vec<u8>,
-) {
+) -> usize {
     scratch.clear();
     c.compress(bytes, scratch);
     FrameHeader {
@@ -56,9 +60,11 @@ pub(super) fn encode_compressed(
     }
     .encode_into(out);
     out.extend_from_slice(scratch);
+    let n = scratch.len();
     if scratch.capacity() > 256 << 10 {
         *scratch = Vec::new();
     }
+    n
 }
 
 /// This thread's shared-mode compressor (no context takeover, a 15-bit
@@ -86,9 +92,11 @@ pub(super) fn compress_frame(
     z: &mut Vec<u8>,
     cfg: &DeflateCfg,
     frame: &[u8],
+    stats: &WorkerStats,
 ) -> Option<Bytes> {
     let (opcode, payload) = super::socket::data_payload(frame, cfg.min_size)?;
     let mut out = Vec::new();
-    encode_compressed(shared_compressor(slot, cfg), z, opcode, payload, &mut out);
+    let n = encode_compressed(shared_compressor(slot, cfg), z, opcode, payload, &mut out);
+    stats.deflated(payload.len(), n);
     Some(Bytes::from(out))
 }

@@ -30,6 +30,8 @@ pub(crate) const DEFLATE_SHARED: u8 = 1 << 4;
 pub(crate) const DEFLATE_OWN: u8 = 1 << 5;
 
 pub(crate) const DEFLATE: u8 = DEFLATE_SHARED | DEFLATE_OWN;
+/// We closed it for silence (the idle timeout), for the close counts.
+pub(super) const IDLE_CLOSED: u8 = 1 << 6;
 
 /// A connection's state for its route's handler.
 pub(crate) struct Conn<D> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::stats::WorkerStats;
 use super::{compressed::*, conn::*, handshake::*, route::*};
 use super::{BackpressurePolicy, Shared};
 use crate::proto::compress::Compressor;
@@ -66,9 +67,17 @@ pub(crate) struct Counts {
     pub(crate) accepted: u64,
     pub(crate) messages: u64,
     pub(crate) frames: u64,
+    /// Loop turns.
+    pub(crate) turns: u64,
 }
 
 impl Ctx {
+    /// This worker's shared counts (see [`super::stats`]).
+    #[inline]
+    pub(crate) fn stats(&self) -> &WorkerStats {
+        &self.shared.stats[self.index]
+    }
+
     pub(super) fn slot(&mut self, id: SockId) -> &mut Slot {
         let i = id.index();
         if i >= self.slots.len() {
@@ -103,7 +112,8 @@ impl Ctx {
         } else {
             shared_compressor(&mut self.compressor, cfg)
         };
-        frame_compressed(c, &mut self.zbuf, opcode, bytes, out);
+        let stats = &self.shared.stats[self.index];
+        frame_compressed(c, &mut self.zbuf, opcode, bytes, out, stats);
     }
 
     /// Queues `frame` to every subscriber of `topic` here but `skip`.
@@ -133,7 +143,9 @@ impl Ctx {
             let Some(mut out) = io.outbox(sub) else {
                 continue;
             };
+            let stats = &self.shared.stats[self.index];
             if out.queued() > cfg.max_backpressure {
+                stats.dropped();
                 if cfg.policy == BackpressurePolicy::Close {
                     self.victims.push(sub);
                 }
@@ -145,7 +157,13 @@ impl Ctx {
                 // the first one's decide, as any no-takeover 15-bit stream
                 // is valid for every shared-mode peer.)
                 let zf = zframe.get_or_insert_with(|| {
-                    compress_frame(&mut self.compressor, &mut self.zbuf, &cfg.deflate, frame)
+                    compress_frame(
+                        &mut self.compressor,
+                        &mut self.zbuf,
+                        &cfg.deflate,
+                        frame,
+                        stats,
+                    )
                 });
                 out.put_shared(zf.as_ref().unwrap_or(frame));
                 continue;
@@ -154,7 +172,8 @@ impl Ctx {
                 let p = payload.get_or_insert_with(|| super::socket::data_payload(frame, 0));
                 if let (Some((opcode, data)), Some(o)) = (p, self.own_z.get_mut(&sub.slot)) {
                     if data.len() >= cfg.deflate.min_size {
-                        frame_compressed(o.compressor(), &mut self.zbuf, *opcode, data, &mut out);
+                        let c = o.compressor();
+                        frame_compressed(c, &mut self.zbuf, *opcode, data, &mut out, stats);
                         continue;
                     }
                 }

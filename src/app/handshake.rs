@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::stats::WorkerStats;
 use super::upgrade::Reject;
 use super::{ctx::*, worker::*};
 use crate::log;
@@ -40,7 +41,8 @@ pub(crate) enum Outcome {
 
 /// Refuses an upgrade with 500 after a handler's mistake, saying why in
 /// the log.
-pub(super) fn refuse_500(io: &mut Io, id: SockId, why: &str) {
+pub(super) fn refuse_500(stats: &WorkerStats, io: &mut Io, id: SockId, why: &str) {
+    stats.rejected(500);
     log!(
         Error,
         "{}: upgrade refused with 500: {why}",
@@ -61,7 +63,7 @@ pub(super) fn linger(io: &mut Io, ctx: &mut Ctx, id: SockId) {
 
 /// Queues the response of a rejected upgrade (a status outside 400-599,
 /// or an unsafe header, becomes a 500, logged).
-pub(super) fn reject(io: &mut Io, id: SockId, r: Reject) {
+pub(super) fn reject(stats: &WorkerStats, io: &mut Io, id: SockId, r: Reject) {
     if !(400..=599).contains(&r.status) {
         log!(
             Error,
@@ -69,11 +71,11 @@ pub(super) fn reject(io: &mut Io, id: SockId, r: Reject) {
             io.peer_name(id),
             r.status
         );
-        return refuse_500(io, id, "bad reject status");
+        return refuse_500(stats, io, id, "bad reject status");
     }
     if let Some((k, v)) = r.headers.iter().find(|(k, v)| !is_header_safe(k, v)) {
         let why = format!("unsafe response header {k:?}: {v:?}");
-        return refuse_500(io, id, &why);
+        return refuse_500(stats, io, id, &why);
     }
     log!(
         Info,
@@ -81,11 +83,14 @@ pub(super) fn reject(io: &mut Io, id: SockId, r: Reject) {
         io.peer_name(id),
         r.status
     );
+    stats.rejected(r.status);
     io.send_with(id, |out| write_refusal(r.status, &r.headers, &r.body, out));
 }
 
 impl Worker {
-    pub(super) fn refuse(&mut self, io: &mut Io, id: SockId, bytes: &[u8]) {
+    /// Answers with `bytes`, a response of `status`, and lingers.
+    pub(super) fn refuse(&mut self, io: &mut Io, id: SockId, status: u16, bytes: &[u8]) {
+        self.ctx.stats().rejected(status);
         io.send(id, bytes);
         linger(io, &mut self.ctx, id);
     }
@@ -107,7 +112,7 @@ impl Worker {
             Ok(None) => None,
             Err(e) => {
                 log!(Info, "{}: refused handshake: {e}", io.peer_name(id));
-                return self.refuse(io, id, &refusal(e));
+                return self.refuse(io, id, e.status(), &refusal(e));
             }
             Ok(Some(head)) => {
                 let Some(r) = self.ctx.shared.route_for(head.path()) else {
@@ -119,7 +124,7 @@ impl Worker {
                     );
                     let mut out = Vec::new();
                     write_refusal(404, &[], b"no such path\n", &mut out);
-                    return self.refuse(io, id, &out);
+                    return self.refuse(io, id, 404, &out);
                 };
                 let outcome = self.routes[r as usize].upgrade(io, &mut self.ctx, id, &head);
                 Some((r, head.head_len, outcome))

@@ -38,6 +38,7 @@
 //! * `out.rs`: frames onto the runtime's `Outbox`, and the zero-copy echo.
 //! * `compressed.rs`: permessage-deflate compressors and compressed frames.
 
+mod admin;
 mod compressed;
 mod conn;
 mod ctx;
@@ -45,15 +46,18 @@ mod handshake;
 mod out;
 mod route;
 mod socket;
+mod stats;
 mod topics;
 mod upgrade;
 mod worker;
 
+pub use admin::MAX_ADMIN_CONNS;
 pub use socket::{Gone, Message, SendStatus, Socket, SocketRef};
+pub use stats::Health;
 pub use upgrade::{Accept, Deferred, Reject, Request, Upgrade};
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,8 +65,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::runtime::io::IoCounts;
-use crate::runtime::{self, StartError, StopSignals, Waker};
+use crate::runtime::{self, Signal, StartError, StopSignals, Waker};
 use route::{RouteCfg, RouteRt, RouteState};
 use worker::{Command, Worker};
 
@@ -215,12 +218,20 @@ pub(crate) struct Shared {
     /// [`Config::max_mailbox_bytes`].
     queued: Vec<AtomicUsize>,
     wakers: Vec<Arc<Waker>>,
-    /// Each worker's counts, as of its last loop turn.
-    pub(crate) counters: Vec<Counters>,
+    /// Each worker's counts (see [`stats`]).
+    pub(crate) stats: Vec<stats::WorkerStats>,
+    /// Frames dropped at full mailboxes, from any thread.
+    mailbox_drops: AtomicU64,
+    /// Set when the server starts to shut down: `/readyz` fails from then.
+    draining: AtomicBool,
+    /// Set once the workers are stopped.
+    stopped: AtomicBool,
     open_total: AtomicUsize,
     addr: OnceLock<SocketAddr>,
     backend: OnceLock<String>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The admin listener, when `Config::admin_listen` asks for one.
+    admin: Mutex<Option<admin::Admin>>,
 }
 
 impl Shared {
@@ -240,6 +251,7 @@ impl Shared {
         let q = &self.queued[i];
         if q.fetch_add(bytes, Ordering::Relaxed) >= self.cfg.max_mailbox_bytes {
             q.fetch_sub(bytes, Ordering::Relaxed);
+            self.mailbox_drops.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         self.command(i, cmd);
@@ -271,6 +283,16 @@ impl Shared {
             }
         }
         status
+    }
+
+    /// Is the server shutting down (`/readyz` failing)?
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Have the workers stopped?
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// The route for `path`: an exact one, else the longest prefix.
@@ -377,11 +399,15 @@ impl App {
             mailboxes,
             queued: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
             wakers: wakers.clone(),
-            counters: (0..threads).map(|_| Counters::default()).collect(),
+            stats: (0..threads).map(|_| Default::default()).collect(),
+            mailbox_drops: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             open_total: AtomicUsize::new(0),
             addr: OnceLock::new(),
             backend: OnceLock::new(),
             threads: Mutex::new(Vec::new()),
+            admin: Mutex::new(None),
         });
         let receivers = Mutex::new(receivers);
         let s = shared.clone();
@@ -408,7 +434,17 @@ impl App {
         let _ = shared.addr.set(w.addr);
         let _ = shared.backend.set(w.backend);
         *shared.threads.lock().expect("not poisoned") = w.threads;
-        Ok(ServerHandle { shared })
+        let server = ServerHandle { shared };
+        if let Some(addr) = cfg.admin_listen {
+            match admin::Admin::start(addr, server.clone(), cfg.handshake_timeout) {
+                Ok(a) => *server.shared.admin.lock().expect("not poisoned") = Some(a),
+                Err(e) => {
+                    server.shutdown(Duration::ZERO);
+                    return Err(StartError::Bind(addr, e));
+                }
+            }
+        }
+        Ok(server)
     }
 
     /// Starts, serves until SIGINT or SIGTERM, then shuts down with the
@@ -417,6 +453,7 @@ impl App {
         // Before any worker starts, so that every thread inherits the mask.
         let signals = StopSignals::block().map_err(StartError::Thread)?;
         let grace = self.cfg.close_timeout;
+        let drain_delay = self.cfg.drain_delay;
         let server = self.start()?;
         crate::log!(
             Info,
@@ -426,45 +463,43 @@ impl App {
             server.shared.mailboxes.len(),
             server.backend()
         );
-        match server.shared.cfg.stats_interval {
-            Duration::ZERO => signals.wait(),
-            every => {
-                let mut last = (Instant::now(), server.stats());
-                while !signals.wait_for(every) {
+        if let Some(a) = server.admin_addr() {
+            crate::log!(
+                Info,
+                "admin endpoints on http://{a} (/metrics, /livez, /readyz)"
+            );
+        }
+        let every = server.shared.cfg.stats_interval;
+        let mut last = (Instant::now(), server.stats());
+        let signal = loop {
+            match signals.next((!every.is_zero()).then_some(every)) {
+                None => {
                     let (now, stats) = (Instant::now(), server.stats());
                     log_stats(&stats.since(&last.1), now - last.0);
                     last = (now, stats);
                 }
+                Some(Signal::Hangup) => crate::log!(
+                    Info,
+                    "SIGHUP: nothing to reload in this build; every connection stays open"
+                ),
+                Some(s) => break s,
             }
+        };
+        // /readyz fails from here on, so that a load balancer stops sending
+        // new connections before they would be refused.
+        server.drain();
+        if signal == Signal::Terminate && !drain_delay.is_zero() {
+            crate::log!(
+                Info,
+                "SIGTERM: draining (/readyz answers 503); closing connections in {drain_delay:?}"
+            );
+            // A second SIGINT or SIGTERM cuts the wait short.
+            signals.wait_for(drain_delay);
         }
         crate::log!(Info, "shutting down: closing connections (1001)");
         server.shutdown(grace);
         crate::log!(Info, "stopped");
         Ok(())
-    }
-}
-
-/// One worker's counts where other threads can read them. Only the worker
-/// writes them (plain stores, no read-modify-write); each on its own cache
-/// lines, so that workers do not share a line.
-#[derive(Default)]
-#[repr(align(128))]
-pub(crate) struct Counters {
-    accepted: AtomicU64,
-    messages: AtomicU64,
-    frames: AtomicU64,
-    writes: AtomicU64,
-    bytes: AtomicU64,
-}
-
-impl Counters {
-    /// Publishes the worker's counts (once per loop turn).
-    pub(crate) fn store(&self, c: &ctx::Counts, io: &IoCounts) {
-        self.accepted.store(c.accepted, Ordering::Relaxed);
-        self.messages.store(c.messages, Ordering::Relaxed);
-        self.frames.store(c.frames, Ordering::Relaxed);
-        self.writes.store(io.writes, Ordering::Relaxed);
-        self.bytes.store(io.bytes, Ordering::Relaxed);
     }
 }
 
@@ -488,6 +523,8 @@ pub struct ServerStats {
     pub writes: u64,
     /// Bytes handed to the kernel to send (frames and HTTP responses).
     pub bytes_written: u64,
+    /// Bytes read from connections.
+    pub bytes_read: u64,
 }
 
 impl ServerStats {
@@ -502,6 +539,7 @@ impl ServerStats {
             messages_sent: self.messages_sent.saturating_sub(earlier.messages_sent),
             writes: self.writes.saturating_sub(earlier.writes),
             bytes_written: self.bytes_written.saturating_sub(earlier.bytes_written),
+            bytes_read: self.bytes_read.saturating_sub(earlier.bytes_read),
         }
     }
 }
@@ -535,6 +573,13 @@ impl ServerHandle {
         *self.shared.addr.get().expect("set at start")
     }
 
+    /// The admin listener's address (`Config::admin_listen`, with the real
+    /// port when 0 was asked for), if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        let a = self.shared.admin.lock().expect("not poisoned");
+        a.as_ref().map(|a| a.addr)
+    }
+
     /// The backend the workers run on, with the features in use.
     pub fn backend(&self) -> &str {
         self.shared.backend.get().map_or("", String::as_str)
@@ -551,14 +596,40 @@ impl ServerHandle {
             connections: self.connections() as u64,
             ..ServerStats::default()
         };
-        for c in &self.shared.counters {
-            t.accepted += c.accepted.load(Ordering::Relaxed);
-            t.messages_received += c.messages.load(Ordering::Relaxed);
-            t.messages_sent += c.frames.load(Ordering::Relaxed);
-            t.writes += c.writes.load(Ordering::Relaxed);
-            t.bytes_written += c.bytes.load(Ordering::Relaxed);
+        for w in &self.shared.stats {
+            w.add_to(&mut t);
         }
         t
+    }
+
+    /// The server's metrics in Prometheus's text format (0.0.4), what
+    /// `/metrics` serves: connections, handshakes refused by status, closes
+    /// by reason, messages and bytes each way, writes, backpressure and
+    /// drops, compression, each worker's loop turns, and the process's
+    /// memory, descriptors and CPU time. Summed from each worker's counts
+    /// as they are now: no loop stops for it. Serve it wherever you like,
+    /// with `Content-Type: text/plain; version=0.0.4`.
+    pub fn metrics(&self) -> String {
+        stats::render(self)
+    }
+
+    /// The liveness check (`/livez`): every worker's loop has turned within
+    /// [`Config::stall_timeout`]; a stuck worker fails it.
+    pub fn livez(&self) -> Health {
+        stats::livez(&self.shared)
+    }
+
+    /// The readiness check (`/readyz`): listening, and not draining.
+    pub fn readyz(&self) -> Health {
+        stats::readyz(&self.shared)
+    }
+
+    /// Starts draining without stopping: `/readyz` fails from now on, so a
+    /// load balancer stops sending new connections, while everything open
+    /// goes on until [`ServerHandle::shutdown`]. What `App::run` does at
+    /// SIGTERM before `Config::drain_delay` and the shutdown.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
     }
 
     /// Sends `msg` to every subscriber of `topic` on every thread: one
@@ -574,12 +645,17 @@ impl ServerHandle {
     /// `grace` for the closing handshakes, cuts what is left, and joins the
     /// workers. Later calls (from any clone) return at once.
     pub fn shutdown(&self, grace: Duration) {
+        self.drain();
         for i in 0..self.shared.mailboxes.len() {
             self.shared.command(i, Command::Shutdown { grace });
         }
         let threads = std::mem::take(&mut *self.shared.threads.lock().expect("not poisoned"));
         for t in threads {
             let _ = t.join();
+        }
+        self.shared.stopped.store(true, Ordering::Relaxed);
+        if let Some(mut a) = self.shared.admin.lock().expect("not poisoned").take() {
+            a.stop();
         }
     }
 }

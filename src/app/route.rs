@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::socket::{Message, Socket};
+use super::stats::CloseClass;
 use super::upgrade::{Accept, Deferred, Request, Resolution, Upgrade};
 use super::{compressed::*, conn::*, ctx::*, handshake::*, out::*, worker::*};
 use super::{BackpressurePolicy, Handler};
@@ -128,12 +129,22 @@ impl<H: Handler> RouteState<H> {
     ) -> Outcome {
         if let Some(p) = &a.protocol {
             if !offered(p) {
-                refuse_500(io, id, &format!("subprotocol {p:?} was not offered"));
+                refuse_500(
+                    ctx.stats(),
+                    io,
+                    id,
+                    &format!("subprotocol {p:?} was not offered"),
+                );
                 return Outcome::Refused;
             }
         }
         if let Some((k, v)) = a.headers.iter().find(|(k, v)| !is_header_safe(k, v)) {
-            refuse_500(io, id, &format!("unsafe response header {k:?}: {v:?}"));
+            refuse_500(
+                ctx.stats(),
+                io,
+                id,
+                &format!("unsafe response header {k:?}: {v:?}"),
+            );
             return Outcome::Refused;
         }
         let mut proto = Connection::server(ctx.shared.cfg.limits());
@@ -189,6 +200,7 @@ impl<H: Handler> RouteState<H> {
         // The handshake timeout is over; the idle timeout starts.
         let idle = (!self.cfg.idle_timeout.is_zero()).then(|| now + self.cfg.idle_timeout / 2);
         io.set_deadline(id, idle);
+        ctx.stats().upgraded();
         let c = self.conns[i as usize].as_mut().expect("just made");
         let handler = &*self.handler;
         c.call(io, ctx, &self.cfg, "open", |ws| handler.open(ws));
@@ -202,6 +214,8 @@ impl<H: Handler> RouteState<H> {
         }
         c.flags |= TOLD;
         c.leave(ctx);
+        ctx.stats()
+            .closed(CloseClass::of(code, c.flags & IDLE_CLOSED != 0));
         if let Some(d) = c.data.take() {
             if !guard(|| handler.close(d, code, reason)) {
                 log!(Error, "the handler panicked in `close` (code {code})");
@@ -257,7 +271,7 @@ impl<H: Handler> RouteRt for RouteState<H> {
             handler.upgrade(&Request { head, peer })
         }));
         let Ok(decision) = decision else {
-            refuse_500(io, id, "the handler panicked in `upgrade`");
+            refuse_500(ctx.stats(), io, id, "the handler panicked in `upgrade`");
             return Outcome::Refused;
         };
         match decision {
@@ -267,7 +281,7 @@ impl<H: Handler> RouteRt for RouteState<H> {
                 self.open(io, ctx, id, &head.accept, &offered, a, agreed)
             }
             Upgrade::Reject(r) => {
-                reject(io, id, r);
+                reject(ctx.stats(), io, id, r);
                 Outcome::Refused
             }
             Upgrade::Defer(f) => {
@@ -330,16 +344,26 @@ impl<H: Handler> RouteRt for RouteState<H> {
                     }
                 }
                 Err(r) => {
-                    reject(io, id, r);
+                    reject(ctx.stats(), io, id, r);
                     linger(io, ctx, id);
                 }
             },
             Some(Err(_)) => {
-                refuse_500(io, id, "a deferred decision of another route's type");
+                refuse_500(
+                    ctx.stats(),
+                    io,
+                    id,
+                    "a deferred decision of another route's type",
+                );
                 linger(io, ctx, id);
             }
             None => {
-                refuse_500(io, id, "the deferred upgrade was dropped undecided");
+                refuse_500(
+                    ctx.stats(),
+                    io,
+                    id,
+                    "the deferred upgrade was dropped undecided",
+                );
                 linger(io, ctx, id);
             }
         }
@@ -529,7 +553,15 @@ impl<H: Handler> RouteRt for RouteState<H> {
                 io.peer_name(id),
                 self.cfg.idle_timeout
             );
+            c.flags |= IDLE_CLOSED;
             c.start_close(io, ctx, close_code::GOING_AWAY, "idle timeout");
+            if self.cfg.send_pings {
+                // It answered no Ping in the whole idle timeout: it has
+                // shown it is gone, and waiting the close timeout for a
+                // Close it will not send would only hold the connection
+                // (and its memory) longer. Cut it once our Close is out.
+                io.close_after_flush(id);
+            }
         } else if silent >= half && c.flags & PINGED == 0 && self.cfg.send_pings {
             c.flags |= PINGED;
             io.send_with(id, |out| encode_frame(OpCode::Ping, None, b"", out));

@@ -152,8 +152,7 @@ impl<D> Socket<'_, D> {
         }
         self.ctx.counts.frames += 1;
         if out.queued() > limit {
-            self.conn.want_drain(self.io);
-            SendStatus::Backpressure
+            self.left_past_limit()
         } else {
             SendStatus::Sent
         }
@@ -223,6 +222,8 @@ impl<D> Socket<'_, D> {
 
     #[cold]
     fn past_limit(&mut self) -> SendStatus {
+        self.ctx.stats().backpressure();
+        self.ctx.stats().dropped();
         match self.cfg.policy {
             BackpressurePolicy::Drop => {
                 self.conn.want_drain(self.io);
@@ -241,10 +242,17 @@ impl<D> Socket<'_, D> {
         }
     }
 
+    /// A send left the queue past the limit: `drain` will follow.
+    #[cold]
+    fn left_past_limit(&mut self) -> SendStatus {
+        self.ctx.stats().backpressure();
+        self.conn.want_drain(self.io);
+        SendStatus::Backpressure
+    }
+
     fn status(&mut self) -> SendStatus {
         if self.io.buffered(self.conn.id) > self.cfg.max_backpressure {
-            self.conn.want_drain(self.io);
-            SendStatus::Backpressure
+            self.left_past_limit()
         } else {
             SendStatus::Sent
         }

@@ -73,6 +73,7 @@ impl Worker {
         mailbox: mpsc::Receiver<Command>,
     ) -> Worker {
         let waker = shared.wakers[index].clone();
+        shared.stats[index].created(Instant::now());
         Worker {
             ctx: Ctx {
                 index,
@@ -220,6 +221,7 @@ impl io::Handler for Worker {
             return self.refuse(
                 io,
                 id,
+                503,
                 b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             );
         }
@@ -325,7 +327,13 @@ impl io::Handler for Worker {
     }
 
     fn turn(&mut self, io: &mut Io) {
-        self.ctx.shared.counters[self.ctx.index].store(&self.ctx.counts, &io.counts);
+        self.ctx.counts.turns += 1;
+        self.ctx.stats().publish(
+            &self.ctx.counts,
+            &io.counts,
+            io.now_ticks(),
+            io.instant_of(0),
+        );
         if !self.ctx.victims.is_empty() {
             self.close_victims(io);
         }

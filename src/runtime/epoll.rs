@@ -58,11 +58,13 @@ impl Epoll {
         unsafe { libc::epoll_ctl(self.ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
     }
 
-    /// Waits up to `timeout` (forever when `None`) and reports every ready
+    /// Waits up to `timeout` (at most a second when `None`, as io_uring's
+    /// wait: an idle loop still turns once a second, which is what the
+    /// server's liveness check looks for) and reports every ready
     /// descriptor as a [`Cqe`] whose `res` holds the epoll event bits.
     pub(crate) fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Cqe>) -> io::Result<()> {
         let ms = match timeout {
-            None => -1,
+            None => 1000,
             // Round up: waking before a deadline only means waiting again.
             Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
         };
@@ -270,17 +272,18 @@ pub(crate) fn block_signals(signals: &[i32]) -> io::Result<libc::sigset_t> {
     }
 }
 
-/// Waits for one of the (blocked) signals in `set`.
-pub(crate) fn wait_signal(set: &libc::sigset_t) {
+/// Waits for one of the (blocked) signals in `set`; returns it.
+pub(crate) fn wait_signal(set: &libc::sigset_t) -> i32 {
     let mut sig = 0;
     // SAFETY: `set` is a valid, initialised signal set; `sig` outlives the
     // call. sigwait only fails for an invalid set, which this is not.
     unsafe { libc::sigwait(set, &mut sig) };
+    sig
 }
 
-/// Waits up to `d` for one of the (blocked) signals in `set`; whether one
-/// arrived.
-pub(crate) fn wait_signal_for(set: &libc::sigset_t, d: std::time::Duration) -> bool {
+/// Waits up to `d` for one of the (blocked) signals in `set`; the one that
+/// arrived, if any.
+pub(crate) fn wait_signal_for(set: &libc::sigset_t, d: std::time::Duration) -> Option<i32> {
     let deadline = std::time::Instant::now() + d;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -292,11 +295,11 @@ pub(crate) fn wait_signal_for(set: &libc::sigset_t, d: std::time::Duration) -> b
         // that outlives the call; a null siginfo pointer is allowed.
         let r = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
         if r > 0 {
-            return true;
+            return Some(r);
         }
         // EAGAIN: the time is up. EINTR (another signal): wait on.
         if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return false;
+            return None;
         }
     }
 }

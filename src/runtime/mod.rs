@@ -119,25 +119,85 @@ impl Waker {
     }
 }
 
-/// SIGINT and SIGTERM, blocked in every thread and taken by [`StopSignals::wait`]:
-/// no handler runs inside a worker, and no signal interrupts a wait.
+/// A signal [`StopSignals`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT (Ctrl-C): stop.
+    Interrupt,
+    /// SIGTERM (an orchestrator, `systemctl stop`): drain, then stop.
+    Terminate,
+    /// SIGHUP (`systemctl reload`): reload what can be reloaded; never a
+    /// reason to drop connections.
+    Hangup,
+}
+
+impl Signal {
+    fn from_raw(sig: i32) -> Signal {
+        match sig {
+            libc::SIGINT => Signal::Interrupt,
+            libc::SIGHUP => Signal::Hangup,
+            _ => Signal::Terminate,
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, blocked in every thread and taken by
+/// [`StopSignals::next`]: no handler runs inside a worker, no signal
+/// interrupts a wait, and SIGHUP's default action (ending the process
+/// without a Close to anyone) never runs.
+///
+/// For an application that starts the server itself ([`crate::App::start`],
+/// to keep the [`crate::ServerHandle`] for its own threads) and stops it on
+/// a signal, as [`crate::App::run`] does:
+///
+/// ```no_run
+/// use ringws::app::{App, Echo};
+/// use ringws::runtime::{Signal, StopSignals};
+/// use ringws::Config;
+///
+/// // Before any thread starts, so that every thread inherits the mask.
+/// let signals = StopSignals::block().unwrap();
+/// let server = App::new(Config::default()).route_prefix("/", Echo).start().unwrap();
+/// // ... hand `server.clone()` to the threads that need it ...
+/// while signals.next(None) == Some(Signal::Hangup) {}
+/// server.shutdown(std::time::Duration::from_secs(5));
+/// ```
 pub struct StopSignals(libc::sigset_t);
 
 impl StopSignals {
-    /// Blocks both signals in this thread and in the threads it starts
+    /// Blocks the three signals in this thread and in the threads it starts
     /// after this; call it before [`crate::App::start`].
     pub fn block() -> std::io::Result<StopSignals> {
-        epoll::block_signals(&[libc::SIGINT, libc::SIGTERM]).map(StopSignals)
+        epoll::block_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]).map(StopSignals)
     }
 
-    /// Waits until one of them arrives.
+    /// Waits until SIGINT or SIGTERM arrives (a SIGHUP meanwhile is taken
+    /// and ignored).
     pub fn wait(&self) {
-        epoll::wait_signal(&self.0);
+        while self.next(None) == Some(Signal::Hangup) {}
     }
 
-    /// Waits up to `d` for one of them; whether one arrived.
+    /// Waits up to `d` for SIGINT or SIGTERM; whether one arrived (a SIGHUP
+    /// meanwhile is taken and ignored).
     pub fn wait_for(&self, d: std::time::Duration) -> bool {
-        epoll::wait_signal_for(&self.0, d)
+        let until = std::time::Instant::now() + d;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.next(Some(left)) {
+                Some(Signal::Hangup) => continue,
+                Some(_) => return true,
+                None => return false,
+            }
+        }
+    }
+
+    /// The next of the three to arrive, waiting up to `timeout` (forever
+    /// when `None`); `None` when the time ran out.
+    pub fn next(&self, timeout: Option<std::time::Duration>) -> Option<Signal> {
+        match timeout {
+            None => Some(Signal::from_raw(epoll::wait_signal(&self.0))),
+            Some(d) => epoll::wait_signal_for(&self.0, d).map(Signal::from_raw),
+        }
     }
 }
 

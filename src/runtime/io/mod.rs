@@ -193,6 +193,8 @@ pub(crate) struct IoCounts {
     pub(crate) writes: u64,
     /// Bytes in the batches handed over.
     pub(crate) bytes: u64,
+    /// Bytes read.
+    pub(crate) bytes_in: u64,
 }
 
 impl Io {
@@ -308,6 +310,7 @@ impl Io {
                     match (c.res, v) {
                         (n, Some(mut v)) if n > 0 => {
                             super::buf::set_len_received(&mut v, n as usize);
+                            self.counts.bytes_in += n as u64;
                             h.data(self, id, InputBuf::Heap(v));
                             self.after_read(id);
                         }

@@ -81,6 +81,7 @@ impl Io {
         }
         match (c.res, input) {
             (_, Some(b)) => {
+                self.counts.bytes_in += c.res as u64;
                 h.data(self, id, InputBuf::Pooled(b));
                 self.after_read(id);
             }
@@ -178,6 +179,7 @@ impl Io {
                         InputBuf::Pooled(p) => p.truncate(n),
                         InputBuf::Heap(v) => v.truncate(n),
                     }
+                    self.counts.bytes_in += n as u64;
                     h.data(self, id, buf);
                     // Output the handler queued goes out before the next
                     // read, so backpressure can pause it.
