@@ -13,6 +13,8 @@
 //! * `backend.rs`: the seam between the loop and the kernel interface, and
 //!   the user data that names a slot, its generation and an op.
 //! * `uring.rs`: the io_uring backend: setup, the provided-buffer ring, ops.
+//!   `uring/script.rs` (unit tests only) stands in for the kernel behind it,
+//!   so tests drive the loop's io_uring code completion by completion.
 //! * `epoll.rs`: the epoll backend, for hosts where io_uring is blocked.
 //! * `io/`: the loop: socket slots, reads, the write queue, backpressure,
 //!   closing, timers, and the `Handler` trait it calls (its module docs

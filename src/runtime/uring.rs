@@ -16,6 +16,19 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use super::backend::{Cqe, Fd};
 use super::buf::{Pool, WriteBatch};
 
+#[cfg(test)]
+mod script;
+#[cfg(test)]
+pub(crate) use script::{Script, Sub};
+
+/// The kernel's ring. In the crate's unit tests it may be a [`Script`]
+/// instead, which takes the entries `push` makes and answers `wait` with
+/// the completions a test wrote (see `uring/script.rs`).
+#[cfg(not(test))]
+type Ring = IoUring;
+#[cfg(test)]
+use script::Ring;
+
 /// The longest single wait (see `Uring::wait`).
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
@@ -37,6 +50,20 @@ struct BufRing {
 }
 
 impl BufRing {
+    /// A ring (not yet registered) of a power of two of slots, at least as
+    /// many as `pool` has buffers (at most 32768, which `Config::validate`
+    /// ensures).
+    fn for_pool(pool: &Pool) -> io::Result<BufRing> {
+        let n = (pool.inner.count as usize).next_power_of_two().max(1) as u16;
+        let mem = super::buf::map_anonymous(BufRing::bytes(n))?.as_ptr();
+        Ok(BufRing {
+            base: mem,
+            entries: n,
+            tail: 0,
+            unpublished: false,
+        })
+    }
+
     fn bytes(entries: u16) -> usize {
         entries as usize * 16
     }
@@ -88,7 +115,7 @@ impl Drop for BufRing {
 pub(crate) struct Uring {
     // Field order is drop order: the ring goes before the buffer ring's
     // memory that it reads.
-    ring: IoUring,
+    ring: Ring,
     bufs: BufRing,
     /// Accepted sockets become direct descriptors (a sparse file table of
     /// this many entries was registered).
@@ -174,16 +201,8 @@ impl Uring {
         } else {
             0
         };
-        // The buffer ring: a power of two of slots, at least as many as
-        // buffers (at most 32768, which `Config::validate` ensures).
-        let n = (pool.inner.count as usize).next_power_of_two().max(1) as u16;
-        let mem = super::buf::map_anonymous(BufRing::bytes(n))?.as_ptr();
-        let bufs = BufRing {
-            base: mem,
-            entries: n,
-            tail: 0,
-            unpublished: false,
-        };
+        let bufs = BufRing::for_pool(pool)?;
+        let (mem, n) = (bufs.base, bufs.entries);
         let reg = |flags| {
             // SAFETY: the mapping of `n` slots lives in `bufs`, which
             // `Uring` drops after the ring.
@@ -203,6 +222,8 @@ impl Uring {
             "buffer ring of {n}{}",
             if incremental { ", incremental" } else { "" }
         ));
+        #[cfg(test)]
+        let ring = Ring::Kernel(ring);
         Ok(Uring {
             ring,
             bufs,
@@ -215,6 +236,10 @@ impl Uring {
     /// Queues `sqe`, submitting first if the queue is full.
     #[inline]
     fn push(&mut self, sqe: squeue::Entry) {
+        #[cfg(test)]
+        if let Ring::Script(s) = &mut self.ring {
+            return s.submit(&sqe);
+        }
         loop {
             // SAFETY: every entry built in this module points only to memory
             // that its caller in `io.rs` keeps alive until the completion
@@ -400,6 +425,11 @@ impl Uring {
     /// until `timeout`, then copies every completion into `out`.
     pub(crate) fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Cqe>) -> io::Result<()> {
         self.bufs.publish();
+        #[cfg(test)]
+        if let Ring::Script(s) = &mut self.ring {
+            s.reap(&self.bufs, out);
+            return Ok(());
+        }
         // Never wait longer than a second: valgrind does not know that
         // io_uring_enter blocks and keeps its lock over the wait, so that no
         // other thread of the process (the one waiting for SIGINT) runs until

@@ -34,9 +34,13 @@
 //!   backpressure pausing reads.
 //! * `accept.rs`: accepts, direct descriptors, connects.
 //! * `timers.rs`: ticks, deadlines, the wheel.
+//! * `script_tests.rs`: the loop's io_uring paths driven by a scripted
+//!   kernel (`uring/script.rs`), completion by completion.
 
 mod accept;
 mod read;
+#[cfg(test)]
+mod script_tests;
 mod sock;
 #[cfg(test)]
 mod tests;
@@ -480,31 +484,41 @@ impl Io {
                     return Ok(());
                 }
             }
-            let timeout = self.wait_time(h);
-            match &mut self.backend {
-                Backend::Uring(u) => u.wait(timeout, &mut cqes)?,
-                Backend::Epoll(e) => e.wait(timeout, &mut cqes)?,
-            }
-            self.now = Instant::now();
-            self.now_tick = self.tick_of(self.now);
-            for c in cqes.drain(..) {
-                self.dispatch(c, h);
-                self.tell_gone(h);
-            }
-            let ready = std::mem::take(&mut self.ready);
-            for slot in ready {
-                let s = &self.socks[slot as usize];
-                let id = SockId { slot, gen: s.gen };
-                if s.flags & IN_USE != 0 {
-                    self.read_ready(id, h);
-                }
-                self.tell_gone(h);
-            }
-            self.fire_timers(h);
-            self.retry_accept();
-            h.turn(self);
+            self.wait_and_dispatch(h, &mut cqes)?;
+        }
+    }
+
+    /// The rest of a turn, once its output is handed over and the ring
+    /// refilled: waits, dispatches the completions (`cqes` is scratch
+    /// space), then runs readable sockets (epoll), timers and the handler's
+    /// turn.
+    #[inline]
+    fn wait_and_dispatch<H: Handler>(&mut self, h: &mut H, cqes: &mut Vec<Cqe>) -> io::Result<()> {
+        let timeout = self.wait_time(h);
+        match &mut self.backend {
+            Backend::Uring(u) => u.wait(timeout, cqes)?,
+            Backend::Epoll(e) => e.wait(timeout, cqes)?,
+        }
+        self.now = Instant::now();
+        self.now_tick = self.tick_of(self.now);
+        for c in cqes.drain(..) {
+            self.dispatch(c, h);
             self.tell_gone(h);
         }
+        let ready = std::mem::take(&mut self.ready);
+        for slot in ready {
+            let s = &self.socks[slot as usize];
+            let id = SockId { slot, gen: s.gen };
+            if s.flags & IN_USE != 0 {
+                self.read_ready(id, h);
+            }
+            self.tell_gone(h);
+        }
+        self.fire_timers(h);
+        self.retry_accept();
+        h.turn(self);
+        self.tell_gone(h);
+        Ok(())
     }
 
     /// At the end: closes every socket still open, which cancels its ops.
