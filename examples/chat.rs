@@ -14,10 +14,9 @@
 //! everyone in the room.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
 use clap::Parser;
-use ringws::app::{App, Handler, Message, Request, ServerHandle, Socket, Upgrade};
+use ringws::app::{App, Closed, Handler, Message, Request, Socket, Upgrade};
 use ringws::config::DeflateMode;
 use ringws::Config;
 
@@ -27,12 +26,7 @@ struct Member {
     room: String,
 }
 
-#[derive(Default)]
-struct Chat {
-    /// To announce a leave, which happens outside any connection's
-    /// callback: set by the first connection.
-    server: OnceLock<ServerHandle>,
-}
+struct Chat;
 
 /// A nickname or room name: 1 to 32 letters, digits, `-` or `_`.
 fn is_name(s: &str) -> bool {
@@ -59,10 +53,11 @@ impl Handler for Chat {
     }
 
     fn open(&self, ws: &mut Socket<'_, Member>) {
-        let server = self.server.get_or_init(|| ws.server());
         let room = ws.data().room.clone();
         ws.subscribe(&room);
-        server.publish(&room, format!("* {} joined", ws.data().nick).as_str());
+        // To everyone in the room, this member included.
+        ws.server()
+            .publish(&room, format!("* {} joined", ws.data().nick).as_str());
     }
 
     fn message(&self, ws: &mut Socket<'_, Member>, msg: Message<'_>) {
@@ -77,10 +72,8 @@ impl Handler for Chat {
         ws.send_text(&line);
     }
 
-    fn close(&self, m: Member, _code: u16, _reason: &str) {
-        if let Some(server) = self.server.get() {
-            server.publish(&m.room, format!("* {} left", m.nick).as_str());
-        }
+    fn close(&self, m: Member, closed: &Closed<'_>) {
+        closed.publish(&m.room, format!("* {} left", m.nick).as_str());
     }
 }
 
@@ -102,5 +95,5 @@ fn main() -> Result<(), ringws::StartError> {
         deflate: a.deflate,
         ..Config::default()
     };
-    App::new(cfg).route_prefix("/chat", Chat::default()).run()
+    App::new(cfg).route_prefix("/chat", Chat).run()
 }

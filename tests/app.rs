@@ -8,8 +8,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringws::app::{
-    Accept, App, BackpressurePolicy, Echo, Handler, Message, Reject, Request, Route, SendStatus,
-    Socket, SocketRef, Upgrade,
+    Accept, App, BackpressurePolicy, Closed, Echo, Handler, Message, Reject, Request, Route,
+    SendStatus, Socket, SocketRef, Upgrade,
 };
 use ringws::{BackendKind, Config, ServerHandle};
 
@@ -95,8 +95,8 @@ impl Handler for Recorder {
         }
     }
 
-    fn close(&self, _data: Counted, code: u16, _reason: &str) {
-        self.closes.lock().unwrap().push(code);
+    fn close(&self, _data: Counted, closed: &Closed<'_>) {
+        self.closes.lock().unwrap().push(closed.code);
     }
 }
 
@@ -574,8 +574,8 @@ impl Handler for Panicky {
         }
     }
 
-    fn close(&self, _data: bool, code: u16, _reason: &str) {
-        if code == 1011 {
+    fn close(&self, _data: bool, closed: &Closed<'_>) {
+        if closed.code == 1011 {
             panic!("boom in close");
         }
     }

@@ -154,3 +154,38 @@ fn chat_compresses_long_lines_for_members_that_offer_deflate() {
     out.truncate(z.total_out() as usize);
     assert_eq!(String::from_utf8(out).unwrap(), format!("eve: {line}"));
 }
+
+#[test]
+fn ticker_feeds_each_symbol_and_stops_on_sigterm() {
+    let mut ex = start("ticker");
+    let (_, head) = Client::request(ex.1, "/DOGE-USD", "");
+    assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
+    let mut btc = Client::open(ex.1, "/BTC-USD");
+    let mut eth = Client::open(ex.1, "/ETH-USD");
+    let seq = |t: &str| -> u64 {
+        t.rsplit_once("\"seq\":")
+            .unwrap()
+            .1
+            .trim_end_matches('}')
+            .parse()
+            .unwrap()
+    };
+    let (a, b) = (btc.next_text(), btc.next_text());
+    assert!(a.starts_with(r#"{"symbol":"BTC-USD","price":"#), "{a}");
+    assert_eq!(seq(&b), seq(&a) + 1, "{a} then {b}");
+    assert!(eth.next_text().starts_with(r#"{"symbol":"ETH-USD""#));
+    drop(eth);
+    // SIGTERM: the feed thread stops, every client gets Close 1001, and
+    // the process exits cleanly.
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(ex.0.id() as i32, libc::SIGTERM) }, 0);
+    let close = loop {
+        let f = btc.frame().unwrap();
+        if f.0 == 0x88 {
+            break f.1;
+        }
+    };
+    assert_eq!(&close[..2], &1001u16.to_be_bytes());
+    btc.send(0x88, &1001u16.to_be_bytes());
+    assert!(ex.0.wait().unwrap().success());
+}

@@ -105,12 +105,37 @@ pub trait Handler: Send + Sync + 'static {
     /// A Pong arrived.
     fn pong(&self, _ws: &mut Socket<'_, Self::Data>, _payload: &[u8]) {}
 
-    /// The connection has ended (or can no longer be sent to): the peer's
-    /// close code and reason, 1005 if its Close had none, our own code if
-    /// the peer never answered ours, or 1006 if the TCP connection ended
-    /// without a closing handshake. Runs exactly once per opened
-    /// connection.
-    fn close(&self, _data: Self::Data, _code: u16, _reason: &str) {}
+    /// The connection has ended (or can no longer be sent to), with its
+    /// user data: [`Closed::code`] is the peer's close code, 1005 if its
+    /// Close had none, our own code if the peer never answered ours, or
+    /// 1006 if the TCP connection ended without a closing handshake. Runs
+    /// exactly once per opened connection. [`Closed::publish`] tells the
+    /// others (a chat's "left" line) without keeping a server handle.
+    fn close(&self, _data: Self::Data, _closed: &Closed<'_>) {}
+}
+
+/// How a connection ended, for [`Handler::close`].
+pub struct Closed<'a> {
+    /// The close code (see [`Handler::close`]).
+    pub code: u16,
+    /// The close reason (empty if none).
+    pub reason: &'a str,
+    pub(crate) shared: &'a Arc<Shared>,
+}
+
+impl Closed<'_> {
+    /// Sends `msg` to every subscriber of `topic` on every thread, as
+    /// [`ServerHandle::publish`] (this connection has left its topics).
+    pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
+        self.shared.publish(None, topic, msg.into().frame())
+    }
+
+    /// The server, for anything else.
+    pub fn server(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 /// What a send does when the connection's queue is already past the
@@ -379,7 +404,12 @@ impl App {
     }
 
     /// Binds, starts the worker threads and returns once every one of them
-    /// is accepting connections.
+    /// is accepting connections, with the [`ServerHandle`] to publish,
+    /// count and stop from any thread. [`App::run`] is this plus waiting
+    /// for SIGINT or SIGTERM; to do both yourself (a feed thread started at
+    /// launch, say), block the signals with
+    /// [`StopSignals::block`](crate::runtime::StopSignals::block) before
+    /// this, and wait on them after: `examples/ticker.rs` shows it.
     pub fn start(self) -> Result<ServerHandle, StartError> {
         self.cfg.validate().map_err(StartError::Config)?;
         let threads = self.cfg.threads;

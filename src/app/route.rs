@@ -10,7 +10,7 @@ use super::socket::{Message, Socket};
 use super::stats::CloseClass;
 use super::upgrade::{Accept, Deferred, Request, Resolution, Upgrade};
 use super::{compressed::*, conn::*, ctx::*, handshake::*, out::*, worker::*};
-use super::{BackpressurePolicy, Handler};
+use super::{BackpressurePolicy, Closed, Handler};
 use crate::log;
 use crate::proto::compress::CompressorConfig;
 use crate::proto::deflate::{self, Agreed};
@@ -217,7 +217,12 @@ impl<H: Handler> RouteState<H> {
         ctx.stats()
             .closed(CloseClass::of(code, c.flags & IDLE_CLOSED != 0));
         if let Some(d) = c.data.take() {
-            if !guard(|| handler.close(d, code, reason)) {
+            let closed = Closed {
+                code,
+                reason,
+                shared: &ctx.shared,
+            };
+            if !guard(|| handler.close(d, &closed)) {
                 log!(Error, "the handler panicked in `close` (code {code})");
             }
         }
