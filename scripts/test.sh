@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Every test of the project, from a fresh checkout: formatting, lints, docs,
-# unit and integration tests, a short fuzz run of every target, and
+# unit and integration tests (metrics checked with Python's
+# prometheus_client, installed when missing), the systemd unit, a short
+# fuzz run of every target, and
 # Autobahn|Testsuite cases 1-11 against the release server and with loadgen
 # as the client, then 1-13 with permessage-deflate (the server in both of
 # its modes, and loadgen). Installs what it
@@ -20,7 +22,12 @@ cargo clippy --manifest-path benches/peers/Cargo.toml --target-dir target --all-
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "unit and integration tests"
+# tests/ops.rs checks /metrics with a real Prometheus text parser.
+python3 -c "import prometheus_client" 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check prometheus_client
 cargo test --workspace
+step "the systemd unit (systemd-analyze verify, where systemd is installed)"
+scripts/check-deploy.sh
 step "fuzz smoke run"
 scripts/fuzz-smoke.sh
 step "deflate bombs against the release server: 1009, and peak RSS within 2x the limit per bomb"
