@@ -330,18 +330,6 @@ pub(crate) fn render(server: &ServerHandle) -> String {
         MetricType::Gauge,
     );
     e.sample("ringws_connections", &[], server.connections() as u64);
-    counter(
-        &mut e,
-        "ringws_accepted_total",
-        "TCP connections accepted.",
-        sum(|s| &s.accepted),
-    );
-    counter(
-        &mut e,
-        "ringws_upgrades_total",
-        "WebSocket handshakes completed (101 sent).",
-        sum(|s| &s.upgrades),
-    );
     e.family(
         "ringws_handshakes_rejected_total",
         "Requests refused, by HTTP status (handshake errors, no route, the connection limit, rejects by the application).",
@@ -360,65 +348,29 @@ pub(crate) fn render(server: &ServerHandle) -> String {
         let v: u64 = w.iter().map(|s| get(&s.closes[i])).sum();
         e.sample("ringws_closes_total", &[("reason", name)], v);
     }
-    counter(
-        &mut e,
-        "ringws_messages_received_total",
-        "WebSocket messages received (whole, after reassembly).",
-        sum(|s| &s.messages_in),
-    );
-    counter(
-        &mut e,
-        "ringws_messages_sent_total",
-        "WebSocket messages queued to connections: every send, and each subscriber a publish reached.",
-        sum(|s| &s.messages_out),
-    );
-    counter(
-        &mut e,
-        "ringws_read_bytes_total",
-        "Bytes read from connections.",
-        sum(|s| &s.bytes_in),
-    );
-    counter(
-        &mut e,
-        "ringws_written_bytes_total",
-        "Bytes handed to the kernel to send.",
-        sum(|s| &s.bytes_out),
-    );
-    counter(
-        &mut e,
-        "ringws_writes_total",
-        "Writes handed to the kernel (io_uring sends or sendmsg calls): everything one connection queues in one loop turn goes in one.",
-        sum(|s| &s.writes),
-    );
-    counter(
-        &mut e,
-        "ringws_backpressure_total",
-        "Sends that found or left a connection's queue past its max_backpressure.",
-        sum(|s| &s.backpressure),
-    );
-    counter(
-        &mut e,
-        "ringws_dropped_sends_total",
-        "Sends and publish deliveries dropped because the connection's queue was past its max_backpressure.",
-        sum(|s| &s.dropped_sends),
-    );
+    // The plain counters, each the sum over the workers.
+    type Field = fn(&WorkerStats) -> &AtomicU64;
+    let sums: [(&str, &str, Field); 11] = [
+        ("ringws_messages_received_total", "WebSocket messages received (whole, after reassembly).", |s| &s.messages_in),
+        ("ringws_messages_sent_total", "WebSocket messages queued to connections: every send, and each subscriber a publish reached.", |s| &s.messages_out),
+        ("ringws_read_bytes_total", "Bytes read from connections.", |s| &s.bytes_in),
+        ("ringws_written_bytes_total", "Bytes handed to the kernel to send.", |s| &s.bytes_out),
+        ("ringws_writes_total", "Writes handed to the kernel (io_uring sends or sendmsg calls): everything one connection queues in one loop turn goes in one.", |s| &s.writes),
+        ("ringws_backpressure_total", "Sends that found or left a connection's queue past its max_backpressure.", |s| &s.backpressure),
+        ("ringws_dropped_sends_total", "Sends and publish deliveries dropped because the connection's queue was past its max_backpressure.", |s| &s.dropped_sends),
+        ("ringws_deflate_input_bytes_total", "Bytes of messages compressed (permessage-deflate), before compression.", |s| &s.deflate_in),
+        ("ringws_deflate_output_bytes_total", "Bytes of messages compressed (permessage-deflate), after compression.", |s| &s.deflate_out),
+        ("ringws_accepted_total", "TCP connections accepted.", |s| &s.accepted),
+        ("ringws_upgrades_total", "WebSocket handshakes completed (101 sent).", |s| &s.upgrades),
+    ];
+    for (name, help, field) in sums {
+        counter(&mut e, name, help, sum(field));
+    }
     counter(
         &mut e,
         "ringws_mailbox_dropped_total",
         "Frames from other threads (SocketRef sends, publishes) dropped because a worker's mailbox held max_mailbox_bytes.",
         shared.mailbox_drops.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut e,
-        "ringws_deflate_input_bytes_total",
-        "Bytes of messages compressed (permessage-deflate), before compression.",
-        sum(|s| &s.deflate_in),
-    );
-    counter(
-        &mut e,
-        "ringws_deflate_output_bytes_total",
-        "Bytes of messages compressed (permessage-deflate), after compression.",
-        sum(|s| &s.deflate_out),
     );
     e.family(
         "ringws_loop_turns_total",

@@ -58,15 +58,15 @@ impl Epoll {
         unsafe { libc::epoll_ctl(self.ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
     }
 
-    /// Waits up to `timeout` (at most a second when `None`, as io_uring's
-    /// wait: an idle loop still turns once a second, which is what the
-    /// server's liveness check looks for) and reports every ready
+    /// Waits up to `timeout`, and at most a second, as io_uring's wait: an
+    /// idle loop still turns once a second, which is what the server's
+    /// liveness check looks for, and reports every ready
     /// descriptor as a [`Cqe`] whose `res` holds the epoll event bits.
     pub(crate) fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Cqe>) -> io::Result<()> {
         let ms = match timeout {
             None => 1000,
             // Round up: waking before a deadline only means waiting again.
-            Some(d) => d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32,
+            Some(d) => d.as_micros().div_ceil(1000).min(1000) as i32,
         };
         // SAFETY: `events` has room for `len` entries, which the kernel fills.
         let n = unsafe {
