@@ -407,7 +407,11 @@ fn slow_consumers_get_backpressure_then_dropped_then_drain() {
 
 /// Echo with an idle timeout.
 fn idle_server(b: BackendKind) -> ServerHandle {
-    App::new(config(b, 1))
+    let cfg = Config {
+        close_timeout: Duration::from_secs(5),
+        ..config(b, 1)
+    };
+    App::new(cfg)
         .with_route(Route::prefix("/", Echo).idle_timeout(Duration::from_millis(400)))
         .start()
         .unwrap()
@@ -428,6 +432,16 @@ fn idle_connections_are_pinged_then_closed() {
             t.elapsed() >= Duration::from_millis(400),
             "{:?}",
             t.elapsed()
+        );
+        // It answered no Ping in the whole idle timeout: the connection is
+        // cut right after the Close, not after the close timeout (5 s
+        // here) spent waiting for a Close it will not send.
+        let closed = Instant::now();
+        assert_eq!(c.frame(), None);
+        assert!(
+            closed.elapsed() < Duration::from_millis(1000),
+            "cut {:?} after the Close",
+            closed.elapsed()
         );
         // Answering the Pings keeps it open.
         let mut c = Client::open(s.local_addr(), "/");
