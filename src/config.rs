@@ -9,6 +9,7 @@ use std::time::Duration;
 
 pub use crate::proto::deflate::Mode as DeflateMode;
 use crate::proto::handshake::HandshakeLimits;
+use crate::proto::http::HttpLimits;
 use crate::proto::Limits;
 use crate::runtime::{BackendKind, LoopConfig};
 
@@ -33,6 +34,12 @@ pub struct Config {
     pub max_handshake_size: usize,
     /// Most header lines in a request head. Default 64. Past it: 431.
     pub max_headers: usize,
+    /// Largest body of a plain HTTP request ([`crate::app::App::post`] and
+    /// the other HTTP routes), in bytes, after chunked decoding. Default
+    /// 1 MiB. Stops a client from making the server hold an unbounded body
+    /// in memory: a larger Content-Length is refused before any of the body
+    /// is read, a chunked body as soon as a chunk would pass it; 413.
+    pub max_http_body: usize,
     /// Time allowed from accept to a complete request head. Default 10 s.
     /// Stops slowloris-style clients from holding connections open.
     pub handshake_timeout: Duration,
@@ -166,6 +173,7 @@ impl Default for Config {
             max_message_size: 64 << 20,
             max_handshake_size: 8 << 10,
             max_headers: 64,
+            max_http_body: 1 << 20,
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
@@ -226,6 +234,16 @@ impl Config {
         HandshakeLimits {
             max_head: self.max_handshake_size,
             max_headers: self.max_headers,
+        }
+    }
+
+    /// The limits on a plain HTTP request: the head's, and
+    /// [`Config::max_http_body`].
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_head: self.max_handshake_size,
+            max_headers: self.max_headers,
+            max_body: self.max_http_body,
         }
     }
 

@@ -433,6 +433,8 @@ impl Args {
             max_message_size: self.max_message_size,
             max_handshake_size: usize::try_from(self.max_handshake_size).unwrap_or(usize::MAX),
             max_headers: self.max_headers,
+            // The binary serves no plain HTTP routes.
+            max_http_body: defaults.max_http_body,
             handshake_timeout: self.handshake_timeout,
             write_timeout: self.write_timeout,
             close_timeout: self.close_timeout,

@@ -24,6 +24,9 @@ pub(super) enum Slot {
     Handshake(Option<Box<Vec<u8>>>),
     /// The upgrade hook deferred its decision.
     Deferred(Box<Pending>),
+    /// A plain HTTP request whose body is arriving or whose answer is
+    /// deferred.
+    Http(Box<HttpConn>),
     /// A WebSocket, at `conn` in route `route`'s slab; `z`: its
     /// permessage-deflate (0, [`DEFLATE_SHARED`] or [`DEFLATE_OWN`]), for
     /// publishes.

@@ -19,18 +19,25 @@
 //!   [`ServerHandle::publish`] with frames encoded once and shared;
 //! * [`SocketRef`] and [`ServerHandle`] to send, publish and close from any
 //!   thread or async task;
-//! * an idle timeout with automatic Pings.
+//! * an idle timeout with automatic Pings;
+//! * plain HTTP routes on the same listener ([`App::get`], [`App::post`],
+//!   [`App::http`]): a request that is not a WebSocket upgrade goes to
+//!   them, with keep-alive, bodies, and answers from any thread
+//!   ([`HttpReply::defer`]).
 //!
 //! # Layout
 //! * `mod.rs`: [`App`], [`Route`], the [`Handler`] trait, [`ServerHandle`].
 //! * `upgrade.rs`: [`Request`], [`Upgrade`], [`Accept`], [`Reject`],
 //!   [`Deferred`].
+//! * `http.rs`: [`HttpRequest`], [`HttpResponse`], [`HttpReply`],
+//!   [`HttpResponder`]; the HTTP route table.
 //! * `socket.rs`: [`Socket`], [`SocketRef`], [`Message`], [`SendStatus`].
 //! * `topics.rs`: the per-thread subscription tables.
 //! * `worker.rs`: each worker thread's side: the loop's handler, dispatch
 //!   by socket slot, commands from other threads, shutdown.
-//! * `handshake.rs`: the request head, routing, the upgrade hook's
-//!   outcome, refusals.
+//! * `handshake.rs`: the request head, routing (upgrade or plain HTTP),
+//!   the upgrade hook's outcome, HTTP bodies, responses and keep-alive,
+//!   refusals.
 //! * `route.rs`: a route's state on one worker and the read path into the
 //!   callbacks, timers, closing.
 //! * `conn.rs`: a connection's state; callbacks run under a panic guard.
@@ -43,6 +50,7 @@ mod compressed;
 mod conn;
 mod ctx;
 mod handshake;
+mod http;
 mod out;
 mod route;
 mod socket;
@@ -52,6 +60,7 @@ mod upgrade;
 mod worker;
 
 pub use admin::MAX_ADMIN_CONNS;
+pub use http::{HttpReply, HttpRequest, HttpResponder, HttpResponse};
 pub use socket::{Gone, Message, SendStatus, Socket, SocketRef};
 pub use stats::Health;
 pub use upgrade::{Accept, Deferred, Reject, Request, Upgrade};
@@ -238,6 +247,7 @@ struct RouteEntry {
 pub(crate) struct Shared {
     cfg: Arc<Config>,
     routes: Vec<RouteEntry>,
+    http: Vec<http::HttpRoute>,
     mailboxes: Vec<mpsc::Sender<Command>>,
     /// Bytes of frames waiting in each worker's mailbox, bounded by
     /// [`Config::max_mailbox_bytes`].
@@ -324,34 +334,59 @@ impl Shared {
     fn route_for(&self, path: &str) -> Option<u32> {
         let mut best: Option<(usize, u32)> = None;
         for (i, r) in self.routes.iter().enumerate() {
-            if !r.prefix {
-                if r.path == path {
-                    return Some(i as u32);
-                }
+            let Some(score) = path_score(&r.path, r.prefix, path) else {
                 continue;
+            };
+            if score == usize::MAX {
+                return Some(i as u32);
             }
-            let p = r.path.trim_end_matches('/');
-            let hit =
-                path == p || (path.starts_with(p) && path.as_bytes().get(p.len()) == Some(&b'/'));
-            if hit && best.is_none_or(|(l, _)| p.len() > l) {
-                best = Some((p.len(), i as u32));
+            if best.is_none_or(|(l, _)| score > l) {
+                best = Some((score, i as u32));
             }
         }
         best.map(|(_, i)| i)
     }
 }
 
+/// How well the pattern `pattern` (a `prefix` or not) matches `path`:
+/// `None` if it does not, `usize::MAX` for an exact route, else the
+/// prefix's length (the longest wins). A prefix `/api` takes `/api` and
+/// `/api/x` but not `/apix`.
+fn path_score(pattern: &str, prefix: bool, path: &str) -> Option<usize> {
+    if !prefix {
+        return (pattern == path).then_some(usize::MAX);
+    }
+    let p = pattern.trim_end_matches('/');
+    let hit = path == p || (path.starts_with(p) && path.as_bytes().get(p.len()) == Some(&b'/'));
+    hit.then_some(p.len())
+}
+
 /// A server's routes and configuration, to start.
 ///
 /// ```no_run
-/// use ringws::app::{App, Echo};
+/// use ringws::app::{App, Echo, HttpResponse};
 /// use ringws::Config;
 ///
-/// App::new(Config::default()).route_prefix("/", Echo).run().unwrap();
+/// App::new(Config::default())
+///     .route_prefix("/", Echo)
+///     .get("/health", |_req| HttpResponse::text(200, "ok\n"))
+///     .run()
+///     .unwrap();
 /// ```
+///
+/// A request is routed by its head: a GET with `Upgrade: websocket` to
+/// the WebSocket route for its path (if there is one), anything else to the
+/// HTTP routes. A path no route takes is answered 404; a path the HTTP
+/// routes take, but not with the request's method, 405 with `Allow`. A
+/// request that is not an upgrade, for a path only a WebSocket route
+/// takes, is refused as the upgrade check refuses it (400 with the reason,
+/// such as a missing `Upgrade` header). Every refusal closes the
+/// connection; a response keeps it for the next request unless the client
+/// said otherwise.
 pub struct App {
     cfg: Config,
     routes: Vec<RouteEntry>,
+    http: Vec<http::HttpRoute>,
 }
 
 impl App {
@@ -360,7 +395,69 @@ impl App {
         App {
             cfg,
             routes: Vec::new(),
+            http: Vec::new(),
         }
+    }
+
+    /// Serves GET (and HEAD, without the body) requests for exactly `path`
+    /// with `f`, on the listener's plain HTTP side.
+    pub fn get<F, R>(self, path: impl Into<String>, f: F) -> App
+    where
+        F: Fn(&HttpRequest<'_>) -> R + Send + Sync + 'static,
+        R: Into<HttpReply>,
+    {
+        self.http("GET", path, f)
+    }
+
+    /// Serves POST requests for exactly `path` with `f`; the body, at most
+    /// [`Config::max_http_body`], is in [`HttpRequest::body`].
+    pub fn post<F, R>(self, path: impl Into<String>, f: F) -> App
+    where
+        F: Fn(&HttpRequest<'_>) -> R + Send + Sync + 'static,
+        R: Into<HttpReply>,
+    {
+        self.http("POST", path, f)
+    }
+
+    /// Serves `method` requests (case-sensitive: `"PUT"`) for exactly
+    /// `path` with `f`. A `"GET"` route also serves HEAD, unless a `"HEAD"`
+    /// route takes the path too.
+    pub fn http<F, R>(self, method: impl Into<String>, path: impl Into<String>, f: F) -> App
+    where
+        F: Fn(&HttpRequest<'_>) -> R + Send + Sync + 'static,
+        R: Into<HttpReply>,
+    {
+        self.add_http(method.into(), path.into(), false, f)
+    }
+
+    /// Serves `method` requests for `prefix` and the paths below it, as
+    /// [`Route::prefix`] matches: among the HTTP routes for the method, an
+    /// exact path beats every prefix and the longest prefix wins.
+    pub fn http_prefix<F, R>(
+        self,
+        method: impl Into<String>,
+        prefix: impl Into<String>,
+        f: F,
+    ) -> App
+    where
+        F: Fn(&HttpRequest<'_>) -> R + Send + Sync + 'static,
+        R: Into<HttpReply>,
+    {
+        self.add_http(method.into(), prefix.into(), true, f)
+    }
+
+    fn add_http<F, R>(mut self, method: String, path: String, prefix: bool, f: F) -> App
+    where
+        F: Fn(&HttpRequest<'_>) -> R + Send + Sync + 'static,
+        R: Into<HttpReply>,
+    {
+        self.http.push(http::HttpRoute {
+            method,
+            path,
+            prefix,
+            handler: Arc::new(move |req: &HttpRequest<'_>| f(req).into()),
+        });
+        self
     }
 
     /// Adds `handler` for exactly `path`, with the configuration's limits.
@@ -426,6 +523,7 @@ impl App {
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
             routes: self.routes,
+            http: self.http,
             mailboxes,
             queued: (0..threads).map(|_| AtomicUsize::new(0)).collect(),
             wakers: wakers.clone(),

@@ -49,6 +49,12 @@ pub(crate) enum Command {
     },
     /// A deferred upgrade's handle was dropped undecided.
     Abandoned { id: SockId, route: u32 },
+    /// A deferred HTTP response ([`crate::app::HttpResponder`]); `None`:
+    /// dropped unanswered.
+    Respond {
+        id: SockId,
+        response: Option<Box<super::HttpResponse>>,
+    },
 }
 
 /// One worker thread's handler for the loop.
@@ -117,7 +123,7 @@ impl Worker {
                         "server shutting down",
                     );
                 }
-                Slot::Handshake(_) | Slot::Deferred(_) => io.close(id),
+                Slot::Handshake(_) | Slot::Deferred(_) | Slot::Http(_) => io.close(id),
                 Slot::Lingering | Slot::Empty => {}
             }
         }
@@ -156,10 +162,14 @@ impl Worker {
             }
             Command::Send { id, .. } | Command::Close { id, .. } => *id,
             Command::Resolve { id, .. } | Command::Abandoned { id, .. } => *id,
+            Command::Respond { id, .. } => *id,
         };
         if io.id_of(id.slot) != Some(id) {
             // Gone since: the command is dropped (with any user data).
             return;
+        }
+        if let Command::Respond { response, .. } = cmd {
+            return self.http_respond(io, id, response);
         }
         match (cmd, self.ctx.slot(id)) {
             (
@@ -242,6 +252,7 @@ impl io::Handler for Worker {
         match *self.ctx.slot(id) {
             Slot::Open { .. } => {}
             Slot::Handshake(_) => self.handshake(io, id, buf),
+            Slot::Http(_) => self.http_data(io, id, buf),
             Slot::Deferred(ref mut p) => {
                 // A client should wait for the 101, but what it sends early
                 // is kept, within the head's limit.
@@ -268,7 +279,7 @@ impl io::Handler for Worker {
             Slot::Open { route, conn, .. } => {
                 self.routes[route as usize].eof(io, &mut self.ctx, id, conn, err)
             }
-            Slot::Handshake(_) | Slot::Deferred(_) => {
+            Slot::Handshake(_) | Slot::Deferred(_) | Slot::Http(_) => {
                 log!(Debug, "{}: closed during the handshake", io.peer_name(id));
                 io.close(id);
             }
@@ -285,6 +296,7 @@ impl io::Handler for Worker {
                 log!(Info, "{}: handshake timed out", io.peer_name(id));
                 io.close(id);
             }
+            Slot::Http(_) => self.http_timeout(io, id),
             Slot::Deferred(_) => {
                 log!(
                     Info,
