@@ -38,6 +38,40 @@
 //! }
 //! ```
 //!
+//! Plain HTTP routes share the listener: a request that is not a WebSocket
+//! upgrade goes to them, and one path may have both.
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use ringws::app::{App, Echo, HttpReply, HttpResponse};
+//! use ringws::Config;
+//!
+//! let cfg = Config { listen: "127.0.0.1:0".parse().unwrap(), threads: 1, ..Config::default() };
+//! let server = App::new(cfg)
+//!     .route("/ws", Echo) // WebSocket upgrades to /ws
+//!     .get("/health", |_req| HttpResponse::text(200, "ok\n"))
+//!     .post("/publish", |req| {
+//!         // Publish the request body to the WebSocket subscribers of "news".
+//!         req.server().publish("news", req.body());
+//!         HttpResponse::new(204)
+//!     })
+//!     .get("/slow", |_req| {
+//!         // Answer from another thread; the connection's worker goes on.
+//!         HttpReply::defer(|r| {
+//!             std::thread::spawn(move || r.respond(HttpResponse::text(200, "done\n")));
+//!         })
+//!     })
+//!     .start()?;
+//!
+//! let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+//! s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+//! let mut resp = String::new();
+//! s.read_to_string(&mut resp).unwrap();
+//! assert!(resp.starts_with("HTTP/1.1 200 OK\r\n") && resp.ends_with("\r\n\r\nok\n"));
+//! server.shutdown(std::time::Duration::ZERO);
+//! # Ok::<(), ringws::StartError>(())
+//! ```
+//!
 //! [`app`] has the whole API (routes, deferred upgrades, backpressure,
 //! topics, sends from other threads, shutdown); `examples/` has a chat with
 //! rooms, a broadcast server and token authentication, each with a test.
@@ -45,7 +79,7 @@
 //! Three layers, each knowing only the one below:
 //!
 //! * [`app`], the application API: [`App`], [`Handler`], [`Socket`],
-//!   topics. The `ringws` binary's echo is one handler on it
+//!   topics, plain HTTP routes. The `ringws` binary's echo is one handler on it
 //!   ([`app::Echo`]).
 //! * [`proto`], the protocol core, is sans-IO: it never touches a socket, a
 //!   runtime or a clock. Bytes go in, events and bytes come out, and time is
