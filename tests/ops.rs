@@ -35,6 +35,7 @@ on_both_backends!(
     drain_fails_readyz_before_any_close,
     a_stuck_worker_fails_livez,
     sigterm_drains_and_sighup_keeps_connections,
+    admin_routes_on_the_main_listener,
 );
 
 fn start(max_message: u64) -> ServerHandle {
@@ -342,4 +343,37 @@ fn sigterm_drains_and_sighup_keeps_connections() {
     assert!(started.elapsed() >= Duration::from_millis(400));
     c.send(0x88, &1001u16.to_be_bytes());
     assert!(child.wait().unwrap().success());
+}
+
+/// `App::admin_routes`: the three endpoints beside the WebSocket routes on
+/// the main listener, with no admin listener.
+fn admin_routes_on_the_main_listener() {
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        backend: BACKEND.with(|b| b.get()),
+        ..Config::default()
+    };
+    let s = App::new(cfg)
+        .route("/echo", Echo)
+        .admin_routes()
+        .start()
+        .unwrap();
+    assert_eq!(s.admin_addr(), None);
+    let mut c = Client::open(s.local_addr(), "/echo");
+    c.text("hello");
+    assert_eq!(c.frame().unwrap().1, b"hello");
+    let m = loop {
+        let (status, body) = get(s.local_addr(), "/metrics");
+        assert_eq!(status, 200);
+        let m = parse(&body);
+        if m["ringws_messages_received_total"] == 1.0 {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(m["ringws_upgrades_total"], 1.0);
+    assert_eq!(get(s.local_addr(), "/livez"), (200, "ok\n".to_owned()));
+    assert_eq!(get(s.local_addr(), "/readyz").0, 200);
+    s.shutdown(Duration::ZERO);
 }

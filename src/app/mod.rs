@@ -409,6 +409,24 @@ impl App {
         self.http("GET", path, f)
     }
 
+    /// Serves `/metrics`, `/livez` and `/readyz` on this listener, as the
+    /// admin listener ([`Config::admin_listen`]) does on its own: for an
+    /// application whose listener is private already, or that guards them
+    /// itself. Paths taken by routes added before this keep their routes.
+    pub fn admin_routes(self) -> App {
+        let mut app = self;
+        for path in ["/metrics", "/livez", "/readyz"] {
+            app = app.get(path, move |req: &HttpRequest<'_>| {
+                let (status, ctype, body) =
+                    admin::answer(req.server(), path, req.query()).expect("one of the three");
+                HttpResponse::new(status)
+                    .header("Content-Type", ctype)
+                    .body(body)
+            });
+        }
+        app
+    }
+
     /// Serves POST requests for exactly `path` with `f`; the body, at most
     /// [`Config::max_http_body`], is in [`HttpRequest::body`].
     pub fn post<F, R>(self, path: impl Into<String>, f: F) -> App
