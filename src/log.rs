@@ -1,45 +1,21 @@
-//! Logging: [`log!`](crate::log!) is a thin alias of `tracing`'s level
-//! macros, so every line the library writes is a `tracing` event and the
-//! application chooses where it goes (the `ringws` binary installs a
-//! `tracing-subscriber` formatter on stderr; an embedder installs its own, or
-//! none and hears nothing).
+//! Logging on `tracing`: every line the library writes is a `tracing`
+//! event, and the application chooses where it goes ([`init`] installs a
+//! formatter on stderr, as the `ringws` binary and the examples do; an
+//! embedder installs its own subscriber, or none and hears nothing).
 //!
 //! Events carry the module of their call site as their target
-//! (`ringws::app::worker`, `ringws::runtime::io`, ...), which is what
-//! `RUST_LOG`-style directives such as `info,ringws::runtime=debug` select.
+//! (`ringws::app::handshake`, `ringws::runtime::io::timers`, ...), which is
+//! what `RUST_LOG`-style directives such as `info,ringws::runtime=debug`
+//! select. An event about one connection is written inside its span,
+//! `conn{id=7 peer=127.0.0.1:50912 route=/chat}` (`conn_event!`): the
+//! socket slot, the peer's address and, once routed, the route's path.
 //!
-//! The alias exists so the call sites did not all change at once: each
-//! `log!(Info, ...)` is exactly `tracing::info!(...)`, so replacing them is
-//! a mechanical rewrite, after which this file goes.
-
-/// `tracing`, for [`log!`](crate::log!) to name through `$crate` wherever it
-/// expands: in this crate, in its examples, in applications that do not
-/// depend on `tracing` themselves.
-#[doc(hidden)]
-pub use tracing as __tracing;
-
-/// Emits a `tracing` event at the given level: `log!(Info, "x = {}", x)` is
-/// `tracing::info!("x = {}", x)`; the levels are `Error`, `Warn`, `Info`,
-/// `Debug` and `Trace`.
-///
-/// ```
-/// let peers = 3;
-/// ringws::log!(Info, "{peers} peers, {} of them idle", peers - 1);
-/// ```
-///
-/// The arguments are formatted, and evaluated, only when a subscriber wants
-/// the event: `tracing` checks the level (a static maximum, then the
-/// subscriber's cached interest in this call site) before it builds the
-/// `format_args!`, so a disabled `log!(Debug, ...)` on a hot path costs a
-/// load and a compare, never a format or an allocation.
-#[macro_export]
-macro_rules! log {
-    (Error, $($arg:tt)+) => { $crate::log::__tracing::error!($($arg)+) };
-    (Warn, $($arg:tt)+) => { $crate::log::__tracing::warn!($($arg)+) };
-    (Info, $($arg:tt)+) => { $crate::log::__tracing::info!($($arg)+) };
-    (Debug, $($arg:tt)+) => { $crate::log::__tracing::debug!($($arg)+) };
-    (Trace, $($arg:tt)+) => { $crate::log::__tracing::trace!($($arg)+) };
-}
+//! The span is made only for an event that a subscriber wants: `tracing`
+//! checks the level (a static maximum, then the subscriber's cached
+//! interest in the call site) before anything is formatted or allocated, so
+//! a disabled line on a hot path costs a load and a compare. A span kept
+//! with every connection would cost each idle connection its bytes and
+//! every callback an enter and exit, for lines that are mostly off.
 
 /// Installs a `tracing` subscriber writing to stderr, for binaries and
 /// examples (an application with a subscriber of its own skips this):
@@ -79,24 +55,48 @@ pub fn init_from_env() {
     init(filter.as_deref(), false);
 }
 
+/// A `tracing` event at `$lvl` (`ERROR`, `WARN`, `INFO`, `DEBUG`) about
+/// the connection `$id` of the loop `$io`, inside the connection's span
+/// (`conn{id peer route}`); `route = PATH,` before the message names the
+/// route once known. Nothing is evaluated unless a subscriber wants the
+/// event.
+macro_rules! conn_event {
+    ($lvl:ident, $io:expr, $id:expr, route = $route:expr, $($arg:tt)+) => {
+        if ::tracing::enabled!(::tracing::Level::$lvl) {
+            let span = ::tracing::span!(
+                ::tracing::Level::$lvl,
+                "conn",
+                id = $id.index(),
+                peer = %$io.peer_name($id),
+                route = %$route,
+            );
+            let _entered = span.enter();
+            ::tracing::event!(::tracing::Level::$lvl, $($arg)+);
+        }
+    };
+    ($lvl:ident, $io:expr, $id:expr, $($arg:tt)+) => {
+        if ::tracing::enabled!(::tracing::Level::$lvl) {
+            let span = ::tracing::span!(
+                ::tracing::Level::$lvl,
+                "conn",
+                id = $id.index(),
+                peer = %$io.peer_name($id),
+            );
+            let _entered = span.enter();
+            ::tracing::event!(::tracing::Level::$lvl, $($arg)+);
+        }
+    };
+}
+pub(crate) use conn_event;
+
 #[cfg(test)]
 mod tests {
-    use std::cell::Cell;
-    use std::fmt;
     use std::io;
     use std::sync::{Arc, Mutex};
 
     use tracing_subscriber::fmt::MakeWriter;
 
-    /// Counts how often it is formatted.
-    struct Counted<'a>(&'a Cell<u32>);
-
-    impl fmt::Display for Counted<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            self.0.set(self.0.get() + 1);
-            f.write_str("counted")
-        }
-    }
+    use crate::runtime::io::SockId;
 
     /// A writer the test reads back.
     #[derive(Clone, Default)]
@@ -119,34 +119,44 @@ mod tests {
         }
     }
 
-    /// A line at a level the subscriber does not want is neither formatted
-    /// nor are its arguments evaluated; one it wants arrives, at its level,
-    /// with this module as its target.
+    /// Stands in for the loop: counts how often the peer is looked up.
+    struct Loop(std::cell::Cell<u32>);
+
+    impl Loop {
+        fn peer_name(&self, _id: SockId) -> &'static str {
+            self.0.set(self.0.get() + 1);
+            "127.0.0.1:5000"
+        }
+    }
+
+    /// A connection's line is written in its span, with the route when
+    /// given; a line at a level the subscriber does not want looks nothing
+    /// up and formats nothing.
     #[test]
-    fn disabled_levels_cost_no_formatting() {
+    fn connection_lines_carry_their_span_and_cost_nothing_when_off() {
         let out = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
             .with_ansi(false)
             .with_writer(out.clone())
             .finish();
-        let formatted = Cell::new(0);
-        let evaluated = Cell::new(0);
-        let arg = || {
-            evaluated.set(evaluated.get() + 1);
-            Counted(&formatted)
-        };
+        let io = Loop(std::cell::Cell::new(0));
+        let id = SockId { slot: 7, gen: 0 };
         tracing::subscriber::with_default(subscriber, || {
-            crate::log!(Debug, "off: {}", arg());
-            crate::log!(Trace, "off: {}", arg());
-            assert_eq!((evaluated.get(), formatted.get()), (0, 0));
-            let n = 7;
-            crate::log!(Warn, "on: {} {n}", arg());
-            assert_eq!((evaluated.get(), formatted.get()), (1, 1));
+            conn_event!(DEBUG, io, id, "off {}", 1);
+            assert_eq!(io.0.get(), 0, "a disabled line looked the peer up");
+            conn_event!(INFO, io, id, route = "/chat", "closing with {}", 1001);
+            conn_event!(WARN, io, id, "no route");
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert!(
-            text.contains(" WARN ringws::log::tests: on: counted 7"),
+            text.contains(
+                "conn{id=7 peer=127.0.0.1:5000 route=/chat}: ringws::log::tests: closing with 1001"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("conn{id=7 peer=127.0.0.1:5000}: ringws::log::tests: no route"),
             "{text}"
         );
         assert!(!text.contains("off"), "{text}");

@@ -105,7 +105,7 @@ fn accept_loop(listener: &TcpListener, server: &ServerHandle, timeout: Duration)
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                crate::log!(Warn, "admin listener: accept failed: {e}");
+                tracing::warn!("admin listener: accept failed: {e}");
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -114,10 +114,7 @@ fn accept_loop(listener: &TcpListener, server: &ServerHandle, timeout: Duration)
         };
         if active.fetch_add(1, Ordering::AcqRel) >= MAX_ADMIN_CONNS {
             active.fetch_sub(1, Ordering::AcqRel);
-            crate::log!(
-                Warn,
-                "admin listener: {peer}: refused, {MAX_ADMIN_CONNS} connections open"
-            );
+            tracing::warn!("admin listener: {peer}: refused, {MAX_ADMIN_CONNS} connections open");
             let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             continue;
         }
@@ -129,7 +126,7 @@ fn accept_loop(listener: &TcpListener, server: &ServerHandle, timeout: Duration)
                 active.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
-            crate::log!(Warn, "admin listener: cannot start a thread: {e}");
+            tracing::warn!("admin listener: cannot start a thread: {e}");
         }
     }
 }
@@ -181,7 +178,7 @@ fn serve(mut s: TcpStream, peer: SocketAddr, server: &ServerHandle, timeout: Dur
                 continue;
             }
             Err(e) => {
-                crate::log!(Info, "admin listener: {peer}: {e}");
+                tracing::info!("admin listener: {peer}: {e}");
                 let _ = write_error(&e, &[], &mut out);
                 let _ = s.write_all(&out);
                 return;

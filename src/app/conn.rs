@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::socket::Socket;
 use super::{ctx::*, out::*, route::*};
-use crate::log;
+use crate::log::conn_event;
 use crate::proto::error::close_code;
 use crate::proto::Connection;
 use crate::runtime::io::{Io, SockId};
@@ -146,10 +146,11 @@ impl<D> Conn<D> {
     /// queued before stays queued; then Close 1011.
     #[cold]
     pub(super) fn panicked(&mut self, io: &mut Io, ctx: &mut Ctx, what: &str) {
-        log!(
-            Error,
-            "{}: the handler panicked in `{what}`; closing with 1011",
-            io.peer_name(self.id)
+        conn_event!(
+            ERROR,
+            io,
+            self.id,
+            "the handler panicked in `{what}`; closing with 1011"
         );
         self.start_close(io, ctx, close_code::INTERNAL_ERROR, "internal error");
     }

@@ -19,7 +19,7 @@ use super::http::{find, Found, HttpFn, HttpReply, HttpRequest, HttpResponder, Ht
 use super::stats::WorkerStats;
 use super::upgrade::Reject;
 use super::{ctx::*, worker::*, ServerHandle};
-use crate::log;
+use crate::log::conn_event;
 use crate::proto::deflate::Agreed;
 use crate::proto::error::{HandshakeError, HttpError};
 use crate::proto::handshake::{is_header_safe, parse_request, refusal, write_refusal};
@@ -93,11 +93,7 @@ pub(crate) enum Outcome {
 /// the log.
 pub(super) fn refuse_500(stats: &WorkerStats, io: &mut Io, id: SockId, why: &str) {
     stats.rejected(500);
-    log!(
-        Error,
-        "{}: upgrade refused with 500: {why}",
-        io.peer_name(id)
-    );
+    conn_event!(ERROR, io, id, "upgrade refused with 500: {why}");
     io.send_with(id, |out| {
         write_refusal(500, &[], b"internal server error\n", out)
     });
@@ -115,10 +111,11 @@ pub(super) fn linger(io: &mut Io, ctx: &mut Ctx, id: SockId) {
 /// or an unsafe header, becomes a 500, logged).
 pub(super) fn reject(stats: &WorkerStats, io: &mut Io, id: SockId, r: Reject) {
     if !(400..=599).contains(&r.status) {
-        log!(
-            Error,
-            "{}: upgrade rejected with status {}, which is not an error; sending 500",
-            io.peer_name(id),
+        conn_event!(
+            ERROR,
+            io,
+            id,
+            "upgrade rejected with status {}, which is not an error; sending 500",
             r.status
         );
         return refuse_500(stats, io, id, "bad reject status");
@@ -127,12 +124,7 @@ pub(super) fn reject(stats: &WorkerStats, io: &mut Io, id: SockId, r: Reject) {
         let why = format!("unsafe response header {k:?}: {v:?}");
         return refuse_500(stats, io, id, &why);
     }
-    log!(
-        Info,
-        "{}: upgrade rejected with {}",
-        io.peer_name(id),
-        r.status
-    );
+    conn_event!(INFO, io, id, "upgrade rejected with {}", r.status);
     stats.rejected(r.status);
     io.send_with(id, |out| write_refusal(r.status, &r.headers, &r.body, out));
 }
@@ -251,7 +243,7 @@ impl Worker {
             let upgrade = head.is_websocket_upgrade();
             if (upgrade || matches!(found, Found::NoPath)) && shared.route_for(head.path).is_some()
             {
-                log!(Info, "{}: refused handshake: {e}", io.peer_name(id));
+                conn_event!(INFO, io, id, "refused handshake: {e}");
                 self.refuse(io, id, e.status(), &refusal(e));
                 return Step::Stop;
             }
@@ -336,11 +328,7 @@ impl Worker {
             Ok(HttpReply::Defer(f)) => {
                 let max = self.ctx.shared.cfg.max_handshake_size;
                 if rest.len() > max {
-                    log!(
-                        Info,
-                        "{}: too much pipelined behind a deferred request",
-                        io.peer_name(id)
-                    );
+                    conn_event!(INFO, io, id, "too much pipelined behind a deferred request");
                     io.close(id);
                     *self.ctx.slot(id) = Slot::Lingering;
                     return false;
@@ -358,10 +346,11 @@ impl Worker {
                 };
                 // A panic drops the responder unanswered, which answers 500.
                 if !guard(|| f(responder)) {
-                    log!(
-                        Error,
-                        "{}: the handler panicked deferring an HTTP response",
-                        io.peer_name(id)
+                    conn_event!(
+                        ERROR,
+                        io,
+                        id,
+                        "the handler panicked deferring an HTTP response"
                     );
                 }
                 false
@@ -408,11 +397,7 @@ impl Worker {
                 // The next requests, kept within the head's limit until
                 // this one is answered.
                 if rest.len() + input.as_slice().len() > max {
-                    log!(
-                        Info,
-                        "{}: too much sent before the deferred response",
-                        io.peer_name(id)
-                    );
+                    conn_event!(INFO, io, id, "too much sent before the deferred response");
                     io.close(id);
                 } else {
                     rest.extend_from_slice(input.as_slice());
@@ -478,13 +463,13 @@ impl Worker {
             }
             _ => "the deferred HTTP response was not given within the handshake timeout",
         };
-        log!(Info, "{}: {why}", io.peer_name(id));
+        conn_event!(INFO, io, id, "{why}");
         io.close(id);
     }
 
     /// Refuses a request the codec refused, and closes.
     fn http_error(&mut self, io: &mut Io, id: SockId, e: &HttpError, headers: &[(String, String)]) {
-        log!(Info, "{}: refused HTTP request: {e}", io.peer_name(id));
+        conn_event!(INFO, io, id, "refused HTTP request: {e}");
         self.ctx.stats().rejected(e.status());
         io.send_with(id, |out| {
             let _ = write_error(e, headers, out);
@@ -503,7 +488,7 @@ impl Worker {
         body: &[u8],
         why: &str,
     ) {
-        log!(Info, "{}: {why}; {status}", io.peer_name(id));
+        conn_event!(INFO, io, id, "{why}; {status}");
         self.ctx.stats().rejected(status);
         let mut all = vec![("Content-Type".to_owned(), "text/plain".to_owned())];
         all.extend_from_slice(headers);
@@ -516,11 +501,7 @@ impl Worker {
     /// Answers 500 after a handler's mistake, saying why in the log, and
     /// closes.
     fn http_500(&mut self, io: &mut Io, id: SockId, why: &str) {
-        log!(
-            Error,
-            "{}: HTTP request answered 500: {why}",
-            io.peer_name(id)
-        );
+        conn_event!(ERROR, io, id, "HTTP request answered 500: {why}");
         self.ctx.stats().rejected(500);
         let plain = [("Content-Type".to_owned(), "text/plain".to_owned())];
         io.send_with(id, |out| {

@@ -601,8 +601,7 @@ impl App {
         let grace = self.cfg.close_timeout;
         let drain_delay = self.cfg.drain_delay;
         let server = self.start()?;
-        crate::log!(
-            Info,
+        tracing::info!(
             "ringws {} listening on ws://{} ({} threads, {})",
             env!("CARGO_PKG_VERSION"),
             server.local_addr(),
@@ -610,10 +609,7 @@ impl App {
             server.backend()
         );
         if let Some(a) = server.admin_addr() {
-            crate::log!(
-                Info,
-                "admin endpoints on http://{a} (/metrics, /livez, /readyz)"
-            );
+            tracing::info!("admin endpoints on http://{a} (/metrics, /livez, /readyz)");
         }
         let every = server.shared.cfg.stats_interval;
         let mut last = (Instant::now(), server.stats());
@@ -624,8 +620,7 @@ impl App {
                     log_stats(&stats.since(&last.1), now - last.0);
                     last = (now, stats);
                 }
-                Some(Signal::Hangup) => crate::log!(
-                    Info,
+                Some(Signal::Hangup) => tracing::info!(
                     "SIGHUP: nothing to reload in this build; every connection stays open"
                 ),
                 Some(s) => break s,
@@ -635,16 +630,15 @@ impl App {
         // new connections before they would be refused.
         server.drain();
         if signal == Signal::Terminate && !drain_delay.is_zero() {
-            crate::log!(
-                Info,
+            tracing::info!(
                 "SIGTERM: draining (/readyz answers 503); closing connections in {drain_delay:?}"
             );
             // A second SIGINT or SIGTERM cuts the wait short.
             signals.wait_for(drain_delay);
         }
-        crate::log!(Info, "shutting down: closing connections (1001)");
+        tracing::info!("shutting down: closing connections (1001)");
         server.shutdown(grace);
-        crate::log!(Info, "stopped");
+        tracing::info!("stopped");
         Ok(())
     }
 }
@@ -693,17 +687,7 @@ impl ServerStats {
 /// The log line of [`Config::stats_interval`]: rates over `dt`.
 fn log_stats(d: &ServerStats, dt: Duration) {
     let per_s = |n: u64| n as f64 / dt.as_secs_f64().max(1e-9);
-    crate::log!(
-        Info,
-        "stats: {} connections, {:.0} accepted/s, {:.0} msgs/s in, {:.0} msgs/s out in {:.0} writes/s ({:.1} msgs per write), {:.1} MB/s out",
-        d.connections,
-        per_s(d.accepted),
-        per_s(d.messages_received),
-        per_s(d.messages_sent),
-        per_s(d.writes),
-        d.messages_sent as f64 / d.writes.max(1) as f64,
-        per_s(d.bytes_written) / 1e6
-    );
+    tracing::info!("stats: {} connections, {:.0} accepted/s, {:.0} msgs/s in, {:.0} msgs/s out in {:.0} writes/s ({:.1} msgs per write), {:.1} MB/s out", d.connections, per_s(d.accepted), per_s(d.messages_received), per_s(d.messages_sent), per_s(d.writes), d.messages_sent as f64 / d.writes.max(1) as f64, per_s(d.bytes_written) / 1e6);
 }
 
 /// A running server, from any thread: `Send + Sync + Clone`.

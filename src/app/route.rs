@@ -11,7 +11,7 @@ use super::stats::CloseClass;
 use super::upgrade::{Accept, Deferred, Request, Resolution, Upgrade};
 use super::{compressed::*, conn::*, ctx::*, handshake::*, out::*, worker::*};
 use super::{BackpressurePolicy, Closed, Handler};
-use crate::log;
+use crate::log::conn_event;
 use crate::proto::compress::CompressorConfig;
 use crate::proto::deflate::{self, Agreed};
 use crate::proto::error::close_code;
@@ -223,7 +223,7 @@ impl<H: Handler> RouteState<H> {
                 shared: &ctx.shared,
             };
             if !guard(|| handler.close(d, &closed)) {
-                log!(Error, "the handler panicked in `close` (code {code})");
+                tracing::error!("the handler panicked in `close` (code {code})");
             }
         }
     }
@@ -307,10 +307,12 @@ impl<H: Handler> RouteRt for RouteState<H> {
                 };
                 // A panic drops the `Deferred` undecided, which answers 500.
                 if !guard(|| f(deferred)) {
-                    log!(
-                        Error,
-                        "{}: the handler panicked deferring an upgrade",
-                        io.peer_name(id)
+                    conn_event!(
+                        ERROR,
+                        io,
+                        id,
+                        route = ctx.shared.routes[self.route as usize].path,
+                        "the handler panicked deferring an upgrade"
                     );
                 }
                 Outcome::Deferred(pending)
@@ -462,7 +464,13 @@ impl<H: Handler> RouteRt for RouteState<H> {
                     }
                 }
                 Ok(Some(Received::Other(Event::Closed { code, reason }))) => {
-                    log!(Debug, "{}: closed by peer ({code:?})", io.peer_name(id));
+                    conn_event!(
+                        DEBUG,
+                        io,
+                        id,
+                        route = ctx.shared.routes[self.route as usize].path,
+                        "closed by peer ({code:?})"
+                    );
                     let code = code.unwrap_or(close_code::NO_STATUS);
                     c.flush_control(io);
                     Self::tell(handler, c, ctx, code, &reason);
@@ -470,10 +478,12 @@ impl<H: Handler> RouteRt for RouteState<H> {
                 Ok(_) => {}
                 Err(e) => {
                     if error.is_none() {
-                        log!(
-                            Info,
-                            "{}: protocol error: {e}; closing with {}",
-                            io.peer_name(id),
+                        conn_event!(
+                            INFO,
+                            io,
+                            id,
+                            route = ctx.shared.routes[self.route as usize].path,
+                            "protocol error: {e}; closing with {}",
                             e.close_code()
                         );
                         c.sent_code = e.close_code();
@@ -513,13 +523,21 @@ impl<H: Handler> RouteRt for RouteState<H> {
     fn eof(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, i: u32, err: Option<std::io::Error>) {
         if let Some(c) = self.conns[i as usize].as_mut() {
             match err {
-                Some(e) => log!(Debug, "{}: read error: {e}", io.peer_name(id)),
+                Some(e) => conn_event!(
+                    DEBUG,
+                    io,
+                    id,
+                    route = ctx.shared.routes[self.route as usize].path,
+                    "read error: {e}"
+                ),
                 None => {
                     if c.proto.handle_eof() {
-                        log!(
-                            Debug,
-                            "{}: connection closed without a Close frame",
-                            io.peer_name(id)
+                        conn_event!(
+                            DEBUG,
+                            io,
+                            id,
+                            route = ctx.shared.routes[self.route as usize].path,
+                            "connection closed without a Close frame"
                         );
                     }
                 }
@@ -537,10 +555,12 @@ impl<H: Handler> RouteRt for RouteState<H> {
         if !c.is_open() {
             // Our Close got no answer in time.
             c.proto.handle_timeout(io.now());
-            log!(
-                Debug,
-                "{}: no Close from the peer in time",
-                io.peer_name(id)
+            conn_event!(
+                DEBUG,
+                io,
+                id,
+                route = ctx.shared.routes[self.route as usize].path,
+                "no Close from the peer in time"
             );
             io.close(id);
             return;
@@ -552,10 +572,12 @@ impl<H: Handler> RouteRt for RouteState<H> {
         let silent = io.now_ticks().saturating_sub(c.last_rx);
         let half = idle / 2;
         if silent >= idle && (c.flags & PINGED != 0 || !self.cfg.send_pings) {
-            log!(
-                Info,
-                "{}: silent for {:?} (idle timeout); closing with 1001",
-                io.peer_name(id),
+            conn_event!(
+                INFO,
+                io,
+                id,
+                route = ctx.shared.routes[self.route as usize].path,
+                "silent for {:?} (idle timeout); closing with 1001",
                 self.cfg.idle_timeout
             );
             c.flags |= IDLE_CLOSED;

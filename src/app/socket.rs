@@ -13,7 +13,7 @@ use super::out::InputView;
 use super::route::RouteCfg;
 use super::worker::Command;
 use super::{BackpressurePolicy, ServerHandle, Shared};
-use crate::log;
+use crate::log::conn_event;
 use crate::proto::close;
 use crate::proto::error::close_code;
 use crate::proto::frame::{encode_frame, FrameHeader, OpCode};
@@ -230,10 +230,11 @@ impl<D> Socket<'_, D> {
                 SendStatus::Dropped
             }
             BackpressurePolicy::Close => {
-                log!(
-                    Info,
-                    "{}: send queue past max-backpressure ({} bytes); closing with 1008",
-                    self.io.peer_name(self.conn.id),
+                conn_event!(
+                    INFO,
+                    self.io,
+                    self.conn.id,
+                    "send queue past max-backpressure ({} bytes); closing with 1008",
                     self.cfg.max_backpressure
                 );
                 self.close(close_code::POLICY_VIOLATION, "send queue full");
@@ -272,7 +273,7 @@ impl<D> Socket<'_, D> {
         let code = if close::is_valid_code(code) {
             code
         } else {
-            log!(Warn, "close code {code} may not be sent; using 1011");
+            tracing::warn!("close code {code} may not be sent; using 1011");
             close_code::INTERNAL_ERROR
         };
         self.conn

@@ -399,7 +399,7 @@ pub(crate) fn render(server: &ServerHandle) -> String {
     e.sample("ringws_ready", &[], u64::from(readyz(shared).ok));
     match ProcessStats::read() {
         Ok(p) => p.write_process(&mut e),
-        Err(err) => crate::log!(Warn, "metrics: cannot read the process's figures: {err}"),
+        Err(err) => tracing::warn!("metrics: cannot read the process's figures: {err}"),
     }
     e.into_string()
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::Shared;
 use super::{ctx::*, route::*};
-use crate::log;
+use crate::log::conn_event;
 use crate::proto::error::close_code;
 use crate::runtime::buf::InputBuf;
 use crate::runtime::io::{self, Gone, Io, SockId};
@@ -135,10 +135,11 @@ impl Worker {
         while let Some(id) = self.ctx.victims.pop() {
             if let Some(&Slot::Open { route, conn, .. }) = self.ctx.slots.get(id.index()) {
                 if io.is_open(id) {
-                    log!(
-                        Info,
-                        "{}: send queue past max-backpressure at a publish; closing with 1008",
-                        io.peer_name(id)
+                    conn_event!(
+                        INFO,
+                        io,
+                        id,
+                        "send queue past max-backpressure at a publish; closing with 1008"
                     );
                     self.routes[route as usize].close(
                         io,
@@ -221,10 +222,11 @@ impl io::Handler for Worker {
                 .last_warn
                 .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
             {
-                log!(
-                    Warn,
-                    "{}: refused, {total} connections open (max-connections)",
-                    io.peer_name(id)
+                conn_event!(
+                    WARN,
+                    io,
+                    id,
+                    "refused, {total} connections open (max-connections)"
                 );
                 self.last_warn = Some(now);
             }
@@ -257,11 +259,7 @@ impl io::Handler for Worker {
                 // A client should wait for the 101, but what it sends early
                 // is kept, within the head's limit.
                 if p.rest.len() + buf.as_slice().len() > max {
-                    log!(
-                        Info,
-                        "{}: too much sent before the upgrade was decided",
-                        io.peer_name(id)
-                    );
+                    conn_event!(INFO, io, id, "too much sent before the upgrade was decided");
                     io.close(id);
                 } else {
                     p.rest.extend_from_slice(buf.as_slice());
@@ -280,7 +278,7 @@ impl io::Handler for Worker {
                 self.routes[route as usize].eof(io, &mut self.ctx, id, conn, err)
             }
             Slot::Handshake(_) | Slot::Deferred(_) | Slot::Http(_) => {
-                log!(Debug, "{}: closed during the handshake", io.peer_name(id));
+                conn_event!(DEBUG, io, id, "closed during the handshake");
                 io.close(id);
             }
             Slot::Lingering | Slot::Empty => io.close(id),
@@ -293,15 +291,16 @@ impl io::Handler for Worker {
                 self.routes[route as usize].timer(io, &mut self.ctx, id, conn)
             }
             Slot::Handshake(_) => {
-                log!(Info, "{}: handshake timed out", io.peer_name(id));
+                conn_event!(INFO, io, id, "handshake timed out");
                 io.close(id);
             }
             Slot::Http(_) => self.http_timeout(io, id),
             Slot::Deferred(_) => {
-                log!(
-                    Info,
-                    "{}: the deferred upgrade was not decided within the handshake timeout",
-                    io.peer_name(id)
+                conn_event!(
+                    INFO,
+                    io,
+                    id,
+                    "the deferred upgrade was not decided within the handshake timeout"
                 );
                 io.close(id);
             }

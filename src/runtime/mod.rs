@@ -46,7 +46,6 @@ use std::thread::JoinHandle;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::log;
 use backend::Backend;
 use buf::Pool;
 
@@ -362,7 +361,7 @@ fn open_backend(
         match uring::Uring::new(ring_entries, files, pool, incremental) {
             Ok(u) => return Ok(Backend::Uring(Box::new(u))),
             Err(e) if kind == BackendKind::IoUring => return Err(StartError::IoUring(e)),
-            Err(e) => log!(Warn, "io_uring is not available ({e}); running on epoll"),
+            Err(e) => tracing::warn!("io_uring is not available ({e}); running on epoll"),
         }
     }
     epoll::Epoll::new()
@@ -425,7 +424,7 @@ fn worker<H: io::Handler>(
     let mut handler = make();
     let _ = ready.send(Ok(desc));
     if let Err(e) = io.run(&mut handler) {
-        log!(Error, "worker loop failed: {e}");
+        tracing::error!("worker loop failed: {e}");
     }
     // The listener closes here, after the loop has cancelled its accept.
     drop(listener);
@@ -433,6 +432,6 @@ fn worker<H: io::Handler>(
 
 fn pin_to_core(core: usize) {
     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-        log!(Warn, "could not pin a worker to core {core}");
+        tracing::warn!("could not pin a worker to core {core}");
     }
 }

@@ -108,10 +108,7 @@ impl Io {
             } else if c.res == -libc::ENFILE && self.direct {
                 // The file table is full after all (the kernel dropped that
                 // connection): plain descriptors until half is free.
-                log!(
-                    Warn,
-                    "direct descriptor table full; accepting plain descriptors"
-                );
+                tracing::warn!("direct descriptor table full; accepting plain descriptors");
                 self.direct = false;
             } else if c.res != -libc::ECANCELED {
                 self.accept_failed(io::Error::from_raw_os_error(-c.res));
@@ -154,7 +151,7 @@ impl Io {
             .last_accept_warn
             .is_none_or(|t| self.now.duration_since(t) >= Duration::from_secs(1))
         {
-            log!(Warn, "accept failed: {e}");
+            tracing::warn!("accept failed: {e}");
             self.last_accept_warn = Some(self.now);
         }
     }
@@ -189,8 +186,7 @@ impl Io {
                 self.direct_in_use += 1;
                 if self.direct && self.direct_in_use + self.headroom >= self.files {
                     // Nearly full: plain descriptors until half is free.
-                    log!(
-                        Info,
+                    tracing::info!(
                         "direct descriptor table nearly full; accepting plain descriptors"
                     );
                     self.direct = false;
@@ -207,7 +203,7 @@ impl Io {
             }
             (Backend::Epoll(e), Fd::Raw(f)) => {
                 if let Err(err) = e.add(f, id.tok(Op::Ready), true) {
-                    log!(Warn, "cannot watch an accepted socket: {err}");
+                    tracing::warn!("cannot watch an accepted socket: {err}");
                     self.close(id);
                     return;
                 }

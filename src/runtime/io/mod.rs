@@ -63,7 +63,6 @@ use super::buf::{InputBuf, Pool, RingMark, WriteBatch};
 use super::outbox::Outbox;
 use super::wheel::Wheel;
 use super::{epoll, uring};
-use crate::log;
 
 /// How long a timer tick is. Timeouts fire up to one tick late, never early.
 const TICK: Duration = Duration::from_millis(10);

@@ -100,7 +100,7 @@ impl Io {
             }
             (e, None) if e < 0 => self.read_ended(id, Some(io::Error::from_raw_os_error(-e)), h),
             (n, None) => {
-                log!(Warn, "recv returned {n} bytes without a buffer");
+                tracing::warn!("recv returned {n} bytes without a buffer");
                 self.after_read(id);
             }
         }

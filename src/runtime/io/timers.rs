@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::log::conn_event;
 
 /// `d` in loop ticks (10 ms), rounded up.
 pub(crate) fn ticks_of(d: Duration) -> u32 {
@@ -78,10 +79,11 @@ impl Io {
             let id = SockId { slot, gen: s.gen };
             let (write_due, user_due) = (s.write_due, s.user_due);
             if write_due != 0 && write_due <= now_tick {
-                log!(
-                    Info,
-                    "{}: write timed out after {:?} (the peer is not reading); closed",
-                    self.peer_name(id),
+                conn_event!(
+                    INFO,
+                    self,
+                    id,
+                    "write timed out after {:?} (the peer is not reading); closed",
                     self.cfg.write_timeout
                 );
                 self.close_for(id, Gone::WriteTimeout);

@@ -6,6 +6,7 @@
 use std::io;
 
 use super::*;
+use crate::log::conn_event;
 
 /// A batch for a socket when no spare is left: cold, so that
 /// [`Io::outbox`], on every send, stays small enough to inline.
@@ -259,7 +260,7 @@ impl Io {
             gen: self.socks[slot as usize].gen,
         };
         if let Err(e) = res {
-            log!(Debug, "{}: write error: {e}", self.peer_name(id));
+            conn_event!(DEBUG, self, id, "write error: {e}");
             self.close_for(id, Gone::WriteError);
             return;
         }
