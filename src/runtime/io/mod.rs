@@ -313,8 +313,7 @@ impl Io {
                     match (c.res, v) {
                         (n, Some(mut v)) if n > 0 => {
                             super::buf::set_len_received(&mut v, n as usize);
-                            self.counts.bytes_in += n as u64;
-                            h.data(self, id, InputBuf::Heap(v));
+                            self.deliver(id, InputBuf::Heap(v), n as usize, h);
                             self.after_read(id);
                         }
                         (0, _) => self.read_ended(id, None, h),

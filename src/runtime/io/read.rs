@@ -8,6 +8,16 @@ use std::io;
 use super::*;
 
 impl Io {
+    /// Hands the `n` bytes read from `id` to the handler: the one place every
+    /// read arrives, from all three read paths (the buffer ring, a heap
+    /// read when the pool is dry, epoll's reads), and so where TLS will
+    /// decrypt.
+    #[inline]
+    pub(super) fn deliver<H: Handler>(&mut self, id: SockId, input: InputBuf, n: usize, h: &mut H) {
+        self.counts.bytes_in += n as u64;
+        h.data(self, id, input);
+    }
+
     /// Starts reading `id` (after accept or connect).
     pub(super) fn start_reads(&mut self, id: SockId) {
         let slot = id.slot as usize;
@@ -81,8 +91,7 @@ impl Io {
         }
         match (c.res, input) {
             (_, Some(b)) => {
-                self.counts.bytes_in += c.res as u64;
-                h.data(self, id, InputBuf::Pooled(b));
+                self.deliver(id, InputBuf::Pooled(b), c.res as usize, h);
                 self.after_read(id);
             }
             (0, None) => self.read_ended(id, None, h),
@@ -179,8 +188,7 @@ impl Io {
                         InputBuf::Pooled(p) => p.truncate(n),
                         InputBuf::Heap(v) => v.truncate(n),
                     }
-                    self.counts.bytes_in += n as u64;
-                    h.data(self, id, buf);
+                    self.deliver(id, buf, n, h);
                     // Output the handler queued goes out before the next
                     // read, so backpressure can pause it.
                     self.flush();
