@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Memory one idle WebSocket connection costs a server in user space:
-# (RSS with N idle connections - RSS after a warm-up with none) / N.
+# (RSS with N idle connections - RSS after a warm-up with none) / N,
+# with the connections opened one at a time, then again (a fresh server)
+# with them arriving in bursts of 500: 500 connects and requests at once,
+# every response read, then the next 500 (the "burst" line).
 #
 #   scripts/idle-memory.sh         ringws, N = 10000
 #   scripts/idle-memory.sh --all   ringws and the benchmark peers, N = 10000 and 50000
@@ -8,7 +11,8 @@
 #                                   every connection offering (and agreeing
 #                                   to) permessage-deflate
 #
-# IDLE_CONNECTIONS="..." sets the counts; IDLE_SERVER_FLAGS adds ringws
+# IDLE_CONNECTIONS="..." sets the counts; IDLE_BURST sets the burst size
+# (0: no burst line; default 500); IDLE_SERVER_FLAGS adds ringws
 # flags; IDLE_SEND_COMPRESSED=1 (with --deflate) has each connection send
 # one compressed message first (see idle_conns.py). Source addresses are spread over
 # 127.0.0.2-255. A count that needs more file descriptors than one process
@@ -35,6 +39,7 @@ fi
 hard=$(ulimit -Hn)
 ulimit -n "$hard"
 port="${IDLE_PORT:-9101}"
+burst="${IDLE_BURST:-500}"
 
 command_for() {
   case "$1" in
@@ -46,9 +51,12 @@ command_for() {
 }
 
 measure() {
-  local name=$1 n=$2
+  local name=$1 n=$2 burst=${3:-0} label=$1
+  if [ "$burst" -gt 0 ]; then
+    label="$name burst $burst"
+  fi
   if [ "$((n + 200))" -gt "$hard" ]; then
-    echo "idle-memory: $name with $n: skipped: needs $n descriptors in one process, the hard limit here is $hard"
+    echo "idle-memory: $label with $n: skipped: needs $n descriptors in one process, the hard limit here is $hard"
     return
   fi
   port=$((port + 1))
@@ -65,12 +73,16 @@ measure() {
   before=$(rss)
   fifo=$(mktemp -u)
   mkfifo "$fifo"
-  python3 scripts/idle_conns.py 127.0.0.1 "$port" "$n" <"$fifo" >"$fifo.out" &
+  local args=("$n")
+  if [ "$burst" -gt 0 ]; then
+    args+=("$burst")
+  fi
+  python3 scripts/idle_conns.py 127.0.0.1 "$port" "${args[@]}" <"$fifo" >"$fifo.out" &
   holder=$!
   exec 7>"$fifo"
   while ! grep -q "^open" "$fifo.out" 2>/dev/null; do
     if ! kill -0 $holder 2>/dev/null; then
-      echo "idle-memory: $name with $n: the client failed" >&2
+      echo "idle-memory: $label with $n: the client failed" >&2
       kill $server; exec 7>&-; rm -f "$fifo" "$fifo.out"; return 1
     fi
     sleep 0.2
@@ -81,7 +93,7 @@ measure() {
   wait $holder || true
   kill $server; wait $server 2>/dev/null || true
   rm -f "$fifo" "$fifo.out"
-  python3 - "$name" "$before" "$after" "$n" <<'PY'
+  python3 - "$label" "$before" "$after" "$n" <<'PY'
 import sys
 name, before, after, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 print("idle-memory: %-18s %6d idle connections: RSS %6.1f -> %6.1f MiB, %5d bytes per connection"
@@ -92,5 +104,8 @@ PY
 for n in $counts; do
   for s in "${servers[@]}"; do
     measure "$s" "$n"
+    if [ "$burst" -gt 0 ] && [ -z "${IDLE_SEND_COMPRESSED:-}" ]; then
+      measure "$s" "$n" "$burst"
+    fi
   done
 done
