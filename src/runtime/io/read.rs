@@ -46,6 +46,17 @@ impl Io {
 
     /// Lends ring buffers up to the low-water mark and restarts reads that
     /// waited for buffers.
+    ///
+    /// Sockets that have received nothing yet ([`FRESH`]) restart only
+    /// while the ring has a buffer for each, oldest first; the rest wait
+    /// for the next turn. Their dry reads do not raise the mark either
+    /// (`on_recv`): 500 clients connecting at once would otherwise raise it
+    /// to about 120 buffers a thread, and since the kernel takes ring
+    /// buffers in the order they were lent, every one of them is written
+    /// in turn and stays resident, 4 KiB each, while the connections sit
+    /// idle (about 100 bytes per connection at 10,000 arriving 500 at a
+    /// time, see docs/performance.md). A burst of handshakes is served a
+    /// ring's worth per turn instead, from the same few warm buffers.
     pub(super) fn refill(&mut self) {
         if let Backend::Uring(u) = &mut self.backend {
             let want = self.ring_mark.next_turn(self.pool.in_ring());
@@ -55,9 +66,18 @@ impl Io {
         if self.starved.is_empty() {
             return;
         }
+        // An empty ring means an empty pool: `start_reads` reads into a
+        // buffer of the socket's own, fresh or not.
+        let mut room = self.pool.in_ring();
+        let limit = room > 0;
         let starved = std::mem::take(&mut self.starved);
         for slot in starved {
             let s = &mut self.socks[slot as usize];
+            if limit && room == 0 && s.flags & FRESH != 0 {
+                self.starved.push(slot);
+                continue;
+            }
+            room = room.saturating_sub(1);
             s.flags &= !STARVED;
             let id = SockId { slot, gen: s.gen };
             self.start_reads(id);
@@ -76,6 +96,9 @@ impl Io {
         let s = &mut self.socks[slot as usize];
         if !more {
             s.flags &= !READ_ARMED;
+        }
+        if c.res > 0 {
+            s.flags &= !FRESH;
         }
         let closing = s.flags & CLOSING != 0;
         let input = match buf {
@@ -96,8 +119,10 @@ impl Io {
             }
             (0, None) => self.read_ended(id, None, h),
             (e, None) if e == -libc::ENOBUFS => {
-                self.ring_mark.ran_dry();
                 let s = &mut self.socks[slot as usize];
+                if s.flags & FRESH == 0 {
+                    self.ring_mark.ran_dry();
+                }
                 if s.flags & STARVED == 0 {
                     s.flags |= STARVED;
                     self.starved.push(slot);

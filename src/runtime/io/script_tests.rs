@@ -170,7 +170,7 @@ impl T {
         self.sc().peer(id.tok(Op::Peer), peer);
         self.turn();
         assert_eq!(self.io.peer(id), Some(peer.into()));
-        assert_eq!(self.flags(id), IN_USE | READ_ARMED);
+        assert_eq!(self.flags(id), IN_USE | READ_ARMED | FRESH);
         id
     }
 
@@ -356,7 +356,67 @@ fn an_enobufs_with_buffers_to_lend_re_arms_next_turn() {
             ud: id.tok(Op::Recv)
         }]
     );
-    assert_eq!(t.flags(id), IN_USE | READ_ARMED);
+    assert_eq!(t.flags(id), IN_USE | READ_ARMED | FRESH);
+}
+
+/// A burst of new connections whose request heads all arrive at once: the
+/// reads that find the ring dry wait, and restart a ring's worth per turn,
+/// oldest first, without raising the ring mark (a raised mark would keep
+/// that many buffers going round the ring, written and resident, after the
+/// burst). A socket that has received before raises it as always.
+#[test]
+fn a_burst_of_first_reads_is_served_a_ring_at_a_time() {
+    let mut t = T::new(64, 256, 1 << 20);
+    let ids: Vec<SockId> = (0..10).map(|i| t.accept(10 + i)).collect();
+    assert!(ids
+        .iter()
+        .all(|&id| t.flags(id) == IN_USE | READ_ARMED | FRESH));
+    assert_eq!(t.io.pool.in_ring(), 4);
+    let head = |i: usize| format!("GET /{i} HTTP/1.1\r\n\r\n").into_bytes();
+    let fd = |i: usize| Fd::Fixed(10 + i as u32);
+    for i in 0..10 {
+        t.sc().recv(fd(i), &head(i));
+    }
+    t.turn();
+    let got: Vec<Ev> = (0..4).map(|i| Ev::Data(ids[i], head(i))).collect();
+    assert_eq!(t.evs(), got);
+    assert_eq!(
+        t.io.starved,
+        ids[4..].iter().map(|id| id.slot).collect::<Vec<_>>()
+    );
+    // The ring gets its 4 buffers back, not more, and 4 of the 6 waiting
+    // read again.
+    t.turn();
+    let recv = |i: usize| Sub::Recv {
+        fd: fd(i),
+        ud: ids[i].tok(Op::Recv),
+    };
+    assert_eq!(t.subs(), (4..8).map(recv).collect::<Vec<_>>());
+    assert_eq!(t.io.pool.in_ring(), 4);
+    assert_eq!(t.io.starved, [ids[8].slot, ids[9].slot]);
+    for i in 4..8 {
+        t.sc().recv(fd(i), &head(i));
+    }
+    t.turn();
+    let got: Vec<Ev> = (4..8).map(|i| Ev::Data(ids[i], head(i))).collect();
+    assert_eq!(t.evs(), got);
+    assert_eq!(t.subs(), (8..10).map(recv).collect::<Vec<_>>());
+    assert!(t.io.starved.is_empty());
+    for i in 8..10 {
+        t.sc().recv(fd(i), &head(i));
+    }
+    t.turn();
+    assert_eq!(t.evs().len(), 2);
+    assert!(ids.iter().all(|&id| t.flags(id) == IN_USE | READ_ARMED));
+    t.turn();
+    assert_eq!(t.io.pool.in_ring(), 4, "the mark never rose");
+    // Now a socket that has read finds the ring dry: the mark doubles.
+    t.sc().recv_enobufs(fd(0));
+    t.turn();
+    t.turn();
+    assert_eq!(t.subs(), [recv(0)]);
+    assert_eq!(t.io.pool.in_ring(), 8);
+    t.pool_whole();
 }
 
 /// With the pool empty and nothing coming back, the starved socket reads
@@ -430,7 +490,7 @@ fn a_short_send_under_backpressure_pauses_and_resumes_reads() {
     );
     assert_eq!(
         t.flags(id),
-        IN_USE | READ_ARMED | READ_PAUSED | READ_CANCELLING | NOTIFY_WRITABLE
+        IN_USE | READ_ARMED | READ_PAUSED | READ_CANCELLING | NOTIFY_WRITABLE | FRESH
     );
 
     // The receive ends cancelled and is not re-armed; 40 bytes go out.
@@ -447,7 +507,7 @@ fn a_short_send_under_backpressure_pauses_and_resumes_reads() {
         }]
     );
     assert_eq!(t.evs(), []);
-    assert_eq!(t.flags(id), IN_USE | READ_PAUSED | NOTIFY_WRITABLE);
+    assert_eq!(t.flags(id), IN_USE | READ_PAUSED | NOTIFY_WRITABLE | FRESH);
 
     // More queued behind the batch in flight: still past the limit.
     let second = [7u8; 20];
@@ -475,7 +535,7 @@ fn a_short_send_under_backpressure_pauses_and_resumes_reads() {
         ]
     );
     assert_eq!(t.evs(), [Ev::Writable(id)]);
-    assert_eq!(t.flags(id), IN_USE | READ_ARMED);
+    assert_eq!(t.flags(id), IN_USE | READ_ARMED | FRESH);
 
     // Once per ask: the next batch sent tells nothing.
     t.sc().send_done(fd, 20);
@@ -543,7 +603,7 @@ fn a_close_waits_for_the_shutdown_in_flight() {
             ud: id.tok(Op::Shutdown)
         }]
     );
-    assert_eq!(t.flags(id), IN_USE | READ_ARMED | SHUTTING);
+    assert_eq!(t.flags(id), IN_USE | READ_ARMED | SHUTTING | FRESH);
 
     // Closed while it is in flight: the handler is told, nothing is
     // submitted yet.
@@ -591,7 +651,7 @@ fn a_shutdown_with_nothing_queued_goes_at_once() {
     );
     t.sc().complete(id.tok(Op::Shutdown), 0);
     t.turn();
-    assert_eq!(t.flags(id), IN_USE | READ_ARMED);
+    assert_eq!(t.flags(id), IN_USE | READ_ARMED | FRESH);
     t.close(id, Fd::Fixed(3));
 }
 
@@ -631,7 +691,10 @@ fn a_late_completion_for_a_reused_slot_is_dropped() {
     );
     t.pool_whole();
     let s = &t.io.socks[new.slot as usize];
-    assert_eq!((s.gen, s.flags, s.ops), (new.gen, IN_USE | READ_ARMED, 1));
+    assert_eq!(
+        (s.gen, s.flags, s.ops),
+        (new.gen, IN_USE | READ_ARMED | FRESH, 1)
+    );
     assert_eq!(t.io.direct_in_use, 1);
     assert!(t.io.sock(new).unwrap().inflight.is_none());
 

@@ -27,7 +27,7 @@ impl SockId {
     }
 }
 
-// Sock flags: 16 of 32 bits used, room for the state TLS and the HTTP
+// Sock flags: 17 of 32 bits used, room for the state TLS and the HTTP
 // path will add.
 /// A multishot recv (or heap recv) is in flight.
 pub(super) const READ_ARMED: u32 = 1;
@@ -60,6 +60,12 @@ pub(super) const NOTIFY_WRITABLE: u32 = 1 << 14;
 /// number) for the next accept, and let the shutdown hit that new
 /// connection. The close waits for the shutdown to complete.
 pub(super) const SHUTTING: u32 = 1 << 15;
+/// io_uring: nothing received yet. A burst of new connections is a burst
+/// of first reads (a request head each), not of traffic: their reads that
+/// find the ring dry neither raise the ring mark nor re-arm beyond the
+/// buffers the ring holds (see `Io::refill`). The epoll backend has no
+/// ring (it reads into the warmest free buffer) and never sets it.
+pub(super) const FRESH: u32 = 1 << 16;
 
 /// One socket slot.
 pub(crate) struct Sock {
@@ -156,7 +162,10 @@ impl Io {
         };
         let s = &mut self.socks[slot as usize];
         s.fd = fd;
-        s.flags = IN_USE;
+        s.flags = match self.backend {
+            Backend::Uring(_) => IN_USE | FRESH,
+            Backend::Epoll(_) => IN_USE,
+        };
         s.ops = 0;
         s.user_due = 0;
         s.write_due = 0;
