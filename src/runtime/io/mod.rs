@@ -308,6 +308,9 @@ impl Io {
             Op::RecvHeap => {
                 let s = &mut self.socks[slot as usize];
                 s.flags &= !READ_ARMED;
+                if c.res > 0 {
+                    s.flags &= !FRESH;
+                }
                 let v = self.heap_rx.remove(&slot);
                 if s.flags & CLOSING == 0 {
                     match (c.res, v) {

@@ -462,6 +462,36 @@ fn a_socket_reads_into_its_own_buffer_while_the_pool_is_empty() {
     t.pool_whole();
 }
 
+/// A first read into a buffer of the socket's own (the pool was empty)
+/// ends its `FRESH` state as one from the ring does.
+#[test]
+fn a_first_read_on_the_heap_ends_fresh() {
+    let mut t = T::new(4, 64, 1 << 20);
+    t.h.hold = true;
+    let a = t.accept(3);
+    let b = t.accept(4);
+    t.sc().recv(Fd::Fixed(3), &[1; 4 * 64 + 1]);
+    t.sc().recv_enobufs(Fd::Fixed(4));
+    t.turn();
+    assert_eq!(t.evs().len(), 4);
+    assert_eq!(t.io.starved, [a.slot, b.slot]);
+    assert_eq!(t.flags(b), IN_USE | STARVED | FRESH);
+    // Nothing to lend: both restart, each into a buffer of its own.
+    t.turn();
+    let heap = |id: SockId, fd: u32| Sub::RecvInto {
+        fd: Fd::Fixed(fd),
+        len: 64,
+        ud: id.tok(Op::RecvHeap),
+    };
+    assert_eq!(t.subs(), [heap(a, 3), heap(b, 4)]);
+    t.sc().recv(Fd::Fixed(4), b"GET");
+    t.turn();
+    assert_eq!(t.evs(), [Ev::Data(b, b"GET".to_vec())]);
+    assert_eq!(t.flags(b) & FRESH, 0);
+    t.h.hold = false;
+    t.h.held.clear();
+}
+
 /// More than `max_backpressure` queued: reads pause (the receive is
 /// cancelled); a short send resumes where it stopped; reads resume once
 /// less than half is queued, and `writable` fires for the batch asked.
