@@ -49,6 +49,17 @@ DURATION = 1.5 if QUICK else 2.5
 WARMUP = 0.5
 PLACEMENTS = {"shared": "0", "split": "1"}
 CALLGRIND_LOADS = [(100, 20, 20000, 10000), (10, 16384, 2000, 1000)]
+# The same count with scripts/pingpong.py as the client: one message per
+# write, strict ping-pong per connection, so a loop turn carries one message
+# (one connection) or a few (100), and the cost of a turn shows; loadgen
+# sends as fast as it can and a turn carries many. The last field is the
+# client's think time (seconds between an echo and the connection's next
+# message): under callgrind the server is some 50 times slower than
+# natively, and without a pause the client's next message is often
+# already there when the server reads again, which natively it never is
+# (the counts then swing by a third from run to run on epoll). 100
+# connections thinking 20 ms offer 5,000 messages a second.
+PINGPONG_LOADS = [(1, 20, 2000, 1000, 0.001), (100, 20, 4000, 2000, 0.02)]
 # permessage-deflate: ringws echoing 100 connections' 512 B price-ticker
 # JSON, uncompressed and in both deflate modes; loadgen offers deflate every
 # time (the `off` server declines it), server and loadgen sharing core 0.
@@ -156,7 +167,25 @@ def latency_run(name, cmd, raw, rate):
             "max": lat["max"], "errors": run["errors"]["total"]}
 
 
-def instructions(name, cmd, raw, conns, size, n1, n2):
+def pingpong(port, conns, size, n, think=0.0):
+    """scripts/pingpong.py's run of `n` messages: what loadgen's JSON says
+    of a run, as far as `instructions` reads it."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "pingpong.py"), "127.0.0.1:%d" % port,
+                        "--connections", str(conns), "--messages", str(n), "--size", str(size), "--think", str(think)],
+                       capture_output=True, text=True)
+    try:
+        x = json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        x = {"messages": 0, "errors": 1}
+    return {"messages": x["messages"], "errors": {"total": x["errors"]}, "error_samples": r.stderr.strip()[-500:]}
+
+
+def instructions(name, cmd, raw, conns, size, n1, n2, client="loadgen", think=0.0):
+    """User-space instructions per echo: callgrind on the server, two runs
+    of n1 and n2 messages. `client`: loadgen (as fast as it can, batching
+    whatever is ready) or pingpong (scripts/pingpong.py: one message per
+    write, strict ping-pong per connection, so a turn carries few; `think`
+    seconds between an echo and the next message on a connection)."""
     counts = {}
     for n in (n1, n2):
         global PORT
@@ -164,11 +193,14 @@ def instructions(name, cmd, raw, conns, size, n1, n2):
         with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "cg.out")
             server = start_server(cmd, PORT, prefix=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out])
-            jf = os.path.join(d, "run.json")
-            lg = loadgen(PORT, conns, size, raw, "1", ["--messages", str(n), "--warmup", "0s", "--duration", "600s",
-                         "--connect-timeout", "30s"], jf)
-            lg.communicate()
-            done = json.load(open(jf))["runs"][0]
+            if client == "pingpong":
+                done = pingpong(PORT, conns, size, n, think)
+            else:
+                jf = os.path.join(d, "run.json")
+                lg = loadgen(PORT, conns, size, raw, "1", ["--messages", str(n), "--warmup", "0s",
+                             "--duration", "600s", "--connect-timeout", "30s"], jf)
+                lg.communicate()
+                done = json.load(open(jf))["runs"][0]
             # SIGINT: ringws shuts down gracefully; the peers just exit.
             server.send_signal(2)
             try:
