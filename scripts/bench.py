@@ -22,7 +22,9 @@ DEFLATE_ONLY = "--deflate" in sys.argv
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
 OUT = os.path.join(ROOT, "target", "bench")
-PORT = 19101
+# Ports from a base of this process's own, so that two runs at once on the
+# machine do not walk the same ports (see next_port).
+PORT = 20000 + os.getpid() % 4000 * 5
 HZ = os.sysconf("SC_CLK_TCK")
 
 SERVERS = [
@@ -68,6 +70,21 @@ DEFLATE_MODES = ["off", "shared", "dedicated"]
 DEFLATE_LOADGEN = ["--payload", "json", "--deflate"]
 if QUICK:
     CALLGRIND_LOADS = [(100, 20, 8000, 4000), (10, 16384, 800, 400)]
+
+
+def next_port():
+    """The next port after the last one used that nothing listens on: a
+    server of another run on the machine (two worktrees measuring at once)
+    would otherwise answer our client while ours fails to bind."""
+    global PORT
+    while True:
+        PORT += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", PORT))
+                return PORT
+            except OSError:
+                continue
 
 
 def wait_port(port, proc, timeout=30.0):
@@ -120,8 +137,7 @@ def load_key(conns, size, in_flight):
 
 
 def throughput_run(name, cmd, raw, conns, size, placement, in_flight=1, lg_args=()):
-    global PORT
-    PORT += 1
+    next_port()
     server = start_server(["taskset", "-c", "0"] + cmd, PORT)
     with tempfile.NamedTemporaryFile(suffix=".json") as tf:
         t0 = time.time()
@@ -153,8 +169,7 @@ def throughput_run(name, cmd, raw, conns, size, placement, in_flight=1, lg_args=
 
 
 def latency_run(name, cmd, raw, rate):
-    global PORT
-    PORT += 1
+    next_port()
     server = start_server(["taskset", "-c", "0"] + cmd, PORT)
     with tempfile.NamedTemporaryFile(suffix=".json") as tf:
         lg = loadgen(PORT, 100, 20, raw, "1", ["--warmup", "0.5s", "--duration", "%gs" % (DURATION + 0.5),
@@ -188,8 +203,7 @@ def instructions(name, cmd, raw, conns, size, n1, n2, client="loadgen", think=0.
     seconds between an echo and the next message on a connection)."""
     counts = {}
     for n in (n1, n2):
-        global PORT
-        PORT += 1
+        next_port()
         with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "cg.out")
             server = start_server(cmd, PORT, prefix=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out])
