@@ -8,9 +8,17 @@
 //! more than one lap ahead stays in its bucket and is looked at once per lap.
 //! Nothing is done for a connection without a deadline, idle or not. The
 //! loop sleeps until the next non-empty bucket (a bitmap finds it), so the
-//! deadline rides on the wait itself: no timer op, no periodic tick.
+//! deadline rides on the wait itself: no timer op, no periodic tick. The
+//! loop asks for that bucket every turn, and the answer is kept until a
+//! change may alter it, so a turn with no deadline near costs no scan.
+
+use std::cell::Cell;
 
 const NONE: u32 = u32::MAX;
+/// `Wheel::next` before a scan: not known.
+const UNKNOWN: u32 = 0;
+/// `Wheel::next` after a scan that found every bucket empty.
+const EMPTY: u32 = u32::MAX;
 /// Buckets per lap (a power of two).
 const BUCKETS: usize = 1024;
 
@@ -38,6 +46,11 @@ pub(crate) struct Wheel {
     bits: [u64; BUCKETS / 64],
     /// The last tick processed.
     now: u32,
+    /// What `next_due` answered, kept while it holds: a tick after `now`
+    /// whose bucket holds an entry and that is no later than any entry's
+    /// due tick; or `EMPTY`; or `UNKNOWN` once a change may have
+    /// altered it (an unlink from that bucket, an advance past it).
+    next: Cell<u32>,
 }
 
 impl Wheel {
@@ -47,6 +60,7 @@ impl Wheel {
             heads: Box::new([NONE; BUCKETS]),
             bits: [0; BUCKETS / 64],
             now: 0,
+            next: Cell::new(UNKNOWN),
         }
     }
 
@@ -71,6 +85,11 @@ impl Wheel {
         }
         self.nodes[i].due = due;
         self.link(slot, due as usize % BUCKETS);
+        let next = self.next.get();
+        if next == EMPTY || (next != UNKNOWN && due < next) {
+            // Its bucket now holds this entry, due before any other.
+            self.next.set(due);
+        }
     }
 
     /// The tick `slot` is armed for, if it is.
@@ -89,9 +108,26 @@ impl Wheel {
         }
     }
 
-    /// The tick of the next non-empty bucket, if any: a lower bound of the
-    /// next deadline (an entry there may be due laps later).
+    /// A tick after the last one processed, no later than the next
+    /// deadline (an entry in its bucket may be due laps later), if any
+    /// entry is armed. Scans the buckets only when the last answer may
+    /// have changed since.
+    #[inline]
     pub(crate) fn next_due(&self) -> Option<u32> {
+        let next = match self.next.get() {
+            UNKNOWN => {
+                let n = self.scan_next().unwrap_or(EMPTY);
+                self.next.set(n);
+                n
+            }
+            n => n,
+        };
+        (next != EMPTY).then_some(next)
+    }
+
+    /// The tick of the next non-empty bucket, if any, found by scanning
+    /// the bitmap (what `next_due` answers when it knows nothing newer).
+    fn scan_next(&self) -> Option<u32> {
         let start = (self.now as usize + 1) % BUCKETS;
         // Words from the one holding `start`, wrapping once around.
         for k in 0..=BUCKETS / 64 {
@@ -132,6 +168,9 @@ impl Wheel {
             }
         }
         self.now = now;
+        if self.next.get() != EMPTY && self.next.get() <= now {
+            self.next.set(UNKNOWN);
+        }
     }
 
     fn link(&mut self, slot: u32, b: usize) {
@@ -151,6 +190,11 @@ impl Wheel {
     fn unlink(&mut self, slot: u32) {
         let n = self.nodes[slot as usize];
         let b = n.due as usize % BUCKETS;
+        let next = self.next.get();
+        if next != EMPTY && next as usize % BUCKETS == b {
+            // Maybe the bucket's last entry, which `next` stood for.
+            self.next.set(UNKNOWN);
+        }
         if n.prev != NONE {
             self.nodes[n.prev as usize].next = n.next;
         } else {
@@ -212,6 +256,53 @@ mod tests {
             }
         }
         assert_eq!(w.next_due(), None);
+    }
+
+    /// The kept answer of `next_due` against a fresh scan and the armed
+    /// entries, after every arm, cancel and advance of a random mix: never
+    /// later than the earliest due tick, never before the scan's bucket,
+    /// always after `now`, and `None` exactly when nothing is armed.
+    #[test]
+    fn next_due_kept_agrees_with_a_scan() {
+        let mut w = Wheel::new();
+        let mut dues = [0u32; 64];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u32| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as u32
+        };
+        let mut fired = Vec::new();
+        for _ in 0..20_000 {
+            let slot = rnd(64);
+            match rnd(8) {
+                0..=3 => {
+                    let due = w.now() + 1 + rnd(3000);
+                    w.arm(slot, due);
+                    dues[slot as usize] = w.due(slot).unwrap();
+                }
+                4 => {
+                    w.cancel(slot);
+                    dues[slot as usize] = 0;
+                }
+                _ => {
+                    let to = w.now() + rnd(40);
+                    fired.clear();
+                    w.advance(to, &mut fired);
+                    for &s in &fired {
+                        assert!(dues[s as usize] <= to, "slot {s} fired early");
+                        dues[s as usize] = 0;
+                    }
+                }
+            }
+            let min = dues.iter().copied().filter(|&d| d != 0).min();
+            let (kept, scan) = (w.next_due(), w.scan_next());
+            assert_eq!(kept.is_some(), min.is_some());
+            if let (Some(k), Some(s), Some(m)) = (kept, scan, min) {
+                assert!(k > w.now() && s <= k && k <= m, "kept {k} scan {s} min {m}");
+            }
+        }
     }
 
     /// A jump of more than one lap still fires everything due.
