@@ -339,12 +339,9 @@ impl io::Handler for Worker {
 
     fn turn(&mut self, io: &mut Io) {
         self.ctx.counts.turns += 1;
-        self.ctx.stats().publish(
-            &self.ctx.counts,
-            &io.counts,
-            io.now_ticks(),
-            io.instant_of(0),
-        );
+        self.ctx
+            .stats()
+            .publish(&self.ctx.counts, &io.counts, io.now_ticks(), io.epoch());
         if !self.ctx.victims.is_empty() {
             self.close_victims(io);
         }

@@ -66,6 +66,9 @@ use super::{epoll, uring};
 
 /// How long a timer tick is. Timeouts fire up to one tick late, never early.
 const TICK: Duration = Duration::from_millis(10);
+/// A deadline this far ahead needs no wait of its own (see
+/// `Io::timer_wait`): twice the longest wait of either backend.
+const FAR: Duration = Duration::from_secs(2);
 /// Reads per readable socket per turn (epoll), so one busy peer cannot
 /// starve the others.
 const READS_PER_TURN: usize = 8;
@@ -149,6 +152,8 @@ pub struct Io {
     fired: Vec<u32>,
     epoch: Instant,
     now: Instant,
+    /// `now` in nanoseconds since `epoch`.
+    now_ns: u64,
     /// `now` in ticks, rounded up.
     now_tick: u32,
     write_ticks: u32,
@@ -226,6 +231,7 @@ impl Io {
             fired: Vec::new(),
             epoch: now,
             now,
+            now_ns: 0,
             now_tick: 1,
             write_ticks,
             cfg,
@@ -460,11 +466,7 @@ impl Io {
         if !self.ready.is_empty() || !self.gone.is_empty() || !self.writable.is_empty() {
             return Some(Duration::ZERO);
         }
-        let mut until: Option<Instant> = self.wheel.next_due().map(|t| self.epoch + TICK * t);
-        for t in [h.next_deadline(), self.accept_retry].into_iter().flatten() {
-            until = Some(until.map_or(t, |u| u.min(t)));
-        }
-        until.map(|t| t.saturating_duration_since(Instant::now()))
+        self.timer_wait(h.next_deadline())
     }
 
     /// Runs the loop until the handler is done and every op is back.
@@ -500,8 +502,7 @@ impl Io {
             Backend::Uring(u) => u.wait(timeout, cqes)?,
             Backend::Epoll(e) => e.wait(timeout, cqes)?,
         }
-        self.now = Instant::now();
-        self.now_tick = self.tick_of(self.now);
+        self.read_clock();
         for c in cqes.drain(..) {
             self.dispatch(c, h);
             self.tell_gone(h);
