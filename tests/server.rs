@@ -269,6 +269,35 @@ fn close_paths() {
     server.shutdown(GRACE);
 }
 
+/// A peer that sends a message and then ends its input at once, or a
+/// moment later: the server sees the end of input and closes (whether the
+/// echo goes out first is not the point). On epoll a read shorter than its
+/// buffer ends a socket's readiness without the read that would say
+/// `EAGAIN`, unless the event reported a hang-up; either way the end of
+/// input must not be missed (the read timeout would fail the test).
+fn end_of_input_right_after_a_message() {
+    let server = start(config());
+    let addr = server.local_addr();
+    for i in 0..30 {
+        let mut c = Client::open(addr);
+        c.send(&frame(0x81, b"last words"));
+        if i % 3 > 0 {
+            std::thread::sleep(Duration::from_millis(i % 3));
+        }
+        c.s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut b = [0u8; 64];
+        loop {
+            match c.s.read(&mut b) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("connection {i}: expected EOF, got {e}"),
+            }
+        }
+    }
+    server.shutdown(GRACE);
+}
+
 /// A violation gets a Close with `code`; the server then waits for the
 /// client's Close and closes TCP when it comes.
 fn violation(addr: SocketAddr, bytes: &[u8], code: u16) {
@@ -573,6 +602,7 @@ fn large_messages_whole_and_fragmented() {
 }
 
 on_both_backends!(
+    end_of_input_right_after_a_message,
     refusals_closed_at_once_do_not_touch_the_next_connection,
     large_messages_whole_and_fragmented,
     handshake_then_echo_of_text_and_binary,

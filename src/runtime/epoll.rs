@@ -108,6 +108,11 @@ pub(crate) fn readable(events: i32) -> bool {
     events & (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0
 }
 
+/// Readiness bits: the peer's end of input, a hang-up or an error.
+pub(crate) fn hung_up(events: i32) -> bool {
+    events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0
+}
+
 /// Readiness bits: room to write (or an error, which a write reports).
 pub(crate) fn writable(events: i32) -> bool {
     events & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0

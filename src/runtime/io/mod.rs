@@ -512,7 +512,7 @@ impl Io {
             let s = &self.socks[slot as usize];
             let id = SockId { slot, gen: s.gen };
             if s.flags & IN_USE != 0 {
-                self.read_ready(id, h);
+                self.read_ready(id, h, false);
             }
             self.tell_gone(h);
         }

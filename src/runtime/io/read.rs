@@ -189,12 +189,22 @@ impl Io {
         let Some(s) = self.sock_mut(id) else { return };
         if epoll::readable(events) && s.flags & (READ_EOF | CLOSING) == 0 {
             s.flags |= READ_READY;
-            self.read_ready(id, h);
+            self.read_ready(id, h, !epoll::hung_up(events));
         }
     }
 
     /// epoll: reads a readable socket until it would block, a share per turn.
-    pub(super) fn read_ready<H: Handler>(&mut self, id: SockId, h: &mut H) {
+    ///
+    /// `short_drains`: a read shorter than its buffer ends the socket's
+    /// readiness without the read that would say `EAGAIN`. epoll(7): "if
+    /// you call read(2) by asking to read a certain amount of data and
+    /// read(2) returns a lower number of bytes, you can be sure of having
+    /// exhausted the read I/O space for the file descriptor"; whatever
+    /// arrives after it raises a new edge. Only for a fresh event without
+    /// a hang-up: an end of input that came before the event was taken is
+    /// reported in it and raises no new edge, so that socket reads on to
+    /// the `0` that tells it.
+    pub(super) fn read_ready<H: Handler>(&mut self, id: SockId, h: &mut H, short_drains: bool) {
         let Some(s) = self.sock(id) else { return };
         let Fd::Raw(fd) = s.fd else { return };
         for _ in 0..READS_PER_TURN {
@@ -206,6 +216,7 @@ impl Io {
                 Some(b) => InputBuf::Pooled(b),
                 None => InputBuf::Heap(vec![0; self.pool.inner.buf_size]),
             };
+            let cap = buf.as_slice().len();
             match epoll::recv(fd, buf.as_mut_slice()) {
                 Ok(0) => return self.read_ended(id, None, h),
                 Ok(n) => {
@@ -217,6 +228,12 @@ impl Io {
                     // Output the handler queued goes out before the next
                     // read, so backpressure can pause it.
                     self.flush();
+                    if short_drains && n < cap {
+                        if let Some(s) = self.sock_mut(id) {
+                            s.flags &= !READ_READY;
+                        }
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Some(s) = self.sock_mut(id) {
