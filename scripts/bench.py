@@ -23,8 +23,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
 OUT = os.path.join(ROOT, "target", "bench")
 # Ports from a base of this process's own, so that two runs at once on the
-# machine do not walk the same ports (see next_port).
-PORT = 20000 + os.getpid() % 4000 * 5
+# machine do not walk the same ports (see next_port); below the ephemeral
+# range (32768 up), where a probe of a port nobody listens on yet can
+# connect to itself.
+PORT = 20000 + os.getpid() % 2000 * 5
 HZ = os.sysconf("SC_CLK_TCK")
 
 SERVERS = [
