@@ -56,6 +56,7 @@ on_both_backends!(
     http_and_websocket_on_one_path,
     head_has_no_body,
     handler_panic_is_500,
+    answers_survive_a_half_close,
 );
 
 fn start() -> ServerHandle {
@@ -428,5 +429,34 @@ fn handler_panic_is_500() {
         b"GET /health?full=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(got, format!("{HEALTH}Connection: close\r\n\r\nok\n"));
+    server.shutdown(Duration::ZERO);
+}
+
+/// A client that sends its requests (or a bad one, or a WebSocket message)
+/// and then shuts its sending side, as `nc -N` does, still gets every
+/// answer before the server closes: the end of input must not drop what
+/// the same turn queued.
+fn answers_survive_a_half_close() {
+    let server = start();
+    let addr = server.local_addr();
+    // Two keep-alive requests, then FIN.
+    let mut s = connect(addr);
+    s.write_all(b"GET /health?full=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /health?full=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = String::from_utf8(read_all(&mut s)).unwrap();
+    assert_eq!(got, format!("{HEALTH}\r\nok\n{HEALTH}\r\nok\n"));
+    // A malformed request, then FIN: its 400 arrives.
+    let mut s = connect(addr);
+    s.write_all(b"GET /health HTTP/1.1\r\nHost x\r\n\r\n")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = String::from_utf8(read_all(&mut s)).unwrap();
+    assert!(got.starts_with("HTTP/1.1 400 "), "{got}");
+    // A WebSocket message, then FIN: its echo arrives.
+    let mut c = Client::open(addr, "/chat");
+    c.text("last words");
+    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(c.frame().unwrap().1, b"last words");
     server.shutdown(Duration::ZERO);
 }

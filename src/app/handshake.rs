@@ -99,6 +99,19 @@ pub(super) fn refuse_500(stats: &WorkerStats, io: &mut Io, id: SockId, why: &str
     });
 }
 
+/// The peer's input ended: `clean`, an end of input (it may have only
+/// shut its sending side, as `nc -N` does, and still read), so what this
+/// turn queued for it (the answers to its last requests, an echo, an
+/// error response) is sent before the connection closes; the write
+/// timeout bounds a peer that reads no more. Else a read error: close now.
+pub(super) fn close_at_eof(io: &mut Io, id: SockId, clean: bool) {
+    if clean {
+        io.close_after_flush(id);
+    } else {
+        io.close(id);
+    }
+}
+
 /// Sends nothing more and cuts the connection after [`LINGER`].
 pub(super) fn linger(io: &mut Io, ctx: &mut Ctx, id: SockId) {
     *ctx.slot(id) = Slot::Lingering;

@@ -521,6 +521,7 @@ impl<H: Handler> RouteRt for RouteState<H> {
     }
 
     fn eof(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, i: u32, err: Option<std::io::Error>) {
+        let clean = err.is_none();
         if let Some(c) = self.conns[i as usize].as_mut() {
             match err {
                 Some(e) => conn_event!(
@@ -544,7 +545,7 @@ impl<H: Handler> RouteRt for RouteState<H> {
             }
             c.leave(ctx);
         }
-        io.close(id);
+        close_at_eof(io, id, clean);
     }
 
     fn timer(&mut self, io: &mut Io, ctx: &mut Ctx, id: SockId, i: u32) {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::handshake::close_at_eof;
 use super::Shared;
 use super::{ctx::*, route::*};
 use crate::log::conn_event;
@@ -273,15 +274,16 @@ impl io::Handler for Worker {
     }
 
     fn eof(&mut self, io: &mut Io, id: SockId, err: Option<std::io::Error>) {
+        let clean = err.is_none();
         match *self.ctx.slot(id) {
             Slot::Open { route, conn, .. } => {
                 self.routes[route as usize].eof(io, &mut self.ctx, id, conn, err)
             }
             Slot::Handshake(_) | Slot::Deferred(_) | Slot::Http(_) => {
                 conn_event!(DEBUG, io, id, "closed during the handshake");
-                io.close(id);
+                close_at_eof(io, id, clean);
             }
-            Slot::Lingering | Slot::Empty => io.close(id),
+            Slot::Lingering | Slot::Empty => close_at_eof(io, id, clean),
         }
     }
 
