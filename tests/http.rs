@@ -6,37 +6,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringws::app::{App, Echo, HttpReply, HttpResponse};
-use ringws::{BackendKind, Config, ServerHandle};
+use ringws::{Config, ServerHandle};
 
 mod common;
 use common::Client;
-
-std::thread_local! {
-    /// The backend the current test runs on (see `on_both_backends!`).
-    static BACKEND: std::cell::Cell<BackendKind> = const { std::cell::Cell::new(BackendKind::IoUring) };
-    /// Whether it asks for incremental reads (io_uring only).
-    static INCREMENTAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Every test runs on each backend, and on io_uring once more with
-/// incremental reads.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod io_uring {
-            $(#[test] fn $name() { super::BACKEND.with(|b| b.set(ringws::BackendKind::IoUring)); super::$name() })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::BACKEND.with(|b| b.set(ringws::BackendKind::Epoll)); super::$name() })*
-        }
-        mod io_uring_incremental {
-            $(#[test] fn $name() {
-                super::BACKEND.with(|b| b.set(ringws::BackendKind::IoUring));
-                super::INCREMENTAL.with(|b| b.set(true));
-                super::$name()
-            })*
-        }
-    };
-}
 
 on_both_backends!(
     get_with_body_and_headers,
@@ -66,8 +39,8 @@ fn start() -> ServerHandle {
         close_timeout: Duration::from_millis(300),
         handshake_timeout: Duration::from_millis(300),
         max_http_body: 1000,
-        backend: BACKEND.with(|b| b.get()),
-        incremental_reads: INCREMENTAL.with(|b| b.get()),
+        backend: common::backend(),
+        incremental_reads: common::incremental(),
         ..Config::default()
     };
     App::new(cfg)

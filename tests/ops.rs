@@ -14,21 +14,6 @@ use ringws::{BackendKind, Config, ServerHandle};
 mod common;
 use common::Client;
 
-std::thread_local! {
-    static BACKEND: std::cell::Cell<BackendKind> = const { std::cell::Cell::new(BackendKind::IoUring) };
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod io_uring {
-            $(#[test] fn $name() { super::BACKEND.with(|b| b.set(ringws::BackendKind::IoUring)); super::$name() })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::BACKEND.with(|b| b.set(ringws::BackendKind::Epoll)); super::$name() })*
-        }
-    };
-}
-
 on_both_backends!(
     metrics_follow_known_traffic,
     health_and_admin_listener,
@@ -46,7 +31,7 @@ fn start(max_message: u64) -> ServerHandle {
         max_message_size: max_message,
         max_frame_size: max_message,
         close_timeout: Duration::from_millis(300),
-        backend: BACKEND.with(|b| b.get()),
+        backend: common::backend(),
         ..Config::default()
     };
     App::new(cfg)
@@ -251,7 +236,7 @@ fn a_stuck_worker_fails_livez() {
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         threads: 1,
         stall_timeout: Duration::from_millis(500),
-        backend: BACKEND.with(|b| b.get()),
+        backend: common::backend(),
         ..Config::default()
     };
     let s = App::new(cfg).route("/", Blocker).start().unwrap();
@@ -293,7 +278,7 @@ fn free_port() -> u16 {
 /// served, and the Close 1001 comes after the delay.
 fn sigterm_drains_and_sighup_keeps_connections() {
     let (port, admin_port) = (free_port(), free_port());
-    let backend = match BACKEND.with(|b| b.get()) {
+    let backend = match common::backend() {
         BackendKind::Epoll => "epoll",
         _ => "io-uring",
     };
@@ -351,7 +336,7 @@ fn admin_routes_on_the_main_listener() {
     let cfg = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         threads: 1,
-        backend: BACKEND.with(|b| b.get()),
+        backend: common::backend(),
         ..Config::default()
     };
     let s = App::new(cfg)

@@ -5,37 +5,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringws::app::{App, Echo};
-use ringws::{BackendKind, Config, ServerHandle};
+use ringws::{Config, ServerHandle};
 
 mod common;
 use common::masked_frame as frame;
-
-std::thread_local! {
-    /// The backend the current test runs on (see `on_both_backends!`).
-    static BACKEND: std::cell::Cell<BackendKind> = const { std::cell::Cell::new(BackendKind::IoUring) };
-    /// Whether it asks for incremental reads (io_uring only).
-    static INCREMENTAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Every test runs on each backend, and on io_uring once more with
-/// incremental reads: nothing above the runtime may tell them apart.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod io_uring {
-            $(#[test] fn $name() { super::BACKEND.with(|b| b.set(ringws::BackendKind::IoUring)); super::$name() })*
-        }
-        mod epoll {
-            $(#[test] fn $name() { super::BACKEND.with(|b| b.set(ringws::BackendKind::Epoll)); super::$name() })*
-        }
-        mod io_uring_incremental {
-            $(#[test] fn $name() {
-                super::BACKEND.with(|b| b.set(ringws::BackendKind::IoUring));
-                super::INCREMENTAL.with(|b| b.set(true));
-                super::$name()
-            })*
-        }
-    };
-}
 
 const KEY_REQ: &str = "GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 const KEY_RESP: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
@@ -46,8 +19,8 @@ fn config() -> Config {
         threads: 1,
         close_timeout: Duration::from_millis(300),
         handshake_timeout: Duration::from_millis(300),
-        backend: BACKEND.with(|b| b.get()),
-        incremental_reads: INCREMENTAL.with(|b| b.get()),
+        backend: common::backend(),
+        incremental_reads: common::incremental(),
         ..Config::default()
     }
 }

@@ -4,6 +4,52 @@
 
 #![allow(dead_code, reason = "each test crate uses part of it")]
 
+std::thread_local! {
+    /// The backend the current test runs on (see `on_both_backends!`).
+    pub static BACKEND: std::cell::Cell<ringws::BackendKind> =
+        const { std::cell::Cell::new(ringws::BackendKind::IoUring) };
+    /// Whether it asks for incremental reads (io_uring only).
+    pub static INCREMENTAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The backend the current test runs on.
+pub fn backend() -> ringws::BackendKind {
+    BACKEND.with(|b| b.get())
+}
+
+/// Whether the current test asks for incremental reads.
+pub fn incremental() -> bool {
+    INCREMENTAL.with(|b| b.get())
+}
+
+/// Runs every test named on each backend, and on io_uring once more with
+/// incremental reads: nothing above the runtime may tell them apart. Each
+/// test reads its backend with `common::backend()`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod io_uring {
+            $(#[test] fn $name() {
+                $crate::common::BACKEND.with(|b| b.set(ringws::BackendKind::IoUring));
+                super::$name()
+            })*
+        }
+        mod epoll {
+            $(#[test] fn $name() {
+                $crate::common::BACKEND.with(|b| b.set(ringws::BackendKind::Epoll));
+                super::$name()
+            })*
+        }
+        mod io_uring_incremental {
+            $(#[test] fn $name() {
+                $crate::common::BACKEND.with(|b| b.set(ringws::BackendKind::IoUring));
+                $crate::common::INCREMENTAL.with(|b| b.set(true));
+                super::$name()
+            })*
+        }
+    };
+}
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
