@@ -118,14 +118,17 @@ fn accept_loop(listener: &TcpListener, server: &ServerHandle, timeout: Duration)
             let _ = s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             continue;
         }
-        let (server, active) = (server.clone(), active.clone());
+        let (server, taken) = (server.clone(), active.clone());
         let spawned = std::thread::Builder::new()
             .name("ringws-admin-conn".into())
             .spawn(move || {
                 serve(s, peer, &server, timeout);
-                active.fetch_sub(1, Ordering::AcqRel);
+                taken.fetch_sub(1, Ordering::AcqRel);
             });
         if let Err(e) = spawned {
+            // The closure, and the connection with it, is dropped: give its
+            // place back, or every failed start would shrink the limit.
+            active.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!("admin listener: cannot start a thread: {e}");
         }
     }

@@ -607,8 +607,8 @@ impl WriteBatch {
     /// Builds the iovecs. After this the batch's byte buffers must not
     /// change until it is sent.
     pub(super) fn seal(&mut self) {
-        // A delivery still open would leave a place holder where its
-        // buffer belongs: the loop seals only between deliveries.
+        // A delivery still open would leave ranges naming a buffer not
+        // yet in `inputs`: the loop seals only between deliveries.
         debug_assert!(!self.cur_input && !self.cur_owned);
         self.iov.clear();
         self.first = 0;
