@@ -14,18 +14,23 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "format"
 cargo fmt --all -- --check
-step "clippy"
+step "clippy (without and with TLS)"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features ringws/tls -- -D warnings
 step "format and clippy of the benchmark peers (a workspace of their own)"
 cargo fmt --manifest-path benches/peers/Cargo.toml -- --check
 cargo clippy --manifest-path benches/peers/Cargo.toml --target-dir target --all-targets -- -D warnings
 step "docs"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
-step "unit and integration tests"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features ringws/tls
+step "unit and integration tests (with TLS)"
 # tests/ops.rs checks /metrics with a real Prometheus text parser.
 python3 -c "import prometheus_client" 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check prometheus_client
-cargo test --workspace
+# tests/tls.rs makes its certificates with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+fi
+cargo test --workspace --features ringws/tls
 step "the systemd unit (systemd-analyze verify, where systemd is installed)"
 scripts/check-deploy.sh
 step "fuzz smoke run"

@@ -153,6 +153,13 @@ pub struct Config {
     /// kernel allows it, else epoll, with a log line saying why). Default
     /// `Auto`.
     pub backend: BackendKind,
+    /// TLS on the listener (`wss://`, and `https://` for the HTTP routes):
+    /// PEM files ([`crate::tls::TlsFiles`]; `--tls-cert`, `--tls-key`,
+    /// `--tls-sni`), or a rustls configuration the application built.
+    /// Default `None`: plain TCP. Needs the `tls` feature; without it a
+    /// server asked for TLS refuses to start. Bad files refuse to start,
+    /// naming the file and the reason.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// The most read buffers per thread: io_uring's provided-buffer ring holds
@@ -197,6 +204,7 @@ impl Default for Config {
             admin_listen: None,
             stall_timeout: Duration::from_secs(5),
             drain_delay: Duration::ZERO,
+            tls: None,
         }
     }
 }
@@ -226,6 +234,8 @@ impl Config {
             backend: self.backend,
             max_backpressure: self.max_backpressure,
             write_timeout: self.write_timeout,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -249,6 +259,12 @@ impl Config {
 
     /// Rejects settings the server cannot run with.
     pub fn validate(&self) -> Result<(), String> {
+        #[cfg(not(feature = "tls"))]
+        if self.tls.is_some() {
+            return Err("TLS needs ringws built with the `tls` feature \
+                        (cargo build --release --features tls)"
+                .into());
+        }
         if self.threads == 0 {
             return Err("threads must be at least 1".into());
         }

@@ -156,6 +156,7 @@ pub mod log;
 pub(crate) mod metrics;
 pub mod proto;
 pub mod runtime;
+pub mod tls;
 
 pub use app::{
     App, Handler, Message, Request, SendStatus, ServerHandle, Socket, SocketRef, Upgrade,

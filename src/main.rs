@@ -14,6 +14,7 @@ use clap::error::{ContextKind, ContextValue};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use ringws::app::{App, Echo};
+use ringws::tls::{SniCert, Tls, TlsFiles};
 use ringws::{BackendKind, Config};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
@@ -131,6 +132,20 @@ struct Args {
     /// closed (1001).
     #[arg(long, env = "RINGWS_DRAIN_DELAY", default_value = "0s", value_parser = duration)]
     drain_delay: Duration,
+    /// Serve wss:// with this certificate chain (PEM, leaf first), with
+    /// --tls-key. SIGHUP reads both again. Needs a build with the `tls`
+    /// feature.
+    #[arg(long, env = "RINGWS_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1; ECDSA,
+    /// RSA or Ed25519).
+    #[arg(long, env = "RINGWS_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Another certificate and key, for clients that ask for server name
+    /// NAME (SNI); repeatable, or several separated by ';' (in a --config
+    /// file, an array of strings). Others get --tls-cert.
+    #[arg(long, env = "RINGWS_TLS_SNI", value_name = "NAME=CERT,KEY", value_delimiter = ';', value_parser = sni_cert)]
+    tls_sni: Vec<SniCert>,
     /// Which lines to log: a level (error, warn, info, debug, trace, off)
     /// or directives as RUST_LOG takes them, each target with its level
     /// ("info,ringws::runtime=debug"). RINGWS_LOG, the old name, is read
@@ -328,6 +343,11 @@ fn file_arg<'a>(cmd: &'a clap::Command, key: &str) -> Option<&'a clap::Arg> {
 
 /// A file value as the flag's text: TOML types carry no meaning of their
 /// own here, the flag's parser gives it one (`"64M"` and `67108864` alike).
+/// `--tls-sni NAME=CERT,KEY`.
+fn sni_cert(s: &str) -> Result<SniCert, String> {
+    SniCert::parse(s)
+}
+
 fn value_text(file: &std::path::Path, key: &str, v: &toml::Value) -> Result<String, SettingsError> {
     let found = match v {
         toml::Value::String(s) => return Ok(s.clone()),
@@ -335,6 +355,11 @@ fn value_text(file: &std::path::Path, key: &str, v: &toml::Value) -> Result<Stri
         toml::Value::Float(x) => return Ok(x.to_string()),
         toml::Value::Boolean(b) => return Ok(b.to_string()),
         toml::Value::Datetime(_) => "a date",
+        // Values of a repeatable flag (--tls-sni), in its delimiter.
+        toml::Value::Array(a) if a.iter().all(toml::Value::is_str) => {
+            let items: Vec<&str> = a.iter().filter_map(toml::Value::as_str).collect();
+            return Ok(items.join(";"));
+        }
         toml::Value::Array(_) => "an array",
         toml::Value::Table(_) => "a table",
     };
@@ -423,9 +448,20 @@ impl Args {
     }
 
     /// The server's settings.
-    fn config(self) -> Config {
+    fn config(self) -> Result<Config, String> {
         let defaults = Config::default();
-        Config {
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::Files(TlsFiles {
+                cert,
+                key,
+                sni: self.tls_sni,
+            })),
+            (None, None) if self.tls_sni.is_empty() => None,
+            (None, None) => return Err("--tls-sni needs --tls-cert and --tls-key".into()),
+            (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+            (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+        };
+        Ok(Config {
             listen: self.listen,
             threads: self.threads.unwrap_or(defaults.threads),
             pin: self.pin,
@@ -459,7 +495,8 @@ impl Args {
             deflate_mem_level: self.deflate_mem_level,
             deflate_level: self.deflate_level,
             deflate_min_size: usize::try_from(self.deflate_min_size).unwrap_or(usize::MAX),
-        }
+            tls,
+        })
     }
 
     /// Installs the process's `tracing` subscriber: the filter of
@@ -528,8 +565,15 @@ fn main() -> ExitCode {
         }
     };
     args.init_logging();
+    let cfg = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // The echo is one handler on the library's API, like any other.
-    match App::new(args.config()).route_prefix("/", Echo).run() {
+    match App::new(cfg).route_prefix("/", Echo).run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -36,6 +36,8 @@
 //! * `server.rs`: [`ServerHandle`] and [`ServerStats`].
 //! * `stats.rs`: the counts behind `/metrics` and the health checks.
 //! * `admin.rs`: the admin listener.
+//! * `tls.rs`: the TLS configuration's loading and reloads (`tls`
+//!   feature).
 //! * `worker.rs`: each worker thread's side: the loop's handler, dispatch
 //!   by socket slot, commands from other threads, shutdown.
 //! * `handshake.rs`: the request head, routing (upgrade or plain HTTP),
@@ -59,6 +61,8 @@ mod route;
 mod server;
 mod socket;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
 mod topics;
 mod upgrade;
 mod worker;
@@ -273,9 +277,18 @@ pub(crate) struct Shared {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// The admin listener, when `Config::admin_listen` asks for one.
     admin: Mutex<Option<admin::Admin>>,
+    /// TLS, when `Config::tls` asks for it.
+    #[cfg(feature = "tls")]
+    tls: Option<tls::TlsState>,
 }
 
 impl Shared {
+    /// The TLS state, when the server has TLS.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(&self) -> Option<&tls::TlsState> {
+        self.tls.as_ref()
+    }
+
     /// Puts `cmd` in worker `i`'s mailbox and wakes it.
     pub(crate) fn command(&self, i: usize, cmd: Command) {
         if self.mailboxes[i].send(cmd).is_ok() {
@@ -543,6 +556,14 @@ impl App {
             mailboxes.push(tx);
             receivers.push(Some(rx));
         }
+        #[cfg(feature = "tls")]
+        let (tls, tls_config) = match &self.cfg.tls {
+            Some(t) => {
+                let (state, config) = tls::TlsState::start(t)?;
+                (Some(state), Some(config))
+            }
+            None => (None, None),
+        };
         let cfg = Arc::new(self.cfg);
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
@@ -560,6 +581,8 @@ impl App {
             backend: OnceLock::new(),
             threads: Mutex::new(Vec::new()),
             admin: Mutex::new(None),
+            #[cfg(feature = "tls")]
+            tls,
         });
         let receivers = Mutex::new(receivers);
         let s = shared.clone();
@@ -582,7 +605,13 @@ impl App {
                 );
             }
         };
-        let w = runtime::start_workers(cfg.loop_config(), &wakers, make, &stop)?;
+        #[allow(unused_mut)]
+        let mut lc = cfg.loop_config();
+        #[cfg(feature = "tls")]
+        {
+            lc.tls = tls_config;
+        }
+        let w = runtime::start_workers(lc, &wakers, make, &stop)?;
         let _ = shared.addr.set(w.addr);
         let _ = shared.backend.set(w.backend);
         *shared.threads.lock().expect("not poisoned") = w.threads;
@@ -607,8 +636,13 @@ impl App {
         let grace = self.cfg.close_timeout;
         let drain_delay = self.cfg.drain_delay;
         let server = self.start()?;
+        let scheme = if server.shared.cfg.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
         tracing::info!(
-            "ringws {} listening on ws://{} ({} threads, {})",
+            "ringws {} listening on {scheme}://{} ({} threads, {})",
             env!("CARGO_PKG_VERSION"),
             server.local_addr(),
             server.shared.mailboxes.len(),
@@ -626,9 +660,7 @@ impl App {
                     log_stats(&stats.since(&last.1), now - last.0);
                     last = (now, stats);
                 }
-                Some(Signal::Hangup) => tracing::info!(
-                    "SIGHUP: nothing to reload in this build; every connection stays open"
-                ),
+                Some(Signal::Hangup) => server.hangup(),
                 Some(s) => break s,
             }
         };

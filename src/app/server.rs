@@ -139,6 +139,19 @@ impl ServerHandle {
         self.shared.publish(None, topic, msg.into().frame())
     }
 
+    /// SIGHUP under [`App::run`](super::App::run): reloads what can be
+    /// reloaded (the TLS files); every connection stays open.
+    pub(crate) fn hangup(&self) {
+        #[cfg(feature = "tls")]
+        if self.shared.cfg.tls.is_some() {
+            tracing::info!("SIGHUP: reloading the TLS certificates");
+            // A failure is logged and counted by reload_tls.
+            let _ = self.reload_tls();
+            return;
+        }
+        tracing::info!("SIGHUP: nothing to reload; every connection stays open");
+    }
+
     /// Stops accepting, sends every connection a Close (1001), waits up to
     /// `grace` for the closing handshakes, cuts what is left, and joins the
     /// workers. Later calls (from any clone) return at once.

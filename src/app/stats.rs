@@ -112,6 +112,12 @@ pub(crate) struct WorkerStats {
     dropped_sends: AtomicU64,
     deflate_in: AtomicU64,
     deflate_out: AtomicU64,
+    /// TLS handshakes completed (1.3, 1.2) and TLS connections failed,
+    /// published with the hot counts: the loop counts them.
+    #[cfg(feature = "tls")]
+    tls_handshakes: [AtomicU64; 2],
+    #[cfg(feature = "tls")]
+    tls_failed: AtomicU64,
 }
 
 /// `a += n` for a counter only one thread writes: no locked instruction.
@@ -138,6 +144,12 @@ impl WorkerStats {
         self.bytes_out.store(io.bytes, r);
         self.writes.store(io.writes, r);
         self.turns.store(c.turns, r);
+        #[cfg(feature = "tls")]
+        {
+            self.tls_handshakes[0].store(io.tls_handshakes[0], r);
+            self.tls_handshakes[1].store(io.tls_handshakes[1], r);
+            self.tls_failed.store(io.tls_failed, r);
+        }
         self.last_turn.store(u64::from(tick), r);
     }
 
@@ -275,29 +287,98 @@ pub(crate) fn livez(shared: &Shared) -> Health {
     Health::of(checks)
 }
 
-/// `/readyz`: listening and not draining.
+/// The TLS families, when the server has TLS.
+#[cfg(feature = "tls")]
+fn render_tls(e: &mut Exposition, shared: &Shared) {
+    let Some(t) = shared.tls() else { return };
+    let w = &shared.stats;
+    e.family(
+        "ringws_tls_handshakes_total",
+        "TLS handshakes completed, by protocol version.",
+        MetricType::Counter,
+    );
+    for (i, v) in ["1.3", "1.2"].iter().enumerate() {
+        let n: u64 = w.iter().map(|s| get(&s.tls_handshakes[i])).sum();
+        e.sample("ringws_tls_handshakes_total", &[("version", v)], n);
+    }
+    e.family(
+        "ringws_tls_failures_total",
+        "TLS connections ended by a TLS error: handshakes refused (no common version, cipher or ALPN protocol; not TLS at all) and bad records after.",
+        MetricType::Counter,
+    );
+    let n: u64 = w.iter().map(|s| get(&s.tls_failed)).sum();
+    e.sample("ringws_tls_failures_total", &[], n);
+    e.family(
+        "ringws_tls_reloads_total",
+        "Reloads of the TLS certificates (SIGHUP, ServerHandle::reload_tls), by outcome; a failed one keeps the last good configuration.",
+        MetricType::Counter,
+    );
+    e.sample(
+        "ringws_tls_reloads_total",
+        &[("outcome", "ok")],
+        get(&t.reloads_ok),
+    );
+    e.sample(
+        "ringws_tls_reloads_total",
+        &[("outcome", "failed")],
+        get(&t.reloads_failed),
+    );
+    if let Some(at) = t.not_after() {
+        e.family(
+            "ringws_tls_certificate_expiry_seconds",
+            "When the first of the certificates in use expires (notAfter), in seconds since the Unix epoch.",
+            MetricType::Gauge,
+        );
+        e.sample("ringws_tls_certificate_expiry_seconds", &[], at as f64);
+    }
+}
+
+/// `/readyz`: listening and not draining (and with TLS, a certificate
+/// loaded).
 pub(crate) fn readyz(shared: &Shared) -> Health {
     let listening = shared.addr.get().is_some() && !shared.stopped();
     let draining = shared.draining();
-    Health::of(vec![
-        (
-            "listening".to_owned(),
-            listening,
-            match shared.addr.get() {
-                Some(a) if listening => format!("on {a}"),
-                _ => "not listening".to_owned(),
+    #[allow(unused_mut)]
+    let mut extra = Vec::new();
+    #[cfg(feature = "tls")]
+    if shared.cfg.tls.is_some() {
+        // The server does not start without one, and a failed reload keeps
+        // the last: loaded whenever the listener is up.
+        let loaded = shared.tls().is_some();
+        extra.push((
+            "tls".to_owned(),
+            loaded,
+            match shared.tls().and_then(|t| t.not_after()) {
+                Some(at) => format!("certificate loaded, expires at {at} (Unix seconds)"),
+                None if loaded => "certificate loaded".to_owned(),
+                None => "no certificate loaded".to_owned(),
             },
-        ),
-        (
-            "not-draining".to_owned(),
-            !draining,
-            if draining {
-                "draining: shutting down".to_owned()
-            } else {
-                "ok".to_owned()
-            },
-        ),
-    ])
+        ));
+    }
+    Health::of(
+        vec![
+            (
+                "listening".to_owned(),
+                listening,
+                match shared.addr.get() {
+                    Some(a) if listening => format!("on {a}"),
+                    _ => "not listening".to_owned(),
+                },
+            ),
+            (
+                "not-draining".to_owned(),
+                !draining,
+                if draining {
+                    "draining: shutting down".to_owned()
+                } else {
+                    "ok".to_owned()
+                },
+            ),
+        ]
+        .into_iter()
+        .chain(extra)
+        .collect(),
+    )
 }
 
 /// The Prometheus text exposition (format 0.0.4) of `server`: every
@@ -372,6 +453,8 @@ pub(crate) fn render(server: &ServerHandle) -> String {
         "Frames from other threads (SocketRef sends, publishes) dropped because a worker's mailbox held max_mailbox_bytes.",
         shared.mailbox_drops.load(Ordering::Relaxed),
     );
+    #[cfg(feature = "tls")]
+    render_tls(&mut e, shared);
     e.family(
         "ringws_loop_turns_total",
         "Turns of each worker's event loop.",

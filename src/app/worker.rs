@@ -56,6 +56,9 @@ pub(crate) enum Command {
         id: SockId,
         response: Option<Box<super::HttpResponse>>,
     },
+    /// A reloaded TLS configuration, for the connections accepted from now.
+    #[cfg(feature = "tls")]
+    Tls(Arc<rustls::ServerConfig>),
 }
 
 /// One worker thread's handler for the loop.
@@ -165,6 +168,11 @@ impl Worker {
             Command::Send { id, .. } | Command::Close { id, .. } => *id,
             Command::Resolve { id, .. } | Command::Abandoned { id, .. } => *id,
             Command::Respond { id, .. } => *id,
+            #[cfg(feature = "tls")]
+            Command::Tls(c) => {
+                io.set_tls(Some(c.clone()));
+                return;
+            }
         };
         if io.id_of(id.slot) != Some(id) {
             // Gone since: the command is dropped (with any user data).

@@ -564,6 +564,18 @@ impl WriteBatch {
         self.shared.push(data.clone());
     }
 
+    /// The bytes queued, in order (what TLS encrypts; the batch is not
+    /// sealed).
+    #[cfg(feature = "tls")]
+    pub(super) fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        self.segs.iter().map(|s| match s {
+            Seg::Hdr(r) => &self.hdr[r.clone()],
+            Seg::Input(i, r) => &self.inputs[*i as usize].as_slice()[r.clone()],
+            Seg::Owned(i) => &self.owned[*i][..],
+            Seg::Shared(i) => &self.shared[*i][..],
+        })
+    }
+
     /// Nothing to send?
     pub(super) fn is_empty(&self) -> bool {
         self.bytes == 0

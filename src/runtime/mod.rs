@@ -230,6 +230,10 @@ pub struct LoopConfig {
     pub max_backpressure: usize,
     /// Time a write may make no progress before its connection is cut.
     pub write_timeout: std::time::Duration,
+    /// The TLS configuration every listener's connections start with
+    /// (`None`: plain TCP); a reload hands the loops a new one.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Worker threads started by [`start_workers`].
@@ -414,6 +418,8 @@ fn worker<H: io::Handler>(
             backlog: cfg.backlog,
         },
     );
+    #[cfg(feature = "tls")]
+    io.set_tls(cfg.tls.clone());
     if let Err(e) = io
         .listen(listener.as_raw_fd())
         .and_then(|()| io.watch_wake(waker.fd.as_raw_fd()))

@@ -54,9 +54,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// A raw client: the handshake, masked frames out, frames in.
-pub struct Client {
-    pub s: TcpStream,
+/// A raw client: the handshake, masked frames out, frames in; over TCP,
+/// or any other stream (TLS).
+pub struct Client<S = TcpStream> {
+    pub s: S,
     pub buf: Vec<u8>,
 }
 
@@ -64,8 +65,22 @@ impl Client {
     /// Connects and sends the upgrade request for `target` with `extra`
     /// header lines; returns the client and the response head.
     pub fn request(addr: SocketAddr, target: &str, extra: &str) -> (Client, String) {
-        let mut s = TcpStream::connect(addr).unwrap();
+        let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Client::request_on(s, target, extra)
+    }
+
+    pub fn open(addr: SocketAddr, target: &str) -> Client {
+        let (c, head) = Client::request(addr, target, "");
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        c
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// Sends the upgrade request for `target` with `extra` header lines on
+    /// the connected stream `s`; returns the client and the response head.
+    pub fn request_on(mut s: S, target: &str, extra: &str) -> (Client<S>, String) {
         write!(
             s,
             "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -75,12 +90,6 @@ impl Client {
         let mut c = Client { s, buf: Vec::new() };
         let head = c.head();
         (c, head)
-    }
-
-    pub fn open(addr: SocketAddr, target: &str) -> Client {
-        let (c, head) = Client::request(addr, target, "");
-        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        c
     }
 
     pub fn fill(&mut self) -> bool {

@@ -210,6 +210,10 @@ impl Io {
             }
             _ => {}
         }
+        #[cfg(feature = "tls")]
+        if !self.start_tls(id) {
+            return;
+        }
         self.start_reads(id);
         h.accepted(self, id);
     }

@@ -45,6 +45,8 @@ mod sock;
 #[cfg(test)]
 mod tests;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
 mod write;
 
 use sock::*;
@@ -188,6 +190,18 @@ pub struct Io {
     accept_retry: Option<Instant>,
     last_accept_warn: Option<Instant>,
     wake_fd: Option<RawFd>,
+    /// The TLS configuration of new connections (see `tls.rs`).
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// TLS sessions by slot (sockets flagged `TLS`).
+    #[cfg(feature = "tls")]
+    tls_sessions: Vec<Option<Box<crate::tls::session::Session>>>,
+    /// Scratch: a read's plaintext, on its way back into the read buffer.
+    #[cfg(feature = "tls")]
+    tls_plain: Vec<u8>,
+    /// Scratch: small pieces gathered into one record.
+    #[cfg(feature = "tls")]
+    tls_stage: Vec<u8>,
     /// What this loop has handed to the kernel to send, for the server's
     /// counters.
     pub(crate) counts: IoCounts,
@@ -203,6 +217,12 @@ pub(crate) struct IoCounts {
     pub(crate) bytes: u64,
     /// Bytes read.
     pub(crate) bytes_in: u64,
+    /// TLS handshakes completed: TLS 1.3, TLS 1.2.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_handshakes: [u64; 2],
+    /// TLS connections that failed (a handshake refused, a bad record).
+    #[cfg(feature = "tls")]
+    pub(crate) tls_failed: u64,
 }
 
 impl Io {
@@ -252,6 +272,14 @@ impl Io {
             accept_retry: None,
             last_accept_warn: None,
             wake_fd: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_sessions: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls_plain: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls_stage: Vec::new(),
             counts: IoCounts::default(),
         }
     }

@@ -15,6 +15,10 @@ impl Io {
     #[inline]
     pub(super) fn deliver<H: Handler>(&mut self, id: SockId, input: InputBuf, n: usize, h: &mut H) {
         self.counts.bytes_in += n as u64;
+        #[cfg(feature = "tls")]
+        if self.socks[id.slot as usize].flags & TLS != 0 {
+            return self.deliver_tls(id, input, h);
+        }
         h.data(self, id, input);
     }
 

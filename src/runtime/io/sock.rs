@@ -27,7 +27,7 @@ impl SockId {
     }
 }
 
-// Sock flags: 17 of 32 bits used, room for the state TLS and the HTTP
+// Sock flags: 18 of 32 bits used, room for the state TLS and the HTTP
 // path will add.
 /// A multishot recv (or heap recv) is in flight.
 pub(super) const READ_ARMED: u32 = 1;
@@ -66,6 +66,10 @@ pub(super) const SHUTTING: u32 = 1 << 15;
 /// buffers the ring holds (see `Io::refill`). The epoll backend has no
 /// ring (it reads into the warmest free buffer) and never sets it.
 pub(super) const FRESH: u32 = 1 << 16;
+/// A TLS connection: its session is in `Io::tls_sessions` (a side table,
+/// so that a plain connection's slot does not grow).
+#[cfg(feature = "tls")]
+pub(super) const TLS: u32 = 1 << 17;
 
 /// One socket slot.
 pub(crate) struct Sock {
@@ -232,25 +236,44 @@ impl Io {
         self.peers[slot as usize] = p;
     }
 
-    /// Closes `id` once everything queued is sent.
+    /// Closes `id` once everything queued is sent (with TLS, after
+    /// close_notify).
     pub fn close_after_flush(&mut self, id: SockId) {
-        let Some(s) = self.sock_mut(id) else { return };
-        if s.queued() == 0 {
+        if self.sock(id).is_none() {
+            return;
+        }
+        let more = self.tls_last_words(id.slot);
+        let s = &mut self.socks[id.slot as usize];
+        if s.queued() == 0 && !more {
             self.close(id);
         } else {
             s.flags |= CLOSE_AFTER_FLUSH;
         }
     }
 
-    /// Shuts the sending direction down once everything queued is sent;
-    /// reads go on.
+    /// Shuts the sending direction down once everything queued is sent
+    /// (with TLS, after close_notify); reads go on.
     pub fn shutdown_after_flush(&mut self, id: SockId) {
-        let Some(s) = self.sock_mut(id) else { return };
-        if s.queued() == 0 {
+        if self.sock(id).is_none() {
+            return;
+        }
+        let more = self.tls_last_words(id.slot);
+        let s = &mut self.socks[id.slot as usize];
+        if s.queued() == 0 && !more {
             self.shutdown_write(id);
         } else {
             s.flags |= SHUT_AFTER_FLUSH;
         }
+    }
+
+    /// A TLS socket about to end its output queues close_notify; true if
+    /// it has records of its own still to send.
+    #[inline]
+    fn tls_last_words(&mut self, _slot: u32) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls_close_notify(_slot);
+        #[cfg(not(feature = "tls"))]
+        false
     }
 
     pub(super) fn shutdown_write(&mut self, id: SockId) {
@@ -282,6 +305,11 @@ impl Io {
         s.user_due = 0;
         s.write_due = 0;
         let pending = s.pending.take();
+        #[cfg(feature = "tls")]
+        if s.flags & TLS != 0 {
+            self.tls_sessions[id.slot as usize] = None;
+        }
+        let s = &mut self.socks[id.slot as usize];
         let fd = s.fd;
         if let Some(b) = pending {
             self.put_batch(b);

@@ -182,6 +182,10 @@ impl Io {
     #[inline]
     pub(super) fn start_send(&mut self, slot: u32) {
         let s = &mut self.socks[slot as usize];
+        #[cfg(feature = "tls")]
+        if s.flags & TLS != 0 {
+            return self.start_send_tls(slot);
+        }
         let Some(mut b) = s.pending.take() else {
             return;
         };
@@ -275,8 +279,12 @@ impl Io {
             s.flags &= !NOTIFY_WRITABLE;
             self.writable.push(id);
         }
+        #[cfg(feature = "tls")]
+        let more = self.tls_output(slot);
+        #[cfg(not(feature = "tls"))]
+        let more = false;
         let s = &mut self.socks[slot as usize];
-        if s.pending.as_ref().is_some_and(|p| !p.is_empty()) {
+        if more || s.pending.as_ref().is_some_and(|p| !p.is_empty()) {
             self.start_send(slot);
         } else {
             if s.flags & CLOSE_AFTER_FLUSH != 0 {
