@@ -139,6 +139,8 @@
 //! * [`proto::conn`]: the connection state machine tying these together.
 //! * [`proto::error`]: one error per violation, mapped to its close code or
 //!   HTTP status.
+//! * [`proto::resp`]: RESP2 and RESP3, the Redis protocol the broker
+//!   speaks: commands out, replies and pub/sub pushes in, within limits.
 //! * [`runtime`]: threads, listeners, the server handle; its module docs
 //!   list the loop's files (the io_uring and epoll backends behind one
 //!   seam, the loop, the timing wheel, buffers, the server's handler).

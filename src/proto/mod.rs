@@ -2,6 +2,9 @@
 //!
 //! Bytes go in, events and bytes come out; time arrives as `now` arguments.
 //! Everything here can be tested and fuzzed with byte literals alone.
+//!
+//! [`resp`], the Redis protocol the broker speaks, lives here for the same
+//! reason: it is a codec of bytes in, values out, with no socket.
 
 pub mod client;
 pub mod close;
@@ -14,6 +17,7 @@ pub mod handshake;
 pub mod http;
 pub mod mask;
 pub mod message;
+pub mod resp;
 pub mod utf8;
 
 pub use conn::{Connection, Event, Limits, Payload, Received, Role};
