@@ -6,7 +6,8 @@
 # Autobahn|Testsuite cases 1-11 against the release server and with loadgen
 # as the client, then 1-13 with permessage-deflate (the server in both of
 # its modes, and loadgen). Installs what it
-# needs (cargo-fuzz, wstest in a cached virtualenv) on the way.
+# needs (cargo-fuzz, wstest in a cached virtualenv, redis-server from apt)
+# on the way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,9 +27,18 @@ step "unit and integration tests (with TLS)"
 # tests/ops.rs checks /metrics with a real Prometheus text parser.
 python3 -c "import prometheus_client" 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check prometheus_client
-# tests/tls.rs makes its certificates with the openssl command.
-if ! command -v openssl >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+# tests/tls.rs makes its certificates with the openssl command; tests/resp.rs
+# (and the Redis broker's tests) start a real redis-server: Debian's
+# packages, installed once (as root, or through sudo).
+missing=""
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+if [ -n "$missing" ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # shellcheck disable=SC2086
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 cargo test --workspace --features ringws/tls
 step "the systemd unit (systemd-analyze verify, where systemd is installed)"
