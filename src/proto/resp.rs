@@ -333,7 +333,8 @@ impl Decoder {
     ///
     /// `buf` must be the same buffer on every call, with bytes only ever
     /// appended: the elements of a frame in progress have been taken out of
-    /// it already, and the decoder holds them. Bulk strings in the frame
+    /// it already, and the decoder holds them. A new connection takes a new
+    /// decoder and an empty buffer. Bulk strings in the frame
     /// are split off `buf` ([`BytesMut::split_to`]); `buf` keeps its spare
     /// capacity for the next reads, and its allocation is freed once the
     /// last of those strings is dropped.

@@ -72,7 +72,9 @@ pub fn encode_publish(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
 /// frame after it are copied once each, into `out`, never joined first.
 pub fn encode_publish_parts(out: &mut Vec<u8>, channel: &[u8], parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    out.reserve(len + channel.len() + 64);
+    // The framing is at most 67 bytes (two 20-digit lengths): one reserve,
+    // no regrowth while the payload is copied.
+    out.reserve(len + channel.len() + 68);
     header(out, b'*', 3);
     bulk(out, b"PUBLISH");
     bulk(out, channel);
