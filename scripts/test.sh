@@ -17,12 +17,12 @@ step "format"
 cargo fmt --all -- --check
 step "clippy (without and with TLS)"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy --workspace --all-targets --features ringws/tls -- -D warnings
+cargo clippy --workspace --all-targets --features ringws/tls,loadgen/tls -- -D warnings
 step "format and clippy of the benchmark peers (a workspace of their own)"
 cargo fmt --manifest-path benches/peers/Cargo.toml -- --check
 cargo clippy --manifest-path benches/peers/Cargo.toml --target-dir target --all-targets -- -D warnings
 step "docs"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features ringws/tls
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features ringws/tls,loadgen/tls
 step "unit and integration tests (with TLS)"
 # tests/ops.rs checks /metrics with a real Prometheus text parser.
 python3 -c "import prometheus_client" 2>/dev/null ||
@@ -40,7 +40,7 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
-cargo test --workspace --features ringws/tls
+cargo test --workspace --features ringws/tls,loadgen/tls
 step "the systemd unit (systemd-analyze verify, where systemd is installed)"
 scripts/check-deploy.sh
 step "fuzz smoke run"

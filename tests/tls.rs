@@ -5,15 +5,17 @@
 
 #![cfg(feature = "tls")]
 
+#[path = "common/certs.rs"]
+mod certs;
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use certs::{make_ca, make_leaf, Dir};
 use common::Client;
 use ringws::app::{App, Echo, HttpResponse, ServerHandle};
 use ringws::tls::rustls;
@@ -25,118 +27,9 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 type Tls13 = StreamOwned<ClientConnection, TcpStream>;
 
-/// A directory of its own for each test's files, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!(
-            "ringws-tls-{name}-{}-{:?}",
-            std::process::id(),
-            common::backend()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("the openssl command (scripts/test.sh installs it)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`{ca}.pem`, `{ca}.key`) in `dir`.
-fn make_ca(dir: &Dir, ca: &str) {
-    let (pem, key) = (
-        dir.path(&format!("{ca}.pem")),
-        dir.path(&format!("{ca}.key")),
-    );
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        pem.to_str().unwrap(),
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={ca}"),
-    ]);
-}
-
-/// A leaf `{leaf}.pem` / `{leaf}.key` for `names` (and 127.0.0.1), signed
-/// by CA `ca`.
-fn make_leaf(dir: &Dir, ca: &str, leaf: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-    let (pem, key, csr, ext) = (
-        dir.path(&format!("{leaf}.pem")),
-        dir.path(&format!("{leaf}.key")),
-        dir.path(&format!("{leaf}.csr")),
-        dir.path(&format!("{leaf}.ext")),
-    );
-    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    std::fs::write(
-        &ext,
-        format!("subjectAltName={},IP:127.0.0.1\n", sans.join(",")),
-    )
-    .unwrap();
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-        "-subj",
-        &format!("/CN={}", names[0]),
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        csr.to_str().unwrap(),
-        "-CA",
-        dir.path(&format!("{ca}.pem")).to_str().unwrap(),
-        "-CAkey",
-        dir.path(&format!("{ca}.key")).to_str().unwrap(),
-        "-set_serial",
-        "7",
-        "-days",
-        "2",
-        "-out",
-        pem.to_str().unwrap(),
-        "-extfile",
-        ext.to_str().unwrap(),
-    ]);
-    (pem, key)
+/// A name for a test's directory: the test and the backend it runs on.
+fn tag(test: &str) -> String {
+    format!("{test}-{:?}-{}", common::backend(), common::incremental())
 }
 
 /// A client configuration trusting CA `ca` of `dir`, offering http/1.1.
@@ -222,7 +115,7 @@ fn ends_cleanly(s: &mut Tls13) -> bool {
 }
 
 fn wss_echo_and_clean_close() {
-    let dir = Dir::new("echo");
+    let dir = Dir::new(&tag("echo"));
     let server = server(&dir);
     let cfg = client_config(&dir, "ca");
     let mut c = wss(server.local_addr(), &cfg);
@@ -253,7 +146,7 @@ fn wss_echo_and_clean_close() {
 }
 
 fn https_route_and_resumption() {
-    let dir = Dir::new("https");
+    let dir = Dir::new(&tag("https"));
     let server = server(&dir);
     let cfg = client_config(&dir, "ca");
     for round in 0..2 {
@@ -281,7 +174,7 @@ fn https_route_and_resumption() {
 }
 
 fn client_hello_one_byte_at_a_time() {
-    let dir = Dir::new("bytes");
+    let dir = Dir::new(&tag("bytes"));
     let server = server(&dir);
     let cfg = client_config(&dir, "ca");
     let mut sock = TcpStream::connect(server.local_addr()).unwrap();
@@ -340,7 +233,7 @@ fn read_until_closed(s: &mut TcpStream, within: Duration) -> Vec<u8> {
 }
 
 fn plain_http_or_garbage_is_closed_with_an_alert() {
-    let dir = Dir::new("plain");
+    let dir = Dir::new(&tag("plain"));
     let server = server(&dir);
     for junk in [
         &b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n"[..],
@@ -358,7 +251,7 @@ fn plain_http_or_garbage_is_closed_with_an_alert() {
 }
 
 fn handshake_timeout_covers_tls() {
-    let dir = Dir::new("timeout");
+    let dir = Dir::new(&tag("timeout"));
     make_ca(&dir, "ca");
     let (cert, key) = make_leaf(&dir, "ca", "leaf", &["localhost"]);
     let server = server_with(
@@ -385,7 +278,7 @@ fn handshake_timeout_covers_tls() {
 }
 
 fn sni_picks_the_certificate() {
-    let dir = Dir::new("sni");
+    let dir = Dir::new(&tag("sni"));
     make_ca(&dir, "ca");
     let (cert, key) = make_leaf(&dir, "ca", "a", &["a.test"]);
     let (bc, bk) = make_leaf(&dir, "ca", "b", &["b.test"]);
@@ -403,7 +296,7 @@ fn sni_picks_the_certificate() {
 }
 
 fn reload_keeps_live_connections() {
-    let dir = Dir::new("reload");
+    let dir = Dir::new(&tag("reload"));
     make_ca(&dir, "ca1");
     make_ca(&dir, "ca2");
     let (cert, key) = make_leaf(&dir, "ca1", "leaf", &["localhost"]);
@@ -447,7 +340,7 @@ fn reload_keeps_live_connections() {
 }
 
 fn peer_close_notify_ends_input() {
-    let dir = Dir::new("notify");
+    let dir = Dir::new(&tag("notify"));
     let server = server(&dir);
     let cfg = client_config(&dir, "ca");
     let mut c = wss(server.local_addr(), &cfg);
@@ -474,7 +367,7 @@ on_both_backends!(
 
 #[test]
 fn bad_files_refuse_to_start_naming_the_file() {
-    let dir = Dir::new("bad");
+    let dir = Dir::new(&tag("bad"));
     make_ca(&dir, "ca");
     let (cert, key) = make_leaf(&dir, "ca", "leaf", &["localhost"]);
     let (other, other_key) = make_leaf(&dir, "ca", "other", &["other"]);

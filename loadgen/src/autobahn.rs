@@ -35,6 +35,9 @@ pub struct AutobahnArgs {
     /// which the extension allows.
     #[arg(long)]
     deflate: bool,
+    /// Certificate checks of a wss:// URL.
+    #[command(flatten)]
+    tls: crate::target::TlsArgs,
 }
 
 /// Which session of the suite runs.
@@ -85,7 +88,7 @@ impl Suite {
     }
 
     fn start(&mut self, io: &mut Io) {
-        match io.connect(self.target.addr, None) {
+        match self.target.connect(io, None) {
             Ok(id) => {
                 // A fresh random seed per session: its key and its masks must
                 // not be predictable, nor repeat from one case to the next.
@@ -278,7 +281,7 @@ impl Handler for Suite {
 /// Runs the whole suite; exits 0 when every case ran (the verdicts are in
 /// the server's report).
 pub fn run(a: AutobahnArgs) -> ExitCode {
-    let target = match Target::parse(&a.url) {
+    let target = match Target::parse(&a.url, &a.tls) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("loadgen autobahn: {e}");

@@ -48,6 +48,9 @@ const HEAD: usize = 20;
 pub struct BroadcastArgs {
     /// The server, as ws://host:port/path (examples/broadcast.rs).
     target: String,
+    /// Certificate checks of a wss:// target.
+    #[command(flatten)]
+    tls: crate::target::TlsArgs,
     /// Connections, spread over the threads; all of them receive.
     #[arg(short, long, default_value_t = 320)]
     connections: usize,
@@ -269,7 +272,7 @@ impl Worker {
             seed = xorshift(seed);
             let plan = &self.plan;
             let source = (!plan.sources.is_empty()).then(|| plan.sources[i % plan.sources.len()]);
-            match io.connect(plan.target.addr, source) {
+            match plan.target.connect(io, source) {
                 Ok(id) => {
                     if self.conns.len() <= id.index() {
                         self.conns.resize_with(id.index() + 1, || None);
@@ -827,7 +830,7 @@ fn ns(d: Duration) -> u64 {
 
 /// Runs `loadgen broadcast`.
 pub fn run(a: BroadcastArgs) -> ExitCode {
-    let target = match Target::parse(&a.target) {
+    let target = match Target::parse(&a.target, &a.tls) {
         Ok(t) => t,
         Err(e) => return crate::usage(&e),
     };

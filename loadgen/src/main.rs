@@ -59,8 +59,12 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct Bench {
-    /// The server, as ws://host:port/path.
+    /// The server, as ws://host:port/path (or wss://, built with the `tls`
+    /// feature).
     target: Option<String>,
+    /// Certificate checks of a wss:// target.
+    #[command(flatten)]
+    tls: target::TlsArgs,
     /// Connections, spread over the threads.
     #[arg(short, long, default_value_t = 100)]
     connections: usize,
@@ -186,7 +190,7 @@ fn bench(b: Bench) -> ExitCode {
     let Some(url) = b.target.clone() else {
         return usage("no target given (for example: loadgen ws://127.0.0.1:9001)");
     };
-    let target = match Target::parse(&url) {
+    let target = match Target::parse(&url, &b.tls) {
         Ok(t) => t,
         Err(e) => return usage(&e),
     };

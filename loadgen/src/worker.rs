@@ -232,7 +232,7 @@ impl Worker {
             self.seed = xorshift(self.seed);
             let plan = &self.plan;
             let source = (!plan.sources.is_empty()).then(|| plan.sources[i % plan.sources.len()]);
-            match io.connect(plan.target.addr, source) {
+            match plan.target.connect(io, source) {
                 Ok(id) => {
                     let conn = Conn {
                         id,

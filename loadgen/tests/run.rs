@@ -303,3 +303,81 @@ const GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 fn echo_server(cfg: Config) -> Result<ServerHandle, ringws::StartError> {
     App::new(cfg).route_prefix("/", Echo).start()
 }
+
+/// wss://: loadgen's TLS client against the server's TLS, trusting a test
+/// CA (`--ca`), and refusing a server its CA did not sign.
+#[cfg(feature = "tls")]
+#[test]
+fn wss_with_a_test_ca() {
+    #[path = "../../tests/common/certs.rs"]
+    mod certs;
+    use ringws::tls::{Tls, TlsFiles};
+
+    let dir = certs::Dir::new("loadgen-wss");
+    certs::make_ca(&dir, "ca");
+    certs::make_ca(&dir, "other");
+    let (cert, key) = certs::make_leaf(&dir, "ca", "leaf", &["localhost"]);
+    for backend in ["io-uring", "epoll"] {
+        let s = echo_server(Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            threads: 1,
+            backend: backend.parse().unwrap(),
+            tls: Some(Tls::Files(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                sni: vec![],
+            })),
+            ..Config::default()
+        })
+        .unwrap();
+        let url = format!("wss://localhost:{}/", s.local_addr().port());
+        let ca = dir.path("ca.pem");
+        let json = tmp(&format!("wss-{backend}.json"));
+        let (code, stdout, stderr) = loadgen(&[
+            &url,
+            "--ca",
+            ca.to_str().unwrap(),
+            "-c",
+            "5",
+            "-t",
+            "1",
+            "--size",
+            "40000",
+            "--messages",
+            "500",
+            "-d",
+            "30s",
+            "-w",
+            "0s",
+            "--backend",
+            backend,
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{backend}: {stdout}\n{stderr}");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["runs"][0]["messages"].as_u64().unwrap(), 500, "{backend}");
+        let other = dir.path("other.pem");
+        let (code, stdout, stderr) = loadgen(&[
+            &url,
+            "--ca",
+            other.to_str().unwrap(),
+            "-c",
+            "1",
+            "-t",
+            "1",
+            "-d",
+            "1s",
+            "-w",
+            "0s",
+            "--backend",
+            backend,
+        ]);
+        assert_ne!(
+            code, 0,
+            "{backend}: trusted a server of another CA\n{stdout}\n{stderr}"
+        );
+        s.shutdown(Duration::ZERO);
+    }
+}

@@ -13,9 +13,13 @@
 
 use std::sync::Arc;
 
+use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::ServerName;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
-use rustls::{ProtocolVersion, ServerConfig};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+use rustls::{ClientConfig, ProtocolVersion, ServerConfig};
 
 /// The largest plaintext of one TLS record (RFC 8446 5.1).
 pub(crate) const MAX_RECORD: usize = 16 << 10;
@@ -57,9 +61,51 @@ pub(crate) enum SealError {
     Tls(String),
 }
 
-/// A server connection's TLS state.
+/// What the session needs of a rustls connection, server or client: the
+/// unbuffered API is the same for both but for the type of its state.
+trait Records {
+    type Data;
+    fn records<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Records for UnbufferedServerConnection {
+    type Data = rustls::server::ServerConnectionData;
+    fn records<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(buf)
+    }
+}
+
+impl Records for UnbufferedClientConnection {
+    type Data = rustls::client::ClientConnectionData;
+    fn records<'c, 'i>(&'c mut self, buf: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(buf)
+    }
+}
+
+enum Conn {
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection),
+}
+
+/// Runs `$f` (a generic function taking the connection first) on whichever
+/// role `$conn` has.
+macro_rules! on_conn {
+    ($conn:expr, $f:ident($($arg:expr),*)) => {
+        match $conn {
+            Conn::Server(c) => $f(c, $($arg),*),
+            Conn::Client(c) => $f(c, $($arg),*),
+        }
+    };
+}
+
+/// A connection's TLS state, either role.
 pub(crate) struct Session {
-    conn: UnbufferedServerConnection,
+    conn: Conn,
+    st: State,
+}
+
+/// Everything but rustls's own state.
+struct State {
     phase: Phase,
     /// Handshake records and alerts to send ahead of application data.
     out: Vec<u8>,
@@ -78,25 +124,51 @@ enum Notify {
 }
 
 impl Session {
+    fn with(conn: Conn) -> Session {
+        Session {
+            conn,
+            st: State {
+                phase: Phase::Handshaking,
+                out: Vec::new(),
+                carry: Vec::new(),
+                notify: Notify::No,
+            },
+        }
+    }
+
     /// A session for a connection just accepted.
-    pub(crate) fn new(cfg: Arc<ServerConfig>) -> Result<Session, rustls::Error> {
-        Ok(Session {
-            conn: UnbufferedServerConnection::new(cfg)?,
-            phase: Phase::Handshaking,
-            out: Vec::new(),
-            carry: Vec::new(),
-            notify: Notify::No,
-        })
+    pub(crate) fn server(cfg: Arc<ServerConfig>) -> Result<Session, rustls::Error> {
+        Ok(Session::with(Conn::Server(
+            UnbufferedServerConnection::new(cfg)?,
+        )))
+    }
+
+    /// A session for a connection to `name`, about to connect. Its
+    /// ClientHello waits in [`Session::has_output`] from the start.
+    pub(crate) fn client(
+        cfg: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<Session, rustls::Error> {
+        let mut s = Session::with(Conn::Client(UnbufferedClientConnection::new(cfg, name)?));
+        let mut r = Read::default();
+        s.process(&mut [], &mut Vec::new(), &mut r);
+        match r.error {
+            Some(e) => Err(e),
+            None => Ok(s),
+        }
     }
 
     /// The protocol version agreed, once the handshake is over.
     pub(crate) fn version(&self) -> Option<ProtocolVersion> {
-        self.conn.protocol_version()
+        match &self.conn {
+            Conn::Server(c) => c.protocol_version(),
+            Conn::Client(c) => c.protocol_version(),
+        }
     }
 
     /// Handshake records, an alert or close_notify wait to be sent.
     pub(crate) fn has_output(&self) -> bool {
-        !self.out.is_empty() || self.notify == Notify::Wanted
+        !self.st.out.is_empty() || self.st.notify == Notify::Wanted
     }
 
     /// Moves the handshake records and alerts waiting to the end of `dst`.
@@ -105,10 +177,10 @@ impl Session {
     /// it.
     pub(crate) fn take_output(&mut self, dst: &mut Vec<u8>) {
         if dst.is_empty() {
-            std::mem::swap(dst, &mut self.out);
+            std::mem::swap(dst, &mut self.st.out);
         } else {
-            dst.extend_from_slice(&self.out);
-            self.out = Vec::new();
+            dst.extend_from_slice(&self.st.out);
+            self.st.out = Vec::new();
         }
     }
 
@@ -118,104 +190,30 @@ impl Session {
     /// handshake answers (see [`Session::take_output`]).
     pub(crate) fn read(&mut self, input: &mut [u8], plain: &mut Vec<u8>) -> Read {
         let mut r = Read::default();
-        if self.phase == Phase::Failed {
+        if self.st.phase == Phase::Failed {
             return r;
         }
-        if self.carry.is_empty() {
+        if self.st.carry.is_empty() {
             let used = self.process(input, plain, &mut r);
             if used < input.len() {
-                self.carry.extend_from_slice(&input[used..]);
+                self.st.carry.extend_from_slice(&input[used..]);
             }
         } else {
-            self.carry.extend_from_slice(input);
-            let mut carry = std::mem::take(&mut self.carry);
+            self.st.carry.extend_from_slice(input);
+            let mut carry = std::mem::take(&mut self.st.carry);
             let used = self.process(&mut carry, plain, &mut r);
             carry.drain(..used);
-            self.carry = carry;
+            self.st.carry = carry;
         }
-        if self.carry.is_empty() && self.carry.capacity() > 0 {
+        if self.st.carry.is_empty() && self.st.carry.capacity() > 0 {
             // An idle connection keeps no buffer.
-            self.carry = Vec::new();
+            self.st.carry = Vec::new();
         }
         r
     }
 
-    /// Runs rustls over `buf` until it needs more bytes; returns how many
-    /// of them it is done with (the rest start a record not yet whole).
     fn process(&mut self, buf: &mut [u8], plain: &mut Vec<u8>, r: &mut Read) -> usize {
-        let mut used = 0;
-        for _ in 0..MAX_STEPS {
-            let st = self.conn.process_tls_records(&mut buf[used..]);
-            let discard = st.discard;
-            let state = match st.state {
-                Ok(s) => s,
-                Err(e) => {
-                    used += discard;
-                    self.fail(e, &mut buf[used..], r);
-                    return buf.len();
-                }
-            };
-            let mut stop = false;
-            match state {
-                ConnectionState::ReadTraffic(mut t) => {
-                    while let Some(rec) = t.next_record() {
-                        match rec {
-                            Ok(rec) => plain.extend_from_slice(rec.payload),
-                            Err(e) => {
-                                drop(t);
-                                used += discard;
-                                self.fail(e, &mut buf[used..], r);
-                                return buf.len();
-                            }
-                        }
-                    }
-                }
-                ConnectionState::EncodeTlsData(mut e) => encode(&mut e, &mut self.out),
-                ConnectionState::TransmitTlsData(t) => {
-                    // Sent with the loop's next flush, once: rustls may
-                    // forget it.
-                    t.done();
-                }
-                ConnectionState::WriteTraffic(_) => {
-                    if self.phase == Phase::Handshaking {
-                        self.phase = Phase::Established;
-                        r.established = true;
-                    }
-                    stop = true;
-                }
-                ConnectionState::BlockedHandshake => stop = true,
-                ConnectionState::PeerClosed | ConnectionState::Closed => {
-                    r.peer_closed = true;
-                    stop = true;
-                }
-                // Early data is never enabled (the config's
-                // max_early_data_size is 0), so rustls has none to give.
-                _ => stop = true,
-            }
-            used += discard;
-            if stop {
-                return used;
-            }
-        }
-        self.phase = Phase::Failed;
-        r.error = Some(rustls::Error::General("no progress".into()));
-        buf.len()
-    }
-
-    /// The connection failed: collects the alert rustls queued for it, if
-    /// any, and refuses everything after. `rest` is the input not yet
-    /// discarded: rustls may still point into it.
-    fn fail(&mut self, e: rustls::Error, rest: &mut [u8], r: &mut Read) {
-        self.phase = Phase::Failed;
-        // The alert rustls queued (one record) comes out of the next call,
-        // before it looks at the input again. One call only: a second
-        // would parse what follows and fail once more.
-        let st = self.conn.process_tls_records(rest);
-        if let Ok(ConnectionState::EncodeTlsData(mut e)) = st.state {
-            encode(&mut e, &mut self.out);
-        }
-        r.error = Some(e);
-        // Dropped only now: `rest` may be the carry itself.
+        on_conn!(&mut self.conn, process(&mut self.st, buf, plain, r))
     }
 
     /// Encrypts `pieces`, in order, to the end of `out`: records of up to
@@ -229,76 +227,174 @@ impl Session {
         out: &mut Vec<u8>,
         stage: &mut Vec<u8>,
     ) -> Result<(), SealError> {
-        if self.phase != Phase::Established {
+        if self.st.phase != Phase::Established {
             return Err(SealError::NotReady);
         }
-        for _ in 0..MAX_STEPS {
-            // The carry is what rustls was last given and did not consume:
-            // handing it back keeps its view of the input whole.
-            let st = self.conn.process_tls_records(&mut self.carry);
-            debug_assert_eq!(st.discard, 0, "a whole record waited in the carry");
-            match st.state {
-                Ok(ConnectionState::EncodeTlsData(mut e)) => encode(&mut e, out),
-                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-                Ok(ConnectionState::WriteTraffic(mut w)) => {
-                    stage.clear();
-                    for p in pieces {
-                        let mut p = p;
-                        if stage.is_empty() {
-                            // Whole records straight from the piece.
-                            let whole = p.len() - p.len() % MAX_RECORD;
-                            if whole > 0 {
-                                encrypt(&mut w, &p[..whole], out)?;
-                                p = &p[whole..];
-                            }
-                        }
-                        while !p.is_empty() {
-                            let n = p.len().min(MAX_RECORD - stage.len());
-                            stage.extend_from_slice(&p[..n]);
-                            p = &p[n..];
-                            if stage.len() == MAX_RECORD {
-                                encrypt(&mut w, stage, out)?;
-                                stage.clear();
-                            }
-                        }
-                    }
-                    if !stage.is_empty() {
-                        encrypt(&mut w, stage, out)?;
-                        stage.clear();
-                    }
-                    return Ok(());
-                }
-                Ok(_) => return Err(SealError::NotReady),
-                Err(e) => return Err(SealError::Tls(e.to_string())),
-            }
-        }
-        Err(SealError::Tls("no progress".into()))
+        on_conn!(&mut self.conn, seal(&mut self.st.carry, pieces, out, stage))
     }
 
     /// Asks for close_notify (once, and only on an established
     /// connection): what the loop sends before its FIN, after everything
     /// queued ([`Session::finish`]).
     pub(crate) fn close_notify(&mut self) {
-        if self.notify == Notify::No && self.phase == Phase::Established {
-            self.notify = Notify::Wanted;
+        if self.st.notify == Notify::No && self.st.phase == Phase::Established {
+            self.st.notify = Notify::Wanted;
         }
     }
 
     /// Appends close_notify to `out` if it was asked for: called once the
     /// data queued before it is sealed.
     pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
-        if self.notify != Notify::Wanted {
+        if self.st.notify != Notify::Wanted {
             return;
         }
-        self.notify = Notify::Sent;
-        let st = self.conn.process_tls_records(&mut self.carry);
-        if let Ok(ConnectionState::WriteTraffic(mut w)) = st.state {
-            let at = out.len();
-            out.resize(at + RECORD_OVERHEAD, 0);
-            match w.queue_close_notify(&mut out[at..]) {
-                Ok(n) => out.truncate(at + n),
-                Err(_) => out.truncate(at),
+        self.st.notify = Notify::Sent;
+        on_conn!(&mut self.conn, finish(&mut self.st.carry, out));
+    }
+}
+
+/// Runs rustls over `buf` until it needs more bytes; returns how many of
+/// them it is done with (the rest start a record not yet whole).
+fn process<C: Records>(
+    c: &mut C,
+    st: &mut State,
+    buf: &mut [u8],
+    plain: &mut Vec<u8>,
+    r: &mut Read,
+) -> usize {
+    let mut used = 0;
+    for _ in 0..MAX_STEPS {
+        let status = c.records(&mut buf[used..]);
+        let discard = status.discard;
+        let state = match status.state {
+            Ok(s) => s,
+            Err(e) => {
+                used += discard;
+                fail(c, st, e, &mut buf[used..], r);
+                return buf.len();
             }
+        };
+        let mut stop = false;
+        match state {
+            ConnectionState::ReadTraffic(mut t) => {
+                while let Some(rec) = t.next_record() {
+                    match rec {
+                        Ok(rec) => plain.extend_from_slice(rec.payload),
+                        Err(e) => {
+                            drop(t);
+                            used += discard;
+                            fail(c, st, e, &mut buf[used..], r);
+                            return buf.len();
+                        }
+                    }
+                }
+            }
+            ConnectionState::EncodeTlsData(mut e) => encode(&mut e, &mut st.out),
+            ConnectionState::TransmitTlsData(t) => {
+                // Sent with the loop's next flush, once: rustls may
+                // forget it.
+                t.done();
+            }
+            ConnectionState::WriteTraffic(_) => {
+                if st.phase == Phase::Handshaking {
+                    st.phase = Phase::Established;
+                    r.established = true;
+                }
+                stop = true;
+            }
+            ConnectionState::BlockedHandshake => stop = true,
+            ConnectionState::PeerClosed | ConnectionState::Closed => {
+                r.peer_closed = true;
+                stop = true;
+            }
+            // Early data is never enabled (the server's
+            // max_early_data_size is 0, the client sends none), so rustls
+            // has none to give.
+            _ => stop = true,
+        }
+        used += discard;
+        if stop {
+            return used;
+        }
+    }
+    st.phase = Phase::Failed;
+    r.error = Some(rustls::Error::General("no progress".into()));
+    buf.len()
+}
+
+/// The connection failed: collects the alert rustls queued for it, if
+/// any; the session refuses everything after. `rest` is the input not yet
+/// discarded: rustls may still point into it.
+fn fail<C: Records>(c: &mut C, st: &mut State, e: rustls::Error, rest: &mut [u8], r: &mut Read) {
+    st.phase = Phase::Failed;
+    // The alert rustls queued (one record) comes out of the next call,
+    // before it looks at the input again. One call only: a second would
+    // parse what follows and fail once more.
+    let status = c.records(rest);
+    if let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state {
+        encode(&mut e, &mut st.out);
+    }
+    r.error = Some(e);
+}
+
+fn seal<'a, C: Records>(
+    c: &mut C,
+    carry: &mut [u8],
+    pieces: impl Iterator<Item = &'a [u8]>,
+    out: &mut Vec<u8>,
+    stage: &mut Vec<u8>,
+) -> Result<(), SealError> {
+    for _ in 0..MAX_STEPS {
+        // The carry is what rustls was last given and did not consume:
+        // handing it back keeps its view of the input whole.
+        let status = c.records(carry);
+        debug_assert_eq!(status.discard, 0, "a whole record waited in the carry");
+        match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut e)) => encode(&mut e, out),
+            Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+            Ok(ConnectionState::WriteTraffic(mut w)) => {
+                stage.clear();
+                for p in pieces {
+                    let mut p = p;
+                    if stage.is_empty() {
+                        // Whole records straight from the piece.
+                        let whole = p.len() - p.len() % MAX_RECORD;
+                        if whole > 0 {
+                            encrypt(&mut w, &p[..whole], out)?;
+                            p = &p[whole..];
+                        }
+                    }
+                    while !p.is_empty() {
+                        let n = p.len().min(MAX_RECORD - stage.len());
+                        stage.extend_from_slice(&p[..n]);
+                        p = &p[n..];
+                        if stage.len() == MAX_RECORD {
+                            encrypt(&mut w, stage, out)?;
+                            stage.clear();
+                        }
+                    }
+                }
+                if !stage.is_empty() {
+                    encrypt(&mut w, stage, out)?;
+                    stage.clear();
+                }
+                return Ok(());
+            }
+            Ok(_) => return Err(SealError::NotReady),
+            Err(e) => return Err(SealError::Tls(e.to_string())),
+        }
+    }
+    Err(SealError::Tls("no progress".into()))
+}
+
+fn finish<C: Records>(c: &mut C, carry: &mut [u8], out: &mut Vec<u8>) {
+    let status = c.records(carry);
+    if let Ok(ConnectionState::WriteTraffic(mut w)) = status.state {
+        let at = out.len();
+        out.resize(at + RECORD_OVERHEAD, 0);
+        match w.queue_close_notify(&mut out[at..]) {
+            Ok(n) => out.truncate(at + n),
+            Err(_) => out.truncate(at),
         }
     }
 }

@@ -416,6 +416,8 @@ impl Io {
                     h.connected(self, id, Err(io::Error::from_raw_os_error(-c.res)));
                 } else {
                     self.start_reads(id);
+                    #[cfg(feature = "tls")]
+                    self.tls_connected(id);
                     h.connected(self, id, Ok(()));
                 }
             }

@@ -180,6 +180,10 @@ impl Io {
             let Fd::Raw(fd) = s.fd else { return };
             let res = epoll::take_error(fd);
             let ok = res.is_ok();
+            #[cfg(feature = "tls")]
+            if ok {
+                self.tls_connected(id);
+            }
             h.connected(self, id, res);
             if !ok || !self.is_open(id) {
                 return;

@@ -37,12 +37,41 @@ impl Io {
         self.sock(id).is_some_and(|s| s.flags & TLS != 0)
     }
 
+    /// Connects to `addr` like [`Io::connect`], then speaks TLS to `name`
+    /// (its SNI, and what the certificate is checked against) with
+    /// `cfg`: the handler's output waits until the handshake is over, and
+    /// its reads are plaintext.
+    pub fn connect_tls(
+        &mut self,
+        addr: std::net::SocketAddr,
+        source: Option<std::net::IpAddr>,
+        cfg: &Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> std::io::Result<SockId> {
+        let sess = Session::client(cfg.clone(), name).map_err(std::io::Error::other)?;
+        let id = self.connect(addr, source)?;
+        let slot = id.slot as usize;
+        if self.tls_sessions.len() <= slot {
+            self.tls_sessions.resize_with(self.socks.len(), || None);
+        }
+        self.tls_sessions[slot] = Some(Box::new(sess));
+        self.socks[slot].flags |= TLS;
+        Ok(id)
+    }
+
+    /// A TLS client's TCP connection is up: its ClientHello goes.
+    pub(super) fn tls_connected(&mut self, id: SockId) {
+        if self.tls_output(id.slot) {
+            self.mark_dirty(id.slot);
+        }
+    }
+
     /// A just accepted socket starts its TLS session, if the listener has
     /// TLS. False if the session could not be made (logged; the socket is
     /// closed).
     pub(super) fn start_tls(&mut self, id: SockId) -> bool {
         let Some(cfg) = &self.tls else { return true };
-        match Session::new(cfg.clone()) {
+        match Session::server(cfg.clone()) {
             Ok(s) => {
                 let slot = id.slot as usize;
                 if self.tls_sessions.len() <= slot {
