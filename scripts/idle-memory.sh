@@ -10,6 +10,10 @@
 #   scripts/idle-memory.sh --deflate shared   ringws with --deflate shared,
 #                                   every connection offering (and agreeing
 #                                   to) permessage-deflate
+#   scripts/idle-memory.sh --tls    ringws over wss:// (a build with the tls
+#                                   feature, a test CA made with openssl):
+#                                   TLS 1.3 handshake, upgrade, then idle;
+#                                   connections opened one at a time
 #
 # IDLE_CONNECTIONS="..." sets the counts; IDLE_BURST sets the burst size
 # (0: no burst line; default 500); IDLE_SERVER_FLAGS adds ringws
@@ -28,7 +32,28 @@ if [ "${1:-}" = "--deflate" ]; then
   export IDLE_OFFER_DEFLATE=1
   shift 2
 fi
-if [ "${1:-}" = "--all" ]; then
+tls=0
+if [ "${1:-}" = "--tls" ]; then
+  tls=1
+  shift
+  tlsdir=$(mktemp -d)
+  trap 'rm -rf "$tlsdir"' EXIT
+  # A throwaway CA and a leaf for 127.0.0.1 (ECDSA P-256).
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=idle-ca -keyout "$tlsdir/ca.key" -out "$tlsdir/ca.pem" 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$tlsdir/leaf.key" -out "$tlsdir/leaf.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$tlsdir/leaf.ext"
+  openssl x509 -req -in "$tlsdir/leaf.csr" -CA "$tlsdir/ca.pem" -CAkey "$tlsdir/ca.key" \
+    -set_serial 1 -days 2 -extfile "$tlsdir/leaf.ext" -out "$tlsdir/leaf.pem" 2>/dev/null
+  export IDLE_TLS_CA="$tlsdir/ca.pem"
+  IDLE_SERVER_FLAGS="${IDLE_SERVER_FLAGS:-} --tls-cert $tlsdir/leaf.pem --tls-key $tlsdir/leaf.key"
+  # The client's TLS handshakes are blocking ones: one at a time.
+  IDLE_BURST=0
+fi
+if [ "$tls" = 1 ]; then
+  cargo build --release --quiet -p ringws --features tls
+elif [ "${1:-}" = "--all" ]; then
   servers=(ringws fastwebsockets tokio-tungstenite tokio-websockets)
   counts="${IDLE_CONNECTIONS:-10000 50000}"
   cargo build --release --quiet -p ringws

@@ -12,15 +12,21 @@ address has ephemeral ports. With IDLE_OFFER_DEFLATE=1 each offers
 permessage-deflate, as a browser does, and checks that the server took it;
 with IDLE_SEND_COMPRESSED=1 as well, each then sends one compressed
 message and reads its echo before going idle, so that a server keeping a
-compressor and decompressor per connection has made them.
+compressor and decompressor per connection has made them. With
+IDLE_TLS_CA=FILE each connection is wss://, its certificate checked
+against that CA (one at a time only).
 """
-import base64, errno, os, selectors, socket, struct, sys, zlib
+import base64, errno, os, selectors, socket, ssl, struct, sys, zlib
 
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 burst = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 offer = os.environ.get("IDLE_OFFER_DEFLATE") == "1"
 extra = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if offer else ""
 socks = []
+tls_ca = os.environ.get("IDLE_TLS_CA")
+tls = ssl.create_default_context(cafile=tls_ca) if tls_ca else None
+if tls and burst:
+    sys.exit("IDLE_TLS_CA is for connections opened one at a time")
 
 
 def request():
@@ -94,6 +100,8 @@ for i in range(n):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.%d" % (2 + i % 254), 0))
     s.connect((host, port))
+    if tls:
+        s = tls.wrap_socket(s, server_hostname=host)
     s.sendall(request())
     resp = b""
     while b"\r\n\r\n" not in resp:
