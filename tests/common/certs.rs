@@ -41,29 +41,31 @@ fn openssl(args: &[&str]) {
     );
 }
 
-/// A CA (`{ca}.pem`, `{ca}.key`) in `dir`.
-pub fn make_ca(dir: &Dir, ca: &str) {
-    let (pem, key) = (
-        dir.path(&format!("{ca}.pem")),
-        dir.path(&format!("{ca}.key")),
-    );
-    openssl(&[
+/// `openssl req` with a new P-256 key written to `key`, unencrypted, for
+/// subject `/CN={cn}`, and `rest` (what to make of it).
+fn new_key_request(key: &std::path::Path, cn: &str, rest: &[&str]) {
+    let subj = format!("/CN={cn}");
+    let mut args = vec![
         "req",
-        "-x509",
         "-newkey",
         "ec",
         "-pkeyopt",
         "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        pem.to_str().unwrap(),
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={ca}"),
-    ]);
+    ];
+    args.extend(["-nodes", "-keyout", key.to_str().unwrap(), "-subj", &subj]);
+    args.extend(rest);
+    openssl(&args);
+}
+
+/// A CA (`{ca}.pem`, `{ca}.key`) in `dir`.
+pub fn make_ca(dir: &Dir, ca: &str) {
+    let pem = dir.path(&format!("{ca}.pem"));
+    let key = dir.path(&format!("{ca}.key"));
+    new_key_request(
+        &key,
+        ca,
+        &["-x509", "-days", "2", "-out", pem.to_str().unwrap()],
+    );
 }
 
 /// A leaf `{leaf}.pem` / `{leaf}.key` for `names` (and 127.0.0.1), signed
@@ -81,21 +83,7 @@ pub fn make_leaf(dir: &Dir, ca: &str, leaf: &str, names: &[&str]) -> (PathBuf, P
         format!("subjectAltName={},IP:127.0.0.1\n", sans.join(",")),
     )
     .unwrap();
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-        "-subj",
-        &format!("/CN={}", names[0]),
-    ]);
+    new_key_request(&key, names[0], &["-new", "-out", csr.to_str().unwrap()]);
     openssl(&[
         "x509",
         "-req",
