@@ -13,14 +13,30 @@ measured window (/proc/PID/stat) divided by the messages echoed in it.
 User-space instructions per message come from callgrind: two runs of
 --messages N1 and N2 against a fresh server each, (I1 - I2) / (N1 - N2), so
 every per-connection cost cancels out.
+
+--tls (with --quick: fewer loads, one round) measures wss:// instead: ringws
+and the two TLS peers (tokio-websockets and fastwebsockets behind
+tokio-rustls, on the same rustls and aws-lc-rs) in the shared placement at
+every load, and ringws again over plain ws:// in the same run, so that
+the difference in server ns/msg is what TLS costs per message. ringws and
+loadgen come from target/tls (built with the tls features, see bench.sh);
+the certificates are a throwaway CA and leaf (ECDSA P-256) made with
+openssl in a temporary directory. Writes target/bench/results-tls.json and
+report-tls.md.
 """
 import json, os, re, socket, statistics, subprocess, sys, tempfile, time
 
 QUICK = "--quick" in sys.argv
 # Only the compressed-echo section.
 DEFLATE_ONLY = "--deflate" in sys.argv
+# Only the wss:// section.
+TLS = "--tls" in sys.argv
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 REL = os.path.join(ROOT, "target", "release")
+# ringws and loadgen built with the tls features, apart from the plain
+# build so that the plain figures keep coming from the binaries they always
+# did (see bench.sh).
+TLS_REL = os.path.join(ROOT, "target", "tls", "release")
 OUT = os.path.join(ROOT, "target", "bench")
 # Ports from a base of this process's own, so that two runs at once on the
 # machine do not walk the same ports (see next_port); below the ephemeral
@@ -126,11 +142,17 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
-def loadgen(port, conns, size, raw, core, extra, json_path):
-    args = ["taskset", "-c", core, f"{REL}/loadgen", "ws://127.0.0.1:%d/" % port, "--threads", "1",
+def loadgen(port, conns, size, raw, core, extra, json_path, tls_ca=None, rel=REL):
+    """loadgen from `rel`; wss:// trusting the CA file `tls_ca` if given.
+    127.0.0.1 rather than localhost: the test leaf carries that address,
+    and a name could resolve to ::1, where the servers do not listen."""
+    url = "%s://127.0.0.1:%d/" % ("wss" if tls_ca else "ws", port)
+    args = ["taskset", "-c", core, f"{rel}/loadgen", url, "--threads", "1",
             "--connections", str(conns), "--size", str(size), "--quiet", "--json", json_path]
     if raw:
         args.append("--raw")
+    if tls_ca:
+        args += ["--ca", tls_ca]
     return subprocess.Popen(args + extra, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -138,15 +160,16 @@ def load_key(conns, size, in_flight):
     return "%d x %d B" % (conns, size) + (" x %d in flight" % in_flight if in_flight > 1 else "")
 
 
-def throughput_run(name, cmd, raw, conns, size, placement, in_flight=1, lg_args=()):
+def throughput_run(name, cmd, raw, conns, size, placement, in_flight=1, lg_args=(), tls_ca=None, rel=REL,
+                   warmup=WARMUP):
     next_port()
     server = start_server(["taskset", "-c", "0"] + cmd, PORT)
     with tempfile.NamedTemporaryFile(suffix=".json") as tf:
-        t0 = time.time()
-        lg = loadgen(PORT, conns, size, raw, PLACEMENTS[placement], ["--warmup", "%gs" % WARMUP,
-                     "--duration", "%gs" % DURATION, "--in-flight", str(in_flight)] + list(lg_args), tf.name)
+        lg = loadgen(PORT, conns, size, raw, PLACEMENTS[placement], ["--warmup", "%gs" % warmup,
+                     "--duration", "%gs" % DURATION, "--in-flight", str(in_flight)] + list(lg_args), tf.name,
+                     tls_ca, rel)
         # Sample inside the measured window (connections are made first).
-        time.sleep(WARMUP + 0.3 + (conns / 4000.0))
+        time.sleep(warmup + 0.3 + (conns / 4000.0))
         s0, c0, w0 = cpu_ticks(server.pid), cpu_ticks(lg.pid), time.time()
         time.sleep(max(0.3, DURATION - 0.6))
         s1, c1, w1 = cpu_ticks(server.pid), cpu_ticks(lg.pid), time.time()
@@ -254,7 +277,144 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
+def make_certs(d):
+    """A throwaway CA and a leaf for localhost and 127.0.0.1 (ECDSA P-256,
+    two days) in `d`, as scripts/idle-memory.sh --tls makes them: (CA,
+    leaf certificate, leaf key)."""
+    def openssl(*args):
+        subprocess.run(["openssl"] + list(args), check=True, capture_output=True)
+    p = lambda f: os.path.join(d, f)
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=bench-ca", "-keyout", p("ca.key"), "-out", p("ca.pem"))
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", p("leaf.key"), "-out", p("leaf.csr"))
+    open(p("leaf.ext"), "w").write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", p("leaf.csr"), "-CA", p("ca.pem"), "-CAkey", p("ca.key"), "-set_serial", "1",
+            "-days", "2", "-extfile", p("leaf.ext"), "-out", p("leaf.pem"))
+    return p("ca.pem"), p("leaf.pem"), p("leaf.key")
+
+
+# wss:// runs start loadgen's measured window this long after it starts:
+# up to 1,000 TLS handshakes (certificate checks in loadgen, ECDSA
+# signatures and key exchanges in the server) share core 0 with the echo,
+# and must be done before the server's CPU time is sampled.
+TLS_WARMUP = 1.5
+
+
+def tls_servers(cert, key):
+    """(name, command, is TLS) of the --tls section: ringws and the TLS
+    peers over wss://, then ringws over ws:// from the same binary, so that
+    the TLS transform is the only difference."""
+    ringws = [f"{TLS_REL}/ringws", "--listen", "{addr}", "--threads", "1", "--log-level", "warn"]
+    return [
+        ("ringws", ringws + ["--tls-cert", cert, "--tls-key", key], True),
+        ("fastwebsockets", [f"{REL}/peer-fastwebsockets-tls", "{addr}", cert, key], True),
+        ("tokio-websockets", [f"{REL}/peer-tokio-websockets-tls", "{addr}", cert, key], True),
+        ("ringws-plain", ringws, False),
+    ]
+
+
+def tls_versions():
+    v = {k: x for k, x in versions().items() if k in ("fastwebsockets", "tokio-websockets", "hyper", "tokio")}
+    lock = open(os.path.join(ROOT, "benches", "peers", "Cargo.lock")).read()
+    ours = open(os.path.join(ROOT, "Cargo.lock")).read()
+    for name in ("tokio-rustls", "rustls", "aws-lc-rs"):
+        found = re.findall(r'name = "%s"\nversion = "([^"]+)"' % re.escape(name), lock)
+        v[name] = " and ".join(found) if found else None
+        if name != "tokio-rustls":
+            # ringws's own: the comparison is only fair while they agree.
+            mine = re.findall(r'name = "%s"\nversion = "([^"]+)"' % re.escape(name), ours)
+            v["ringws " + name] = " and ".join(mine) if mine else None
+    return v
+
+
+def tls_main():
+    os.makedirs(OUT, exist_ok=True)
+    t_start = time.time()
+    res = {"machine": machine(), "versions": tls_versions(), "quick": QUICK, "rounds": ROUNDS,
+           "duration_s": DURATION, "warmup_s": TLS_WARMUP, "target_ratio": 1.15, "throughput": {}}
+    runs = {}
+    with tempfile.TemporaryDirectory() as d:
+        ca, cert, key = make_certs(d)
+        servers = tls_servers(cert, key)
+        # Rounds interleaved, so drift hits every server alike.
+        for r in range(ROUNDS):
+            for conns, size, in_flight in LOADS:
+                key_ = load_key(conns, size, in_flight)
+                for name, cmd, tls in servers:
+                    x = throughput_run(name, cmd, False, conns, size, "shared", in_flight, tls_ca=ca if tls else None,
+                                       rel=TLS_REL, warmup=TLS_WARMUP)
+                    runs.setdefault(key_, {}).setdefault(name, []).append(x)
+                    print("round %d %-22s %-17s %9.0f msgs/s  server %5.0f ns/msg  cpu s %3.0f%% c %3.0f%%"
+                          % (r + 1, key_, name, x["msgs_per_sec"], x["server_ns_per_msg"] or 0,
+                             100 * x["server_cpu"], 100 * x["client_cpu"]), flush=True)
+    peers = [n for n, _, tls in servers if tls and n != "ringws"]
+    for key_, by_srv in runs.items():
+        row = {name: {"msgs_per_sec": med([x["msgs_per_sec"] for x in xs]),
+                      "min": min(x["msgs_per_sec"] for x in xs), "max": max(x["msgs_per_sec"] for x in xs),
+                      "server_ns_per_msg": med([x["server_ns_per_msg"] for x in xs]),
+                      "server_cpu": med([x["server_cpu"] for x in xs]), "client_cpu": med([x["client_cpu"] for x in xs]),
+                      "errors": sum(x["errors"] for x in xs), "rounds": xs}
+               for name, xs in by_srv.items()}
+        best = max(peers, key=lambda n: row[n]["msgs_per_sec"] or 0)
+        ours, plain = row["ringws"], row["ringws-plain"]
+        res["throughput"][key_] = {
+            "servers": row, "best_peer": best,
+            "ratio_to_best_peer": ours["msgs_per_sec"] / row[best]["msgs_per_sec"] if row[best]["msgs_per_sec"] else None,
+            # What TLS adds to ringws's CPU time per echoed message.
+            "tls_ns_per_msg": (ours["server_ns_per_msg"] - plain["server_ns_per_msg"]
+                               if ours["server_ns_per_msg"] and plain["server_ns_per_msg"] else None)}
+    res["elapsed_s"] = time.time() - t_start
+    report = render_tls(res, peers)
+    print()
+    print(report)
+    json.dump(res, open(os.path.join(OUT, "results-tls.json"), "w"), indent=1)
+    open(os.path.join(OUT, "report-tls.md"), "w").write(report)
+    print("bench: wrote target/bench/results-tls.json, report-tls.md in %.0f s" % res["elapsed_s"])
+
+
+def render_tls(res, peers):
+    m = res["machine"]
+    L = ["# ringws benchmark: wss:// echo%s" % (" (quick)" if res["quick"] else ""), "",
+         "Machine: %s, %d cores, Linux %s; %s." % (m["cpu"], m["cores"], m["kernel"], m["rustc"]),
+         "Peers behind tokio-rustls: " + ", ".join("%s %s" % kv for kv in res["versions"].items() if kv[1]) + ".",
+         "Every server one thread, loadgen one thread, both on core 0; TLS 1.3 (ECDSA P-256 leaf);"
+         " %d round(s) of %.1f s per cell after %.1f s of warm-up, medians."
+         % (res["rounds"], res["duration_s"], res["warmup_s"]),
+         "Reproduce: `scripts/bench.sh --tls%s`." % (" --quick" if res["quick"] else ""), "",
+         "## wss echo msgs/s (ringws's ratio to the best peer; target at least %.2f)" % res["target_ratio"], "",
+         "| load | ringws | " + " | ".join(peers) + " | ringws / best peer |", "|---" * (len(peers) + 3) + "|"]
+    for key, t in res["throughput"].items():
+        row = t["servers"]
+        L.append("| %s | " % key + " | ".join("%.0f" % row[n]["msgs_per_sec"] for n in ["ringws"] + peers)
+                 + " | %s (%s)%s |" % (ratio(row["ringws"]["msgs_per_sec"], row[t["best_peer"]]["msgs_per_sec"]),
+                                       t["best_peer"], "" if (t["ratio_to_best_peer"] or 0) >= res["target_ratio"] else " below target"))
+    L += ["", "## Server CPU ns per message, wss (ratio to ringws)", "",
+          "| load | ringws | " + " | ".join(peers) + " |", "|---" * (len(peers) + 2) + "|"]
+    for key, t in res["throughput"].items():
+        row = t["servers"]
+        rs = row["ringws"]["server_ns_per_msg"]
+        L.append("| %s | " % key + " | ".join("%.0f (%s)" % (row[n]["server_ns_per_msg"] or 0, ratio(row[n]["server_ns_per_msg"], rs))
+                                              for n in ["ringws"] + peers) + " |")
+    L += ["", "## What TLS costs ringws per message (the same binary over ws:// and wss://, same run)", "",
+          "| load | plain ns/msg | TLS ns/msg | TLS adds ns/msg | plain msgs/s | TLS msgs/s |", "|---|---|---|---|---|---|"]
+    for key, t in res["throughput"].items():
+        p, s = t["servers"]["ringws-plain"], t["servers"]["ringws"]
+        L.append("| %s | %.0f | %.0f | %s | %.0f | %.0f |" % (key, p["server_ns_per_msg"] or 0, s["server_ns_per_msg"] or 0,
+                 "%.0f" % t["tls_ns_per_msg"] if t["tls_ns_per_msg"] is not None else "-", p["msgs_per_sec"], s["msgs_per_sec"]))
+    errors = {}
+    for t in res["throughput"].values():
+        for n, x in t["servers"].items():
+            errors[n] = errors.get(n, 0) + x["errors"]
+    errors = {n: e for n, e in errors.items() if e}
+    if errors:
+        L += ["", "Errors: " + ", ".join("%s %d" % kv for kv in errors.items()) + "."]
+    return "\n".join(L) + "\n"
+
+
 def main():
+    if TLS:
+        return tls_main()
     os.makedirs(OUT, exist_ok=True)
     t_start = time.time()
     res = {"machine": machine(), "versions": versions(), "quick": QUICK, "rounds": ROUNDS,
