@@ -166,6 +166,16 @@ impl Session {
         }
     }
 
+    /// Whether the handshake resumed an earlier session (a ticket), once
+    /// rustls knows which kind it is: `None` before that.
+    pub(crate) fn resumed(&self) -> Option<bool> {
+        let kind = match &self.conn {
+            Conn::Server(c) => c.handshake_kind(),
+            Conn::Client(c) => c.handshake_kind(),
+        };
+        kind.map(|k| k == rustls::HandshakeKind::Resumed)
+    }
+
     /// Handshake records, an alert or close_notify wait to be sent.
     pub(crate) fn has_output(&self) -> bool {
         !self.st.out.is_empty() || self.st.notify == Notify::Wanted

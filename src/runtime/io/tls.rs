@@ -37,6 +37,14 @@ impl Io {
         self.sock(id).is_some_and(|s| s.flags & TLS != 0)
     }
 
+    /// Did `id`'s TLS handshake resume an earlier session? `None` for a
+    /// plain socket, a gone one, or before the handshake has got that far
+    /// (for a client: the ServerHello). What `loadgen connect` counts.
+    pub fn tls_resumed(&self, id: SockId) -> Option<bool> {
+        self.sock(id)?;
+        self.tls_sessions.get(id.slot as usize)?.as_ref()?.resumed()
+    }
+
     /// Connects to `addr` like [`Io::connect`], then speaks TLS to `name`
     /// (its SNI, and what the certificate is checked against) with
     /// `cfg`: the handler's output waits until the handshake is over, and
