@@ -39,8 +39,14 @@ pub struct Target {
 
 impl Target {
     /// Parses and resolves `url`; a `wss://` one takes its trust from
-    /// `tls`.
+    /// `tls`, and resumes TLS sessions.
     pub fn parse(url: &str, tls: &TlsArgs) -> Result<Target, String> {
+        Target::parse_with(url, tls, true)
+    }
+
+    /// [`Target::parse`], with TLS session resumption on or off
+    /// (`loadgen connect --no-resumption`: every handshake a full one).
+    pub fn parse_with(url: &str, tls: &TlsArgs, resumption: bool) -> Result<Target, String> {
         let (rest, secure) = if let Some(r) = url.strip_prefix("ws://") {
             (r, false)
         } else if let Some(r) = url.strip_prefix("wss://") {
@@ -50,7 +56,7 @@ impl Target {
         };
         #[cfg(not(feature = "tls"))]
         if secure {
-            let _ = tls;
+            let _ = (tls, resumption);
             return Err(format!(
                 "{url}: this loadgen is built without TLS (cargo build -p loadgen --features tls)"
             ));
@@ -99,7 +105,7 @@ impl Target {
             };
             let name = ringws::tls::rustls::pki_types::ServerName::try_from(name.to_owned())
                 .map_err(|e| format!("{url}: {name}: {e}"))?;
-            Some((tls_client::config(tls)?, name))
+            Some((tls_client::config(tls, resumption)?, name))
         } else {
             None
         };
@@ -137,10 +143,11 @@ mod tls_client {
 
     use super::TlsArgs;
 
-    /// TLS 1.3 and 1.2, ALPN http/1.1, session resumption on (rustls's
-    /// in-memory cache, shared by every connection of the run), trusting
-    /// `--ca` files, or the system's store, or (`--insecure`) anything.
-    pub(super) fn config(args: &TlsArgs) -> Result<Arc<ClientConfig>, String> {
+    /// TLS 1.3 and 1.2, ALPN http/1.1, trusting `--ca` files, or the
+    /// system's store, or (`--insecure`) anything. With `resumption`,
+    /// sessions are resumed from rustls's in-memory cache, shared by every
+    /// connection of the run; without, every handshake is a full one.
+    pub(super) fn config(args: &TlsArgs, resumption: bool) -> Result<Arc<ClientConfig>, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -174,6 +181,9 @@ mod tls_client {
             builder.with_root_certificates(roots).with_no_client_auth()
         };
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        if !resumption {
+            cfg.resumption = rustls::client::Resumption::disabled();
+        }
         Ok(Arc::new(cfg))
     }
 
