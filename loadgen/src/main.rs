@@ -4,6 +4,7 @@
 
 mod autobahn;
 mod broadcast;
+mod connect;
 mod report;
 mod stats;
 mod target;
@@ -55,6 +56,10 @@ enum Command {
     /// client (examples/broadcast.rs): deliveries/s, delivery latency, and
     /// every delivery checked (exactly once, in order per sender).
     Broadcast(broadcast::BroadcastArgs),
+    /// Handshake load: new connections at a rate or as fast as a
+    /// concurrency bound allows, each doing TCP connect, TLS (wss://), the
+    /// upgrade, one echo and the close; handshakes/s and connect times.
+    Connect(connect::ConnectArgs),
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +182,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Autobahn(a)) => autobahn::run(a),
         Some(Command::Broadcast(a)) => broadcast::run(a),
+        Some(Command::Connect(a)) => connect::run(a),
         None => bench(cli.bench),
     }
 }

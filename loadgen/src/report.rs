@@ -193,7 +193,7 @@ pub(crate) fn humantime(d: Duration) -> String {
 }
 
 /// A JSON string literal.
-fn js(s: &str) -> String {
+pub(crate) fn js(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
     for c in s.chars() {
@@ -211,7 +211,7 @@ fn js(s: &str) -> String {
     o
 }
 
-fn js_hist(h: &Histogram<u64>) -> String {
+pub(crate) fn js_hist(h: &Histogram<u64>) -> String {
     let mut o = String::from("{");
     for (i, p) in PERCENTILES.iter().enumerate() {
         let key = if *p >= 100.0 {
