@@ -358,7 +358,11 @@ impl Worker {
             c.in_window = true;
             self.counts.handshakes += 1;
             self.counts.upgrade.saturating_record(t);
-            match io.tls_resumed(id) {
+            #[cfg(feature = "tls")]
+            let resumed = io.tls_resumed(id);
+            #[cfg(not(feature = "tls"))]
+            let resumed: Option<bool> = None;
+            match resumed {
                 Some(true) => self.counts.tls_resumed += 1,
                 Some(false) => self.counts.tls_full += 1,
                 None => {}
