@@ -16,6 +16,13 @@
 //! gets its `101` in the measured window counts as one handshake; with
 //! TLS, whether rustls resumed a session is counted too.
 //!
+//! Resumption uses rustls's in-memory cache, which keeps at most 8 TLS
+//! 1.3 tickets per server: each connection takes one and leaves one, so
+//! above `--concurrency 8` the tickets of connections still echoing and
+//! closing overflow it, and some handshakes are full ones even with
+//! resumption on (at 16, about half were, on one core). The table says how
+//! many of each there were.
+//!
 //! Every connection ends exactly once: completed (the server's Close and
 //! then its FIN) or with one error of one kind. So over the whole run,
 //! `started = completed + errors`, which the tests check.
@@ -49,7 +56,9 @@ pub struct ConnectArgs {
     /// without it, as fast as --concurrency allows.
     #[arg(long)]
     rate: Option<f64>,
-    /// Connections in progress at most, spread over the threads.
+    /// Connections in progress at most, spread over the threads. With TLS
+    /// resumption, keep it at 8 or below to have every handshake resume:
+    /// rustls's client keeps 8 tickets per server.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// Worker threads, each with its own io_uring [default: number of
