@@ -216,6 +216,38 @@ fn has_metric(server: &ServerHandle, line: &str) {
     }
 }
 
+fn records_split_anywhere() {
+    let dir = Dir::new(&tag("split"));
+    let server = server(&dir);
+    let cfg = client_config(&dir, "ca");
+    let mut c = wss(server.local_addr(), &cfg);
+    c.s.sock.set_nodelay(true).unwrap();
+    let big: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    for chunk in [1usize, 3, 5, 7, 4097, 16_411] {
+        // Records of a few frames, the ciphertext written `chunk` bytes at
+        // a time: record headers and bodies split at every kind of place.
+        let mut plain = common::masked_frame(0x81, format!("chunk {chunk}").as_bytes());
+        plain.extend(common::masked_frame(0x82, &big));
+        c.s.conn.writer().write_all(&plain).unwrap();
+        let mut wire = Vec::new();
+        while c.s.conn.wants_write() {
+            c.s.conn.write_tls(&mut wire).unwrap();
+        }
+        for piece in wire.chunks(chunk) {
+            c.s.sock.write_all(piece).unwrap();
+            if chunk < 16 {
+                // Now and then a pause, so that reads end inside records.
+                if piece.as_ptr() as usize % 64 == 0 {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+        }
+        assert_eq!(c.next_text(), format!("chunk {chunk}"));
+        assert_eq!(c.frame(), Some((0x82, big.clone())), "chunk {chunk}");
+    }
+    server.shutdown(Duration::ZERO);
+}
+
 /// Reads what the server sends until it closes; fails past `within`.
 fn read_until_closed(s: &mut TcpStream, within: Duration) -> Vec<u8> {
     let t = Instant::now();
@@ -363,6 +395,7 @@ on_both_backends!(
     sni_picks_the_certificate,
     reload_keeps_live_connections,
     peer_close_notify_ends_input,
+    records_split_anywhere,
 );
 
 #[test]

@@ -23,6 +23,15 @@ use rustls::{ClientConfig, ProtocolVersion, ServerConfig};
 
 /// The largest plaintext of one TLS record (RFC 8446 5.1).
 pub(crate) const MAX_RECORD: usize = 16 << 10;
+/// A record's header: content type, version, length.
+const RECORD_HEADER: usize = 5;
+/// The largest record body a peer may send (RFC 8446 5.2, and TLS 1.2's
+/// 2^14 + 2048 for compression, which nobody uses, bounded the same).
+const MAX_CIPHERTEXT: usize = MAX_RECORD + 2048;
+/// Pieces this long are encrypted where they lie (rustls cuts them into
+/// records); shorter ones are gathered into records through the stage.
+/// A copy of a large payload costs more than the record it saves.
+const DIRECT_MIN: usize = 2 << 10;
 /// Room for one record's header, content type, padding and AEAD tag: 5 +
 /// 1 + 16 in TLS 1.3, 5 + 8 + 16 for TLS 1.2's AES-GCM, rounded up.
 const RECORD_OVERHEAD: usize = 64;
@@ -204,9 +213,48 @@ impl Session {
             return r;
         }
         if self.st.carry.is_empty() {
-            let used = self.process(input, plain, &mut r);
-            if used < input.len() {
-                self.st.carry.extend_from_slice(&input[used..]);
+            self.read_in_place(input, plain, &mut r);
+        } else if self.st.phase == Phase::Established {
+            // After the handshake rustls consumes each whole record: only
+            // the split one is completed in the carry, and the rest of the
+            // input is decrypted where it lies (a stream of 16 KiB records
+            // in 32 KiB reads would otherwise be copied whole).
+            let h = RECORD_HEADER
+                .saturating_sub(self.st.carry.len())
+                .min(input.len());
+            self.st.carry.extend_from_slice(&input[..h]);
+            if self.st.carry.len() < RECORD_HEADER {
+                return r;
+            }
+            let need = match self.record_rest() {
+                Some(need) => need,
+                None => {
+                    // No record is that long: rustls refuses it.
+                    self.st.carry.extend_from_slice(&input[h..]);
+                    let mut carry = std::mem::take(&mut self.st.carry);
+                    self.process(&mut carry, plain, &mut r);
+                    return r;
+                }
+            };
+            let n = h + need.min(input.len() - h);
+            self.st.carry.extend_from_slice(&input[h..n]);
+            if self.st.carry.len() < RECORD_HEADER + self.record_body() {
+                return r;
+            }
+            let mut carry = std::mem::take(&mut self.st.carry);
+            let used = self.process(&mut carry, plain, &mut r);
+            if used < carry.len() {
+                // Not consumed after all: rustls's view of the input must
+                // stay whole, so everything joins the carry.
+                carry.drain(..used);
+                carry.extend_from_slice(&input[n..]);
+                self.st.carry = carry;
+                return r;
+            }
+            carry.clear();
+            self.st.carry = carry;
+            if r.error.is_none() && !r.peer_closed {
+                self.read_in_place(&mut input[n..], plain, &mut r);
             }
         } else {
             self.st.carry.extend_from_slice(input);
@@ -222,14 +270,35 @@ impl Session {
         r
     }
 
+    /// Decrypts `input` where it lies; carries what it ends inside of.
+    fn read_in_place(&mut self, input: &mut [u8], plain: &mut Vec<u8>, r: &mut Read) {
+        let used = self.process(input, plain, r);
+        if used < input.len() {
+            self.st.carry.extend_from_slice(&input[used..]);
+        }
+    }
+
+    /// The body length the carried record's header (whole) declares.
+    fn record_body(&self) -> usize {
+        let c = &self.st.carry;
+        usize::from(u16::from_be_bytes([c[3], c[4]]))
+    }
+
+    /// With a split record's header in the carry: how many more bytes
+    /// complete the record (0 if none). `None` for a length no record has.
+    fn record_rest(&self) -> Option<usize> {
+        let body = self.record_body();
+        (body <= MAX_CIPHERTEXT).then(|| (RECORD_HEADER + body).saturating_sub(self.st.carry.len()))
+    }
+
     fn process(&mut self, buf: &mut [u8], plain: &mut Vec<u8>, r: &mut Read) -> usize {
         on_conn!(&mut self.conn, process(&mut self.st, buf, plain, r))
     }
 
     /// Encrypts `pieces`, in order, to the end of `out`: records of up to
-    /// 16 KiB, each as full as the bytes allow; pieces smaller than a
-    /// record are gathered through `stage` (the loop's scratch, left
-    /// empty). Handshake output rustls still has (session tickets after the
+    /// 16 KiB; pieces of [`DIRECT_MIN`] bytes or more are encrypted where
+    /// they lie, shorter ones gathered into as few records as they fit
+    /// through `stage` (the loop's scratch, left empty). Handshake output rustls still has (session tickets after the
     /// handshake, a key update) goes first.
     pub(crate) fn seal<'a>(
         &mut self,
@@ -366,13 +435,13 @@ fn seal<'a, C: Records>(
                 stage.clear();
                 for p in pieces {
                     let mut p = p;
-                    if stage.is_empty() {
-                        // Whole records straight from the piece.
-                        let whole = p.len() - p.len() % MAX_RECORD;
-                        if whole > 0 {
-                            encrypt(&mut w, &p[..whole], out)?;
-                            p = &p[whole..];
+                    if p.len() >= DIRECT_MIN {
+                        if !stage.is_empty() {
+                            encrypt(&mut w, stage, out)?;
+                            stage.clear();
                         }
+                        encrypt(&mut w, p, out)?;
+                        continue;
                     }
                     while !p.is_empty() {
                         let n = p.len().min(MAX_RECORD - stage.len());

@@ -24,6 +24,10 @@ use super::*;
 use crate::log::conn_event;
 use crate::tls::session::{SealError, Session};
 
+/// Plaintext of a read from this length on goes to the handler in the
+/// vector it was decrypted to rather than copied back into the read buffer.
+const LARGE_PLAIN: usize = 4 << 10;
+
 impl Io {
     /// The TLS configuration new connections on this loop's listener get
     /// (`None`: plain TCP). Live connections keep the one they started
@@ -137,17 +141,20 @@ impl Io {
             return;
         }
         if !plain.is_empty() {
-            let buf = if plain.len() <= input.as_slice().len() {
+            let buf = if plain.len() < LARGE_PLAIN && plain.len() <= input.as_slice().len() {
                 // Never longer than the ciphertext it came from: back into
                 // the same read buffer, which the handler may keep.
                 input.as_mut_slice()[..plain.len()].copy_from_slice(&plain);
                 truncate(&mut input, plain.len());
                 input
             } else {
-                // A record the read completed that began in an earlier
-                // one: more plaintext than this buffer holds.
+                // Much plaintext (a copy back would cost more than an
+                // allocation), or more than this buffer holds (a record
+                // that began in an earlier read): the handler takes the
+                // vector, the scratch gets a new one.
                 drop(input);
-                InputBuf::Heap(std::mem::take(&mut plain))
+                let cap = plain.capacity();
+                InputBuf::Heap(std::mem::replace(&mut plain, Vec::with_capacity(cap)))
             };
             h.data(self, id, buf);
         } else {
