@@ -76,6 +76,36 @@
 //! topics, sends from other threads, shutdown); `examples/` has a chat with
 //! rooms, a broadcast server and token authentication, each with a test.
 //!
+//! With the `tls` feature the same server speaks `wss://` (and `https://`
+//! for its HTTP routes): certificates from PEM files, one more chosen by
+//! server name, reloaded without a restart.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ringws::app::{App, Echo};
+//! use ringws::tls::{SniCert, Tls, TlsFiles};
+//! use ringws::Config;
+//!
+//! let cfg = Config {
+//!     listen: "0.0.0.0:443".parse()?,
+//!     tls: Some(Tls::Files(TlsFiles {
+//!         cert: "/etc/ringws/fullchain.pem".into(),
+//!         key: "/etc/ringws/privkey.pem".into(),
+//!         sni: vec![SniCert::parse("chat.example.com=/etc/ringws/chat.pem,/etc/ringws/chat.key")?],
+//!     })),
+//!     ..Config::default()
+//! };
+//! let server = App::new(cfg).route("/", Echo).start()?;
+//! // Later, from any thread (App::run does it on SIGHUP): new connections
+//! // get the files as they are now; open ones keep theirs.
+//! server.reload_tls()?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
+//! ```
+//!
 //! Three layers, each knowing only the one below:
 //!
 //! * [`app`], the application API: [`App`], [`Handler`], [`Socket`],
@@ -144,6 +174,8 @@
 //! * [`runtime`]: threads, listeners, the server handle; its module docs
 //!   list the loop's files (the io_uring and epoll backends behind one
 //!   seam, the loop, the timing wheel, buffers, the server's handler).
+//! * [`tls`]: TLS certificates and keys, and (with the `tls` feature) the
+//!   rustls glue the runtime calls where reads arrive and output is sealed.
 //! * [`config`]: every limit, its default and what it guards against.
 //! * `metrics`: the Prometheus text format and the process metrics
 //!   (memory, descriptors, CPU time) that `/metrics` reports.

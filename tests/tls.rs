@@ -371,6 +371,47 @@ fn reload_keeps_live_connections() {
     server.shutdown(Duration::ZERO);
 }
 
+fn reload_under_load_drops_nothing() {
+    let dir = Dir::new(&tag("reload-load"));
+    let server = server(&dir);
+    let cfg = client_config(&dir, "ca");
+    let addr = server.local_addr();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Clients echoing without a pause, and others connecting anew each
+    // time, while the certificates are reloaded again and again.
+    let workers: Vec<_> = (0..6)
+        .map(|i| {
+            let (cfg, stop) = (cfg.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut echoes = 0u64;
+                let mut c = wss(addr, &cfg);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if i % 2 == 0 {
+                        c.text(&format!("{i}/{echoes}"));
+                        assert_eq!(c.next_text(), format!("{i}/{echoes}"));
+                    } else {
+                        c = wss(addr, &cfg);
+                        c.text("new");
+                        assert_eq!(c.next_text(), "new");
+                    }
+                    echoes += 1;
+                }
+                echoes
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        server.reload_tls().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        assert!(w.join().expect("a client failed") > 0);
+    }
+    has_metric(&server, "ringws_tls_reloads_total{outcome=\"ok\"} 20");
+    server.shutdown(Duration::ZERO);
+}
+
 fn peer_close_notify_ends_input() {
     let dir = Dir::new(&tag("notify"));
     let server = server(&dir);
@@ -396,6 +437,7 @@ on_both_backends!(
     reload_keeps_live_connections,
     peer_close_notify_ends_input,
     records_split_anywhere,
+    reload_under_load_drops_nothing,
 );
 
 #[test]
