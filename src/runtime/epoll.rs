@@ -247,6 +247,23 @@ pub(crate) fn write_eventfd(fd: RawFd) {
     unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `Instant` reads on Linux,
+/// without `Instant`'s checked `timespec` arithmetic (about 100
+/// instructions a reading with `saturating_duration_since`, callgrind).
+#[inline]
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is valid for writes for the call; CLOCK_MONOTONIC always
+    // exists, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    (t.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(t.tv_nsec as u64)
+}
+
 /// The process's descriptor limit (`RLIMIT_NOFILE`, soft).
 pub(crate) fn nofile_limit() -> usize {
     // SAFETY: rlimit is a plain C struct; zero is a valid value.

@@ -116,7 +116,7 @@ impl Io {
             if !uring::cqe_more(c.flags) && self.accepting {
                 if c.res < 0 && c.res != -libc::ENFILE && c.res != -libc::ECANCELED {
                     // Back off instead of spinning on an accept that fails.
-                    self.accept_retry = Some(self.now + Duration::from_millis(10));
+                    self.accept_retry = Some(self.now() + Duration::from_millis(10));
                 } else if let Backend::Uring(u) = &mut self.backend {
                     u.accept(listener, self.direct, token(THREAD, 0, Op::Accept));
                     self.thread_ops += 1;
@@ -136,7 +136,7 @@ impl Io {
                         self.accept_failed(e);
                         if let (Backend::Epoll(ep), true) = (&mut self.backend, self.accepting) {
                             ep.remove(listener);
-                            self.accept_retry = Some(self.now + Duration::from_millis(10));
+                            self.accept_retry = Some(self.now() + Duration::from_millis(10));
                         }
                         return;
                     }
@@ -149,16 +149,16 @@ impl Io {
         // EMFILE and friends: say so, once a second.
         if self
             .last_accept_warn
-            .is_none_or(|t| self.now.duration_since(t) >= Duration::from_secs(1))
+            .is_none_or(|t| self.now().duration_since(t) >= Duration::from_secs(1))
         {
             tracing::warn!("accept failed: {e}");
-            self.last_accept_warn = Some(self.now);
+            self.last_accept_warn = Some(self.now());
         }
     }
 
     pub(super) fn retry_accept(&mut self) {
         let Some(at) = self.accept_retry else { return };
-        if self.now < at {
+        if self.now() < at {
             return;
         }
         self.accept_retry = None;
@@ -173,7 +173,7 @@ impl Io {
             }
             Backend::Epoll(e) => {
                 if e.add(l, token(THREAD, 0, Op::Accept), false).is_err() {
-                    self.accept_retry = Some(self.now + Duration::from_millis(10));
+                    self.accept_retry = Some(self.now() + Duration::from_millis(10));
                 }
             }
         }

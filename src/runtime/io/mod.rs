@@ -153,8 +153,10 @@ pub struct Io {
     wheel: Wheel,
     fired: Vec<u32>,
     epoch: Instant,
-    now: Instant,
-    /// `now` in nanoseconds since `epoch`.
+    /// `epoch` on the monotonic clock ([`epoll::monotonic_ns`]), read just
+    /// after it: `now()` is never ahead of `Instant::now()`.
+    epoch_ns: u64,
+    /// The turn's clock reading, in nanoseconds since `epoch`.
     now_ns: u64,
     /// `now` in ticks, rounded up.
     now_tick: u32,
@@ -228,6 +230,7 @@ pub(crate) struct IoCounts {
 impl Io {
     pub(crate) fn new(backend: Backend, pool: Pool, cfg: IoConfig) -> Io {
         let now = Instant::now();
+        let epoch_ns = epoll::monotonic_ns();
         let write_ticks = ticks(cfg.write_timeout);
         let files = match &backend {
             Backend::Uring(u) => u.files,
@@ -250,7 +253,7 @@ impl Io {
             wheel: Wheel::new(),
             fired: Vec::new(),
             epoch: now,
-            now,
+            epoch_ns,
             now_ns: 0,
             now_tick: 1,
             write_ticks,
@@ -285,8 +288,9 @@ impl Io {
     }
 
     /// The time at the start of this turn's dispatch.
+    #[inline]
     pub fn now(&self) -> Instant {
-        self.now
+        self.epoch + Duration::from_nanos(self.now_ns)
     }
 
     /// Watches `efd` (an eventfd) for wake-ups from other threads.

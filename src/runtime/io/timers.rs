@@ -64,8 +64,7 @@ impl Io {
     /// ticks since the epoch. Once per turn, after the wait.
     #[inline]
     pub(super) fn read_clock(&mut self) {
-        self.now = Instant::now();
-        self.now_ns = nanos(self.now.saturating_duration_since(self.epoch));
+        self.now_ns = epoll::monotonic_ns().saturating_sub(self.epoch_ns);
         self.now_tick = tick_of_ns(self.now_ns);
     }
 
@@ -88,7 +87,7 @@ impl Io {
         if until > self.now_ns.saturating_add(nanos(FAR)) {
             return None;
         }
-        let now = nanos(Instant::now().saturating_duration_since(self.epoch));
+        let now = epoll::monotonic_ns().saturating_sub(self.epoch_ns);
         Some(Duration::from_nanos(until.saturating_sub(now)))
     }
 
