@@ -68,13 +68,17 @@ impl Epoll {
             // Round up: waking before a deadline only means waiting again.
             Some(d) => d.as_micros().div_ceil(1000).min(1000) as i32,
         };
-        // SAFETY: `events` has room for `len` entries, which the kernel fills.
+        // SAFETY: `events` has room for `len` entries, which the kernel
+        // fills; no signal mask (null), so its size is not read.
         let n = unsafe {
-            libc::epoll_wait(
-                self.ep,
+            libc::syscall(
+                libc::SYS_epoll_pwait,
+                libc::c_long::from(self.ep),
                 self.events.as_mut_ptr(),
-                self.events.len() as i32,
-                ms,
+                self.events.len() as libc::c_long,
+                libc::c_long::from(ms),
+                std::ptr::null::<libc::sigset_t>(),
+                8 as libc::c_long,
             )
         };
         if n < 0 {
@@ -118,6 +122,13 @@ pub(crate) fn writable(events: i32) -> bool {
     events & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0
 }
 
+// The calls made on every message (`epoll_pwait`, `recvfrom`, `sendto`,
+// `sendmsg`) go through `syscall(2)`, not their glibc wrappers: those are
+// thread cancellation points, and each wraps the call in enabling and
+// disabling asynchronous cancellation, about 30 instructions a call
+// (callgrind, docs/performance.md). ringws never cancels a thread
+// (`pthread_cancel`), so the kernel sees the same call either way.
+
 /// A system call's result: the count, or the error from `errno`.
 fn check(r: isize) -> io::Result<usize> {
     if r < 0 {
@@ -129,24 +140,39 @@ fn check(r: isize) -> io::Result<usize> {
 
 /// Non-blocking `recv` into `buf`.
 pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of its length for the call.
+    // SAFETY: `buf` is valid for writes of its length for the call; no
+    // source address is asked for (null).
     check(unsafe {
-        libc::recv(
-            fd,
-            buf.as_mut_ptr() as *mut libc::c_void,
-            buf.len(),
-            libc::MSG_DONTWAIT,
+        libc::syscall(
+            libc::SYS_recvfrom,
+            libc::c_long::from(fd),
+            buf.as_mut_ptr(),
+            buf.len() as libc::c_long,
+            libc::c_long::from(libc::MSG_DONTWAIT),
+            std::ptr::null_mut::<libc::sockaddr>(),
+            std::ptr::null_mut::<libc::socklen_t>(),
         )
-    })
+    } as isize)
 }
 
 /// Non-blocking gather write of `iov` (one piece with `send`).
 pub(crate) fn send(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    let flags = libc::c_long::from(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+    let fd = libc::c_long::from(fd);
     let r = if iov.len() == 1 {
         // SAFETY: the iovec points into a buffer its batch keeps alive and
-        // unchanged for the call.
-        unsafe { libc::send(fd, iov[0].iov_base, iov[0].iov_len, flags) }
+        // unchanged for the call; no destination address (null).
+        unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                fd,
+                iov[0].iov_base,
+                iov[0].iov_len as libc::c_long,
+                flags,
+                std::ptr::null::<libc::sockaddr>(),
+                0 as libc::c_long,
+            )
+        }
     } else {
         // SAFETY: msghdr is a plain C struct; zero is an empty one.
         let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -154,9 +180,9 @@ pub(crate) fn send(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
         m.msg_iovlen = iov.len() as _;
         // SAFETY: every iovec points into a buffer its batch keeps alive
         // and unchanged for the call; `m` lives across it.
-        unsafe { libc::sendmsg(fd, &m, flags) }
+        unsafe { libc::syscall(libc::SYS_sendmsg, fd, &m as *const libc::msghdr, flags) }
     };
-    check(r)
+    check(r as isize)
 }
 
 /// Non-blocking `accept4`: a new socket, non-blocking and close-on-exec.
