@@ -423,6 +423,38 @@ impl Uring {
 
     /// Submits what is queued and waits for at least one completion, or
     /// until `timeout`, then copies every completion into `out`.
+    /// Nothing has completed since the last wait: the next wait would
+    /// block (or run deferred completion work). False for a script, whose
+    /// completions come only when a test writes them.
+    #[inline]
+    pub(crate) fn idle(&mut self) -> bool {
+        #[cfg(test)]
+        if let Ring::Script(_) = &self.ring {
+            return false;
+        }
+        self.ring.completion().is_empty()
+    }
+
+    /// Hands what is queued to the kernel without waiting, and adds to
+    /// `out` what completed inside the submission: a send the socket had
+    /// room for completes there.
+    pub(crate) fn submit_now(&mut self, out: &mut Vec<Cqe>) -> io::Result<()> {
+        self.bufs.publish();
+        match self.ring.submit() {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+            Err(e) => return Err(e),
+        }
+        for c in self.ring.completion() {
+            out.push(Cqe {
+                ud: c.user_data(),
+                res: c.result(),
+                flags: c.flags(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn wait(&mut self, timeout: Option<Duration>, out: &mut Vec<Cqe>) -> io::Result<()> {
         self.bufs.publish();
         #[cfg(test)]

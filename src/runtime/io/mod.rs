@@ -537,21 +537,33 @@ impl Io {
             Backend::Epoll(e) => e.wait(timeout, cqes)?,
         }
         self.read_clock();
-        for c in cqes.drain(..) {
-            self.dispatch(c, h);
-            self.tell_gone(h);
-        }
-        let ready = std::mem::take(&mut self.ready);
-        for slot in ready {
-            let s = &self.socks[slot as usize];
-            let id = SockId { slot, gen: s.gen };
-            if s.flags & IN_USE != 0 {
-                self.read_ready(id, h, false);
+        // Twice at most: the second time for what `send_early` brought
+        // (one loop, so that `dispatch` stays inlined in one place).
+        let mut early = false;
+        loop {
+            for c in cqes.drain(..) {
+                self.dispatch(c, h);
+                self.tell_gone(h);
             }
-            self.tell_gone(h);
+            if early {
+                break;
+            }
+            let ready = std::mem::take(&mut self.ready);
+            for slot in ready {
+                let s = &self.socks[slot as usize];
+                let id = SockId { slot, gen: s.gen };
+                if s.flags & IN_USE != 0 {
+                    self.read_ready(id, h, false);
+                }
+                self.tell_gone(h);
+            }
+            self.fire_timers(h);
+            self.retry_accept();
+            early = true;
+            if !self.send_early(cqes)? {
+                break;
+            }
         }
-        self.fire_timers(h);
-        self.retry_accept();
         h.turn(self);
         self.tell_gone(h);
         Ok(())

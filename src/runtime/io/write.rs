@@ -178,6 +178,34 @@ impl Io {
         }
     }
 
+    /// io_uring: hands the turn's output to the kernel before the turn
+    /// ends, if nothing else has completed meanwhile, and puts what
+    /// completed inside that submission (sends the socket had room for) in
+    /// `cqes`, for this turn to handle; true if it submitted. Otherwise the next wait would submit them, return at once with
+    /// their completions, and a whole turn (clock, timers, the handler's
+    /// turn, about 200 instructions, callgrind) would go to handing their
+    /// batches back: at one connection in ping-pong, every other turn.
+    /// With completions already waiting the next wait returns at once
+    /// anyway, with the sends' completions among the rest, so then the
+    /// turn's output waits for it, in one submission as before.
+    #[inline]
+    pub(super) fn send_early(&mut self, cqes: &mut Vec<Cqe>) -> io::Result<bool> {
+        if self.dirty.is_empty() {
+            return Ok(false);
+        }
+        let Backend::Uring(u) = &mut self.backend else {
+            return Ok(false);
+        };
+        if !u.idle() {
+            return Ok(false);
+        }
+        self.flush();
+        if let Backend::Uring(u) = &mut self.backend {
+            u.submit_now(cqes)?;
+        }
+        Ok(true)
+    }
+
     /// Moves the pending batch in flight, if there is nothing in flight.
     #[inline]
     pub(super) fn start_send(&mut self, slot: u32) {
