@@ -64,7 +64,7 @@ fn short_ascii(b: &[u8]) -> bool {
 /// Validates a whole buffer in one go (a text message that arrived complete).
 ///
 /// Short ASCII text, the usual small message, is settled by
-/// [`short_ascii`]: simdutf8 would pass it to `std::str::from_utf8`.
+/// `short_ascii`: simdutf8 would pass it to `std::str::from_utf8`.
 /// Anything else takes simdutf8.
 #[inline]
 pub fn validate(bytes: &[u8]) -> Result<(), Utf8Error> {
