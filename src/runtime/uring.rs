@@ -141,16 +141,36 @@ impl Uring {
         let ring = {
             // Cheapest first: a single issuer whose completion work runs only
             // when it asks for completions (bounded bursts, no interrupts),
-            // without the SQ index array; then ever plainer setups.
+            // without the SQ index array; then ever plainer setups. Each
+            // with the task-run flag first (the kernel says in the SQ ring's
+            // flags that completion work is pending, which `idle` reads),
+            // then without it.
             type Setup = fn(&mut io_uring::Builder);
-            let tries: [(&str, Setup); 4] = [
+            let tries: [(&str, Setup); 7] = [
+                (
+                    "single-issuer, defer-taskrun, no-sqarray, taskrun-flag",
+                    |b| {
+                        b.setup_single_issuer()
+                            .setup_defer_taskrun()
+                            .setup_no_sqarray()
+                            .setup_taskrun_flag();
+                    },
+                ),
                 ("single-issuer, defer-taskrun, no-sqarray", |b| {
                     b.setup_single_issuer()
                         .setup_defer_taskrun()
                         .setup_no_sqarray();
                 }),
+                ("single-issuer, defer-taskrun, taskrun-flag", |b| {
+                    b.setup_single_issuer()
+                        .setup_defer_taskrun()
+                        .setup_taskrun_flag();
+                }),
                 ("single-issuer, defer-taskrun", |b| {
                     b.setup_single_issuer().setup_defer_taskrun();
+                }),
+                ("coop-taskrun, taskrun-flag", |b| {
+                    b.setup_coop_taskrun().setup_taskrun_flag();
                 }),
                 ("coop-taskrun", |b| {
                     b.setup_coop_taskrun();
@@ -423,8 +443,9 @@ impl Uring {
 
     /// Submits what is queued and waits for at least one completion, or
     /// until `timeout`, then copies every completion into `out`.
-    /// Nothing has completed since the last wait: the next wait would
-    /// block (or run deferred completion work). False for a script, whose
+    /// Nothing has completed since the last wait, and no completion work
+    /// is pending (as far as the task-run flag tells, when the ring has
+    /// it): the next wait would block. False for a script, whose
     /// completions come only when a test writes them.
     #[inline]
     pub(crate) fn idle(&mut self) -> bool {
@@ -432,7 +453,7 @@ impl Uring {
         if let Ring::Script(_) = &self.ring {
             return false;
         }
-        self.ring.completion().is_empty()
+        self.ring.completion().is_empty() && !self.ring.submission().taskrun()
     }
 
     /// Hands what is queued to the kernel without waiting, and adds to
