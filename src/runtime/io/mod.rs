@@ -6,7 +6,10 @@
 //! until the next timer), dispatch every completion to its slot, fire due
 //! timers, then hand every batch of output the handlers queued in the turn
 //! to the kernel: whatever a callback sends goes out with the rest of the
-//! turn's sends in one submission.
+//! turn's sends in one submission. On io_uring, when nothing else has
+//! completed, that submission is made before the handler's turn, and the
+//! sends that complete inside it are handled in the same turn
+//! (`Io::send_early`).
 //!
 //! A socket, as this layer keeps it ([`Sock`]):
 //! * reads: one multishot `RECV` on the buffer ring (io_uring), or reads
