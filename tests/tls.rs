@@ -282,6 +282,55 @@ fn plain_http_or_garbage_is_closed_with_an_alert() {
     server.shutdown(Duration::ZERO);
 }
 
+/// A client whose ALPN offer lacks http/1.1 gets the no_application_protocol
+/// alert, in TLS 1.2 and in TLS 1.3, where the refusal comes after the
+/// ServerHello and the alert goes under the handshake keys.
+fn alpn_without_http11_is_refused_with_an_alert() {
+    let dir = Dir::new("alpn");
+    let server = server(&dir);
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(dir.path("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut c = ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        let c = Arc::new(c);
+        let e = connect(server.local_addr(), &c, "localhost")
+            .expect_err("no handshake without http/1.1");
+        let tls = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+        assert_eq!(
+            tls,
+            Some(&rustls::Error::AlertReceived(
+                rustls::AlertDescription::NoApplicationProtocol
+            )),
+            "{version:?}: {e}"
+        );
+        // The same ClientHello with garbage behind it in one write: the
+        // ServerHello and alert rustls queued go, the garbage is not parsed
+        // a second time, and the connection is closed.
+        let mut conn =
+            ClientConnection::new(c, ServerName::try_from("localhost").unwrap()).unwrap();
+        let mut hello = Vec::new();
+        conn.write_tls(&mut hello).unwrap();
+        hello.extend_from_slice(&[0xff; 32]);
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.write_all(&hello).unwrap();
+        let got = read_until_closed(&mut s, Duration::from_secs(3));
+        assert!(!got.is_empty(), "{version:?}: nothing before the close");
+    }
+    // Still serving.
+    wss(server.local_addr(), &client_config(&dir, "ca"));
+    has_metric(&server, "ringws_tls_failures_total 4");
+    server.shutdown(Duration::ZERO);
+}
+
 fn handshake_timeout_covers_tls() {
     let dir = Dir::new(&tag("timeout"));
     make_ca(&dir, "ca");
@@ -432,6 +481,7 @@ on_both_backends!(
     https_route_and_resumption,
     client_hello_one_byte_at_a_time,
     plain_http_or_garbage_is_closed_with_an_alert,
+    alpn_without_http11_is_refused_with_an_alert,
     handshake_timeout_covers_tls,
     sni_picks_the_certificate,
     reload_keeps_live_connections,

@@ -406,12 +406,32 @@ fn process<C: Records>(
 /// discarded: rustls may still point into it.
 fn fail<C: Records>(c: &mut C, st: &mut State, e: rustls::Error, rest: &mut [u8], r: &mut Read) {
     st.phase = Phase::Failed;
-    // The alert rustls queued (one record) comes out of the next call,
-    // before it looks at the input again. One call only: a second would
-    // parse what follows and fail once more.
-    let status = c.records(rest);
-    if let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state {
-        encode(&mut e, &mut st.out);
+    // What rustls queued before it gave up comes out of the next calls,
+    // one record each, before it looks at the input again: the alert, and
+    // ahead of it what the failing message's handling had already written.
+    // In TLS 1.3 that is the ServerHello when the failure comes after it:
+    // an ALPN offer without http/1.1 is refused while the encrypted
+    // extensions are written, so no_application_protocol follows the
+    // ServerHello, under the handshake keys.
+    //
+    // Once its queue is empty, a call parses the input again. With input
+    // left (the bytes a framing error stopped at, or what the peer sent
+    // after the failing message) that would fail once more and queue a
+    // second alert (a debug assertion in rustls), so only the first call
+    // is made then; with none, rustls has nothing to parse and answers
+    // with something other than a record to encode.
+    let mut at = 0;
+    let len = rest.len();
+    for _ in 0..MAX_STEPS {
+        let status = c.records(&mut rest[at..]);
+        at += status.discard;
+        let Ok(ConnectionState::EncodeTlsData(mut enc)) = status.state else {
+            break;
+        };
+        encode(&mut enc, &mut st.out);
+        if at < len {
+            break;
+        }
     }
     r.error = Some(e);
 }
