@@ -3,11 +3,16 @@
 # unit and integration tests (metrics checked with Python's
 # prometheus_client, installed when missing), the systemd unit, a short
 # fuzz run of every target, and
-# Autobahn|Testsuite cases 1-11 against the release server and with loadgen
-# as the client, then 1-13 with permessage-deflate (the server in both of
-# its modes, and loadgen). Installs what it
-# needs (cargo-fuzz, wstest in a cached virtualenv, redis-server from apt)
-# on the way.
+# real TLS clients against the release server (Python websockets, Node ws,
+# openssl s_client), Autobahn|Testsuite cases 1-11 against the release
+# server and with loadgen as the client, then 1-13 with permessage-deflate
+# (the server in both of its modes, and loadgen), and over wss:// (1-11 on
+# epoll, 1-13 with deflate on io_uring). Installs what it needs (cargo-fuzz,
+# wstest in a cached virtualenv, redis-server, nodejs and npm from apt,
+# websockets from pip, ws from npm) on the way.
+#
+# Each Autobahn run is one wstest process, which keeps one core busy while
+# the server mostly waits: on two cores they run two at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +53,14 @@ scripts/fuzz-smoke.sh
 step "deflate bombs against the release server: 1009, and peak RSS within 2x the limit per bomb"
 scripts/deflate-bomb.sh --mode shared --port 19061
 scripts/deflate-bomb.sh --mode dedicated --port 19062
+step "TLS with real clients (Python websockets, Node ws, openssl s_client), on io_uring and epoll"
+scripts/tls-clients.sh
+step "Autobahn|Testsuite 1.* to 11.* over wss:// on epoll, beside the next four runs"
+# wstest is installed first: two runs starting at once must not both make
+# its virtualenv.
+scripts/install-wstest.sh >/dev/null
+RINGWS_TLS=1 RINGWS_BACKEND=epoll RINGWS_AUTOBAHN_PORT=19071 scripts/autobahn.sh &
+wss_epoll=$!
 step "Autobahn|Testsuite 1.* to 11.*, ringws as the server on io_uring"
 RINGWS_BACKEND=io-uring scripts/autobahn.sh
 step "Autobahn|Testsuite 1.* to 11.*, ringws as the server on epoll"
@@ -56,15 +69,19 @@ step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client on io_uring"
 RINGWS_BACKEND=io-uring scripts/autobahn-client.sh
 step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client on epoll"
 RINGWS_BACKEND=epoll scripts/autobahn-client.sh
+wait $wss_epoll
 step "Autobahn|Testsuite 1.* to 13.* (permessage-deflate), ringws as the server, shared and dedicated at once"
-# Each run is one wstest process and mostly waits on it: the two modes side
-# by side take about as long as one.
+# Each run is one wstest process, busy on one core, and a server that mostly
+# waits on it: the two modes side by side take about as long as one.
 RINGWS_DEFLATE=shared RINGWS_AUTOBAHN_PORT=19021 scripts/autobahn.sh &
 shared=$!
 RINGWS_DEFLATE=dedicated RINGWS_AUTOBAHN_PORT=19031 scripts/autobahn.sh &
 dedicated=$!
 wait $shared
 wait $dedicated
-step "Autobahn|Testsuite 1.* to 13.* (permessage-deflate), loadgen as the client"
+step "Autobahn|Testsuite 1.* to 13.* (permessage-deflate), loadgen as the client, and ringws over wss:// on io_uring at once"
+RINGWS_TLS=1 RINGWS_BACKEND=io-uring RINGWS_DEFLATE=shared RINGWS_AUTOBAHN_PORT=19081 scripts/autobahn.sh &
+wss_uring=$!
 RINGWS_DEFLATE=1 RINGWS_AUTOBAHN_CLIENT_PORT=19041 scripts/autobahn-client.sh
+wait $wss_uring
 step "all passed"
