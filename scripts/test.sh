@@ -69,6 +69,8 @@ step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client on io_uring"
 RINGWS_BACKEND=io-uring scripts/autobahn-client.sh
 step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client on epoll"
 RINGWS_BACKEND=epoll scripts/autobahn-client.sh
+step "Autobahn|Testsuite 1.* to 11.*, loadgen as the client over wss:// (wstest's TLS fuzzing server) on io_uring"
+RINGWS_TLS=1 RINGWS_BACKEND=io-uring RINGWS_AUTOBAHN_CLIENT_PORT=19073 scripts/autobahn-client.sh
 wait $wss_epoll
 step "Autobahn|Testsuite 1.* to 13.* (permessage-deflate), ringws as the server, shared and dedicated at once"
 # Each run is one wstest process, busy on one core, and a server that mostly
