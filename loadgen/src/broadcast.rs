@@ -13,9 +13,15 @@
 //! Every client checks every delivery: from which sender, the sender's
 //! sequence number (exactly the next one expected: nothing lost, repeated
 //! or reordered), and the payload. Nobody sends until every connection is
-//! open (so every client is subscribed to every message); at the end each
-//! client waits until it has every message sent, and what never arrived is
-//! counted as lost.
+//! open (so every client is subscribed to every message), and then not
+//! before `--settle` has passed; at the end each client waits until it has
+//! every message sent, and what never arrived is counted as lost.
+//!
+//! Several targets (nodes of one cluster, behind a broker) share the
+//! clients round-robin: client k connects to target k mod n, senders
+//! included. Client and sender numbers are global, so the checks above
+//! hold across nodes unchanged: a client on one node must get every
+//! message of a sender on another, exactly once and in order.
 //!
 //! A message is binary, at least 20 bytes: the sender's number (4 bytes),
 //! its sequence number (4), the intended send time in nanoseconds since the
@@ -46,8 +52,12 @@ const HEAD: usize = 20;
 /// Fan-out load: every client receives every client's messages.
 #[derive(Args, Debug)]
 pub struct BroadcastArgs {
-    /// The server, as ws://host:port/path (examples/broadcast.rs).
-    target: String,
+    /// The servers, as ws://host:port/path (examples/broadcast.rs). With
+    /// several (nodes sharing topics through a broker), client k connects
+    /// to URL k mod n, senders included, and every client still checks
+    /// every sender's messages. All ws:// or all wss://.
+    #[arg(required = true, value_name = "TARGET")]
+    targets: Vec<String>,
     /// Certificate checks of a wss:// target.
     #[command(flatten)]
     tls: crate::target::TlsArgs,
@@ -86,6 +96,13 @@ pub struct BroadcastArgs {
     /// Time before the measured window, once every connection is open.
     #[arg(short, long, default_value = "1s", value_parser = crate::duration)]
     warmup: Duration,
+    /// Once every connection is open, wait this long before anyone sends.
+    /// With several nodes behind a broker, a node subscribes to a topic in
+    /// the broker only after its first local subscriber arrives, and
+    /// asynchronously: messages sent at once could miss the other nodes.
+    /// 0: send at once (one server needs no more).
+    #[arg(long, default_value = "0s", value_parser = crate::duration)]
+    settle: Duration,
     /// Time allowed, after sending stops, for the last deliveries.
     #[arg(long, default_value = "5s", value_parser = crate::duration)]
     drain: Duration,
@@ -113,7 +130,8 @@ enum Mode {
 
 /// The run, shared by the worker threads.
 struct Plan {
-    target: Target,
+    /// Client k connects to `targets[k % targets.len()]`.
+    targets: Vec<Target>,
     connections: usize,
     senders: usize,
     threads: usize,
@@ -126,6 +144,7 @@ struct Plan {
     duration: Duration,
     drain: Duration,
     connect_timeout: Duration,
+    settle: Duration,
     sources: Vec<IpAddr>,
     quiet: bool,
     /// Connections open, and those that failed to open: sending starts once
@@ -134,7 +153,8 @@ struct Plan {
     failed: AtomicUsize,
     /// Senders that opened (the rounds wait for each of them).
     open_senders: AtomicUsize,
-    /// When sending started (every connection open or failed).
+    /// When sending starts: `settle` after every connection is open or
+    /// failed.
     go: OnceLock<Instant>,
     /// Messages each sender has sent so far.
     sent: Vec<AtomicU64>,
@@ -143,6 +163,11 @@ struct Plan {
 }
 
 impl Plan {
+    /// Where client `i` connects.
+    fn target(&self, i: usize) -> &Target {
+        &self.targets[i % self.targets.len()]
+    }
+
     fn measure_from(&self) -> Option<Instant> {
         self.go.get().map(|g| *g + self.warmup)
     }
@@ -272,7 +297,8 @@ impl Worker {
             seed = xorshift(seed);
             let plan = &self.plan;
             let source = (!plan.sources.is_empty()).then(|| plan.sources[i % plan.sources.len()]);
-            match plan.target.connect(io, source) {
+            let target = plan.target(i);
+            match target.connect(io, source) {
                 Ok(id) => {
                     if self.conns.len() <= id.index() {
                         self.conns.resize_with(id.index() + 1, || None);
@@ -298,7 +324,8 @@ impl Worker {
                 }
                 Err(e) => {
                     self.stats.errors.connect += 1;
-                    self.failed(i, format!("connect to {} failed: {e}", plan.target.addr));
+                    let why = format!("connect to {} failed: {e}", target.addr);
+                    self.failed(i, why);
                 }
             }
         }
@@ -644,18 +671,15 @@ impl Handler for Worker {
         let Some(c) = self.conns[id.index()].as_mut() else {
             return;
         };
+        let target = self.plan.target(c.i);
         if let Err(e) = res {
             self.stats.errors.connect += 1;
-            let why = format!("connect to {} failed: {e}", self.plan.target.addr);
+            let why = format!("connect to {} failed: {e}", target.addr);
             self.stats.sample(why);
             io.close(id);
             return;
         }
-        let hs = ClientHandshake::new(
-            &self.plan.target.host,
-            &self.plan.target.path,
-            nonce(c.seed),
-        );
+        let hs = ClientHandshake::new(&target.host, &target.path, nonce(c.seed));
         io.send(id, hs.request());
         c.hs = Some((hs, Vec::new()));
     }
@@ -730,8 +754,13 @@ impl Handler for Worker {
             && plan.opened.load(Ordering::Acquire) + plan.failed.load(Ordering::Acquire)
                 >= plan.connections
         {
-            let go = *plan.go.get_or_init(|| now);
-            self.go(io, go.max(now));
+            // The first thread to see every connection open or failed
+            // fixes the start for all of them, --settle later; each starts
+            // its senders once there.
+            let go = *plan.go.get_or_init(|| now + plan.settle);
+            if now >= go {
+                self.go(io, now);
+            }
         }
         if let Some(from) = plan.go.get() {
             while now >= *from + Duration::from_secs(self.second) {
@@ -762,6 +791,10 @@ impl Handler for Worker {
             return Some(now + Duration::from_millis(1));
         };
         let mut t = (*go + Duration::from_secs(self.second)).min(self.plan.hard_stop());
+        if !self.started {
+            // Settling: the senders start at `go`.
+            t = t.min(*go);
+        }
         if let Some(Reverse((at, _))) = self.schedule.peek() {
             t = t.min(*at);
         }
@@ -828,9 +861,66 @@ fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Parses the targets: one or more URLs, all ws:// or all wss://.
+fn parse_targets(urls: &[String], tls: &crate::target::TlsArgs) -> Result<Vec<Target>, String> {
+    // Checked on the text, before `Target::parse`: a mix is refused for
+    // what it is, even where wss:// alone would fail for another reason
+    // (a loadgen built without TLS). One scheme because one set of TLS
+    // flags (--ca, --insecure) and one run's figures should not half
+    // apply. Other schemes are left to `Target::parse` to name.
+    let secure = |u: &String| match u.split_once("://") {
+        Some(("ws", _)) => Some(false),
+        Some(("wss", _)) => Some(true),
+        _ => None,
+    };
+    let mut known = urls.iter().filter(|u| secure(u).is_some());
+    if let Some(first) = known.next() {
+        if let Some(other) = known.find(|u| secure(u) != secure(first)) {
+            return Err(format!(
+                "the targets must share their scheme (all ws:// or all wss://): {first} and {other} differ"
+            ));
+        }
+    }
+    urls.iter().map(|u| Target::parse(u, tls)).collect()
+}
+
+/// Per target: connections assigned and opened, deliveries received over
+/// the whole run, and those that never arrived.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct PerTarget {
+    connections: usize,
+    opened: usize,
+    delivered: u64,
+    lost: u64,
+}
+
+/// Sums `received` (client number, deliveries it checked or None if it
+/// never opened) by target: client k is on target k mod `n`. `expected` is
+/// what every open client should have had.
+fn per_target<'a>(
+    n: usize,
+    connections: usize,
+    expected: u64,
+    received: impl IntoIterator<Item = &'a (usize, Option<u64>)>,
+) -> Vec<PerTarget> {
+    let mut t = vec![PerTarget::default(); n];
+    for i in 0..connections {
+        t[i % n].connections += 1;
+    }
+    for (i, got) in received {
+        if let Some(got) = got {
+            let p = &mut t[i % n];
+            p.opened += 1;
+            p.delivered += got;
+            p.lost += expected.saturating_sub(*got);
+        }
+    }
+    t
+}
+
 /// Runs `loadgen broadcast`.
 pub fn run(a: BroadcastArgs) -> ExitCode {
-    let target = match Target::parse(&a.target, &a.tls) {
+    let targets = match parse_targets(&a.targets, &a.tls) {
         Ok(t) => t,
         Err(e) => return crate::usage(&e),
     };
@@ -859,7 +949,7 @@ pub fn run(a: BroadcastArgs) -> ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, a.connections);
     let plan = Arc::new(Plan {
-        target,
+        targets,
         connections: a.connections,
         senders,
         threads,
@@ -871,6 +961,7 @@ pub fn run(a: BroadcastArgs) -> ExitCode {
         duration: a.duration,
         drain: a.drain,
         connect_timeout: a.connect_timeout,
+        settle: a.settle,
         sources,
         quiet: a.quiet,
         opened: AtomicUsize::new(0),
@@ -926,12 +1017,16 @@ pub fn run(a: BroadcastArgs) -> ExitCode {
         total.merge(&o.stats);
         rounds += o.rounds;
         reads += o.reads;
-        for (_, got) in &o.received {
-            if let Some(got) = got {
-                total.errors.lost += expected.saturating_sub(*got);
-                delivered += got;
-            }
-        }
+    }
+    let targets = per_target(
+        a.targets.len(),
+        plan.connections,
+        expected,
+        outcomes.iter().flat_map(|o| &o.received),
+    );
+    for t in &targets {
+        total.errors.lost += t.lost;
+        delivered += t.delivered;
     }
     let window = match (a.messages, total.last_echo, plan.measure_from()) {
         (Some(_), Some(last), Some(from)) => last
@@ -947,11 +1042,15 @@ pub fn run(a: BroadcastArgs) -> ExitCode {
             &total,
             window,
             [expected, delivered, rounds, reads],
+            &targets,
             &a
         )
     );
     if total.connected == 0 {
-        eprintln!("loadgen: no connection could be opened to {}", a.target);
+        eprintln!(
+            "loadgen: no connection could be opened to {}",
+            a.targets.join(" or ")
+        );
         return ExitCode::from(3);
     }
     if total.errors.total() > 0 {
@@ -965,6 +1064,7 @@ fn table(
     s: &Stats,
     window: Duration,
     [sent, delivered, rounds, reads]: [u64; 4],
+    targets: &[PerTarget],
     a: &BroadcastArgs,
 ) -> String {
     use std::fmt::Write as _;
@@ -1009,6 +1109,72 @@ fn table(
     }
     rows.push(("connect + handshake", &s.connect));
     t += &crate::report::latency_rows("delivery latency", &rows);
+    // After the lines scripts/fanout.py and the tests read, and worded so
+    // that none of them starts with one of their labels or reads
+    // "lost 0" (what a clean run's errors line says).
+    let _ = writeln!(
+        t,
+        "  {:<22}{:>12}{:>12}{:>12}   (deliveries: whole run)",
+        "per target", "connections", "deliveries", "lost"
+    );
+    for (url, p) in a.targets.iter().zip(targets) {
+        let _ = writeln!(
+            t,
+            "  {:<22}{:>12}{:>12}{:>12}",
+            url,
+            format!("{}/{}", p.opened, p.connections),
+            p.delivered,
+            p.lost
+        );
+    }
     t += &crate::report::errors(s);
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_counted_on_target_k_mod_n() {
+        // Five clients on two targets: 0, 2, 4 on the first, 1 and 3 on
+        // the second; client 3 never opened. Every open one should have 7.
+        let received = [
+            (0, Some(7)),
+            (1, Some(7)),
+            (2, Some(5)),
+            (3, None),
+            (4, Some(7)),
+        ];
+        let t = per_target(2, 5, 7, &received);
+        let first = PerTarget {
+            connections: 3,
+            opened: 3,
+            delivered: 19,
+            lost: 2,
+        };
+        let second = PerTarget {
+            connections: 2,
+            opened: 1,
+            delivered: 7,
+            lost: 0,
+        };
+        assert_eq!(t, [first, second]);
+    }
+
+    #[test]
+    fn targets_share_one_scheme() {
+        let tls = crate::target::TlsArgs::default();
+        let urls = |u: &[&str]| u.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let t = parse_targets(&urls(&["ws://127.0.0.1:1/", "ws://127.0.0.1:2/x"]), &tls).unwrap();
+        assert_eq!((t[1].addr.port(), t[1].path.as_str()), (2, "/x"));
+        let e = parse_targets(&urls(&["ws://127.0.0.1:1/", "wss://127.0.0.1:2/"]), &tls)
+            .err()
+            .unwrap();
+        assert!(e.contains("share their scheme"), "{e}");
+        let e = parse_targets(&urls(&["ws://127.0.0.1:1/", "http://x/"]), &tls)
+            .err()
+            .unwrap();
+        assert!(e.contains("must start with ws:// or wss://"), "{e}");
+    }
 }

@@ -53,8 +53,10 @@ enum Command {
     /// (`wstest -m fuzzingserver`): run every case, echoing what it sends.
     Autobahn(autobahn::AutobahnArgs),
     /// Fan-out load against a server that sends every message to every
-    /// client (examples/broadcast.rs): deliveries/s, delivery latency, and
-    /// every delivery checked (exactly once, in order per sender).
+    /// client (examples/broadcast.rs), or against several nodes sharing
+    /// topics (clients round-robin over the URLs): deliveries/s, delivery
+    /// latency, and every delivery checked (exactly once, in order per
+    /// sender, across nodes).
     Broadcast(broadcast::BroadcastArgs),
     /// Handshake load: new connections at a rate or as fast as a
     /// concurrency bound allows, each doing TCP connect, TLS (wss://), the

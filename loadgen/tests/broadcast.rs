@@ -1,10 +1,12 @@
 //! `loadgen broadcast` against a broadcast server of the library's own
 //! (every message to every client, the sender included, across threads):
 //! every mode delivers everything exactly once, the server's counts agree
-//! with loadgen's, and servers that lose or repeat deliveries are caught.
+//! with loadgen's, and servers that lose or repeat deliveries are caught;
+//! with several targets, what one node's clients miss of another's
+//! senders is caught too.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringws::app::{App, Handler, Message, Request, Socket, Upgrade};
 use ringws::{Config, ServerHandle};
@@ -55,10 +57,21 @@ fn server(threads: usize, fault: Fault) -> ServerHandle {
     .unwrap()
 }
 
+fn url(s: &ServerHandle) -> String {
+    format!("ws://{}/", s.local_addr())
+}
+
 fn loadgen(s: &ServerHandle, args: &[&str]) -> (i32, String) {
-    let url = format!("ws://{}/", s.local_addr());
+    loadgen_to(&[url(s)], &[&["--drain", "3s"], args].concat())
+}
+
+/// `loadgen broadcast` against `urls`, quiet: its exit code, stdout and
+/// stderr.
+fn loadgen_to(urls: &[String], args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["broadcast", &url, "--quiet", "--drain", "3s"])
+        .arg("broadcast")
+        .args(urls)
+        .arg("--quiet")
         .args(args)
         .output()
         .unwrap();
@@ -82,6 +95,21 @@ fn figure(out: &str, label: &str) -> f64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// The row of `url` in the per-target table: connections (opened/of),
+/// deliveries and lost ones.
+fn target_row(out: &str, url: &str) -> (String, u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with(url))
+        .unwrap_or_else(|| panic!("no row for {url} in\n{out}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (
+        f[1].to_string(),
+        f[2].parse().unwrap(),
+        f[3].parse().unwrap(),
+    )
 }
 
 /// The server's counts once its workers have published their last turn.
@@ -189,4 +217,101 @@ fn repeated_deliveries_are_caught() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("again, or out of order"), "{out}");
     s.shutdown(Duration::from_secs(1));
+}
+
+/// Two servers with no broker between them are two separate nodes: a
+/// sender's messages reach only the clients on its own node. loadgen must
+/// say so (it is what a broken broker would look like), per target too.
+#[test]
+fn deliveries_missing_across_nodes_are_counted() {
+    let (a, b) = (server(1, Fault::None), server(1, Fault::None));
+    let started = Instant::now();
+    // Clients 0 and 2 on a, 1 and 3 on b; all four send 10 messages.
+    let (code, out) = loadgen_to(
+        &[url(&a), url(&b)],
+        &[
+            "-c",
+            "4",
+            "-t",
+            "1",
+            "--messages",
+            "10",
+            "-w",
+            "0s",
+            "-d",
+            "500ms",
+            "--drain",
+            "500ms",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(figure(&out, "messages sent"), 40.0, "{out}");
+    // Each client has its own node's 20 and misses the other's 20; what it
+    // does get is in order (nothing "again" or "missing" mid-stream).
+    assert!(out.contains("lost 80"), "{out}");
+    assert!(out.contains("mismatch 0"), "{out}");
+    for u in [url(&a), url(&b)] {
+        assert_eq!(target_row(&out, &u), ("2/2".into(), 40, 40), "{out}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "{out}");
+    for s in [a, b] {
+        assert_eq!(s.stats().accepted, 2);
+        s.shutdown(Duration::from_secs(1));
+    }
+}
+
+/// Two URLs of one server: the clients spread over both, and everything
+/// arrives exactly once, after --settle.
+#[test]
+fn two_targets_on_one_server_deliver_everything_once() {
+    let s = server(2, Fault::None);
+    let started = Instant::now();
+    let (code, out) = loadgen_to(
+        &[url(&s), url(&s)],
+        &[
+            "-c",
+            "6",
+            "-t",
+            "2",
+            "--senders",
+            "4",
+            "--in-flight",
+            "2",
+            "--messages",
+            "25",
+            "--settle",
+            "300ms",
+            "-w",
+            "0s",
+            "-d",
+            "10s",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "{out}");
+    assert!(out.contains("lost 0"), "{out}");
+    assert_eq!(figure(&out, "messages sent"), 100.0, "{out}");
+    // Both rows name the same URL: the first is target 0, the second 1.
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with(&url(&s)))
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in rows {
+        let f: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(f[1..], ["3/3", "300", "0"], "{out}");
+    }
+    let st = settled(&s, 100);
+    assert_eq!((st.accepted, st.messages_received), (6, 100));
+    s.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn targets_must_share_their_scheme() {
+    let (code, out) = loadgen_to(
+        &["ws://127.0.0.1:1/".into(), "wss://127.0.0.1:2/".into()],
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("must share their scheme"), "{out}");
 }
