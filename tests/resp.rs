@@ -5,121 +5,25 @@
 //! at the end; without redis-server installed (scripts/test.sh installs
 //! it) the tests say so and pass.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "common/redis.rs"]
+mod redis_server;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use redis_server::{start, Conn};
 use ringws::proto::resp::{
     encode_auth, encode_client_setname, encode_command, encode_hello, encode_ping, encode_publish,
-    encode_publish_parts, encode_sentinel_master_addr, encode_subscribe, encode_unsubscribe,
-    Decoder, Frame, PubSub, RespLimits,
+    encode_publish_parts, encode_sentinel_master_addr, encode_subscribe, encode_unsubscribe, Frame,
+    PubSub,
 };
 
 const PASSWORD: &str = "s3cret";
 
-/// A redis-server child process, killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-    /// A Sentinel's configuration file, removed when dropped.
-    config: Option<PathBuf>,
+/// The next frame, which must be a pub/sub event.
+trait PubSubConn {
+    fn pubsub(&mut self) -> PubSub;
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(c) = &self.config {
-            let _ = std::fs::remove_file(c);
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-/// Starts `redis-server [config] --port <free> ... extra`, waits until it
-/// accepts connections; `None` (with a message) if it is not installed.
-fn start(config: Option<PathBuf>, extra: &[&str]) -> Option<Redis> {
-    let port = free_port();
-    let mut cmd = Command::new("redis-server");
-    if let Some(c) = &config {
-        cmd.arg(c);
-    }
-    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            println!("skipped: redis-server is not installed (scripts/test.sh installs it)");
-            return None;
-        }
-        Err(e) => panic!("redis-server: {e}"),
-    };
-    let mut redis = Redis {
-        child,
-        port,
-        config,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = redis.child.try_wait() {
-            panic!("redis-server exited: {status}");
-        }
-        assert!(Instant::now() < deadline, "redis-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(redis)
-}
-
-/// One connection: commands written as the encoder makes them, frames read
-/// through the decoder.
-struct Conn {
-    s: TcpStream,
-    dec: Decoder,
-    buf: BytesMut,
-}
-
-impl Conn {
-    fn new(port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_nodelay(true).unwrap();
-        Conn {
-            s,
-            dec: Decoder::new(RespLimits::default()),
-            buf: BytesMut::new(),
-        }
-    }
-
-    fn send(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
-        let mut out = Vec::new();
-        encode(&mut out);
-        self.s.write_all(&out).unwrap();
-    }
-
-    fn frame(&mut self) -> Frame {
-        loop {
-            if let Some(f) = self.dec.decode(&mut self.buf).unwrap() {
-                return f;
-            }
-            // Reads of an odd size, so frames split at odd places.
-            let mut tmp = [0u8; 7919];
-            let n = self.s.read(&mut tmp).unwrap();
-            assert!(n > 0, "redis-server closed the connection");
-            self.buf.extend_from_slice(&tmp[..n]);
-        }
-    }
-
+impl PubSubConn for Conn {
     fn pubsub(&mut self) -> PubSub {
         let f = self.frame();
         PubSub::from_frame(f).unwrap_or_else(|f| panic!("not pub/sub: {f:?}"))

@@ -65,8 +65,8 @@ mod encode;
 
 pub use encode::{
     encode_auth, encode_client_setname, encode_command, encode_command_iter, encode_hello,
-    encode_ping, encode_publish, encode_publish_parts, encode_sentinel_master_addr,
-    encode_subscribe, encode_unsubscribe,
+    encode_ping, encode_publish, encode_publish_parts, encode_publish_pieces,
+    encode_sentinel_master_addr, encode_subscribe, encode_unsubscribe,
 };
 
 /// Bounds on what a server may send; past any one the connection is

@@ -71,13 +71,25 @@ pub fn encode_publish(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
 /// string (their concatenation): the broker's envelope and the WebSocket
 /// frame after it are copied once each, into `out`, never joined first.
 pub fn encode_publish_parts(out: &mut Vec<u8>, channel: &[u8], parts: &[&[u8]]) {
+    encode_publish_pieces(out, &[channel], parts);
+}
+
+/// `PUBLISH channel payload` with both the channel and the payload in
+/// pieces: the broker's channel prefix and the topic, the envelope and the
+/// frame, each copied once into `out`.
+pub fn encode_publish_pieces(out: &mut Vec<u8>, channel: &[&[u8]], parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
+    let clen: usize = channel.iter().map(|p| p.len()).sum();
     // The framing is at most 67 bytes (two 20-digit lengths): one reserve,
     // no regrowth while the payload is copied.
-    out.reserve(len + channel.len() + 68);
+    out.reserve(len + clen + 68);
     header(out, b'*', 3);
     bulk(out, b"PUBLISH");
-    bulk(out, channel);
+    header(out, b'$', clen);
+    for c in channel {
+        out.extend_from_slice(c);
+    }
+    out.extend_from_slice(b"\r\n");
     header(out, b'$', len);
     for p in parts {
         out.extend_from_slice(p);
