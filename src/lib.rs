@@ -185,6 +185,7 @@
 //!   nothing else.
 
 pub mod app;
+pub mod broker;
 pub mod config;
 pub mod log;
 pub(crate) mod metrics;

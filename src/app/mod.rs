@@ -280,6 +280,9 @@ pub(crate) struct Shared {
     /// TLS, when `Config::tls` asks for it.
     #[cfg(feature = "tls")]
     tls: Option<tls::TlsState>,
+    /// The broker, when [`App::broker`] gave one, and its thread.
+    pub(crate) broker: Option<Arc<crate::broker::Link>>,
+    broker_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -320,13 +323,19 @@ impl Shared {
     /// Sends `frame` to `topic`'s subscribers on every thread but `skip`:
     /// one mailbox message per thread. `Dropped` if some thread's mailbox
     /// was full (its subscribers miss this one).
+    /// With a broker, `frame` goes to the other nodes too.
     pub(crate) fn publish(&self, skip: Option<usize>, topic: &str, frame: Bytes) -> SendStatus {
         let n = self.mailboxes.len();
-        if n == 1 && skip == Some(0) {
+        if n == 1 && skip == Some(0) && self.broker.is_none() {
             return SendStatus::Sent;
         }
         let topic: Arc<str> = Arc::from(topic);
         let mut status = SendStatus::Sent;
+        if let Some(b) = &self.broker {
+            if !b.publish(topic.clone(), frame.clone()) {
+                status = SendStatus::Dropped;
+            }
+        }
         for i in (0..n).filter(|&i| Some(i) != skip) {
             let cmd = Command::Publish {
                 topic: topic.clone(),
@@ -337,6 +346,16 @@ impl Shared {
             }
         }
         status
+    }
+
+    /// Stops the broker's thread, once the workers are done.
+    fn stop_broker(&self) {
+        if let Some(b) = &self.broker {
+            b.stop();
+        }
+        if let Some(t) = self.broker_thread.lock().expect("not poisoned").take() {
+            let _ = t.join();
+        }
     }
 
     /// Is the server shutting down (`/readyz` failing)?
@@ -365,6 +384,12 @@ impl Shared {
         }
         best.map(|(_, i)| i)
     }
+}
+
+/// The mailbox message that hands a frame from the broker to a worker's
+/// subscribers of `topic`.
+pub(crate) fn publish_command(topic: Arc<str>, frame: Bytes) -> Command {
+    Command::Publish { topic, frame }
 }
 
 /// How well the pattern `pattern` (a `prefix` or not) matches `path`:
@@ -406,6 +431,8 @@ pub struct App {
     cfg: Config,
     routes: Vec<RouteEntry>,
     http: Vec<http::HttpRoute>,
+    broker: Option<Box<dyn crate::broker::Broker>>,
+    gap: Option<crate::broker::GapFn>,
 }
 
 impl App {
@@ -415,7 +442,34 @@ impl App {
             cfg,
             routes: Vec::new(),
             http: Vec::new(),
+            broker: None,
+            gap: None,
         }
+    }
+
+    /// Shares topics with the other nodes through `broker` (a
+    /// [`Redis`](crate::broker::Redis)): [`Socket::publish`] and
+    /// [`ServerHandle::publish`] reach the subscribers on every node given
+    /// the same broker, at most once, in order per publisher; the
+    /// [`broker`](crate::broker) module says what is and is not
+    /// guaranteed. `/readyz` fails until the broker is connected and
+    /// subscribed, and `/metrics` gains the `ringws_broker_*` families.
+    pub fn broker(mut self, broker: impl crate::broker::Broker) -> App {
+        self.broker = Some(Box::new(broker));
+        self
+    }
+
+    /// Calls `f` on the broker's thread each time a broker connection comes
+    /// back after it was lost: messages published on other nodes meanwhile
+    /// never reached this node's subscribers, and the application may want
+    /// to tell them (a "reload" message) or fill the gap from its own
+    /// store. Keep it short: the broker waits for it.
+    pub fn on_broker_gap<F>(mut self, f: F) -> App
+    where
+        F: Fn(&ServerHandle, &crate::broker::Gap) + Send + Sync + 'static,
+    {
+        self.gap = Some(Box::new(f));
+        self
     }
 
     /// Serves GET (and HEAD, without the body) requests for exactly `path`
@@ -564,6 +618,16 @@ impl App {
             }
             None => (None, None),
         };
+        let link = match &self.broker {
+            Some(b) => Some(Arc::new(
+                crate::broker::Link::new(b.max_queue_bytes(), self.cfg.backend)
+                    .map_err(StartError::Thread)?,
+            )),
+            None => None,
+        };
+        if let (Some(l), Some(f)) = (&link, self.gap) {
+            let _ = l.gap.set(f);
+        }
         let cfg = Arc::new(self.cfg);
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
@@ -583,6 +647,8 @@ impl App {
             admin: Mutex::new(None),
             #[cfg(feature = "tls")]
             tls,
+            broker: link.clone(),
+            broker_thread: Mutex::new(None),
         });
         let receivers = Mutex::new(receivers);
         let s = shared.clone();
@@ -616,6 +682,16 @@ impl App {
         let _ = shared.backend.set(w.backend);
         *shared.threads.lock().expect("not poisoned") = w.threads;
         let server = ServerHandle { shared };
+        if let (Some(b), Some(link)) = (self.broker, link) {
+            link.set_server(&server.shared);
+            match b.start(link) {
+                Ok(t) => *server.shared.broker_thread.lock().expect("not poisoned") = Some(t),
+                Err(e) => {
+                    server.shutdown(Duration::ZERO);
+                    return Err(StartError::Broker(e));
+                }
+            }
+        }
         if let Some(addr) = cfg.admin_listen {
             match admin::Admin::start(addr, server.clone(), cfg.handshake_timeout) {
                 Ok(a) => *server.shared.admin.lock().expect("not poisoned") = Some(a),

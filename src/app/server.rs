@@ -164,6 +164,7 @@ impl ServerHandle {
         for t in threads {
             let _ = t.join();
         }
+        self.shared.stop_broker();
         self.shared.stopped.store(true, Ordering::Relaxed);
         if let Some(mut a) = self.shared.admin.lock().expect("not poisoned").take() {
             a.stop();

@@ -355,6 +355,10 @@ pub(crate) fn readyz(shared: &Shared) -> Health {
             },
         ));
     }
+    if let Some(b) = &shared.broker {
+        let (ready, status) = b.ready();
+        extra.push(("broker".to_owned(), ready, status));
+    }
     Health::of(
         vec![
             (
@@ -379,6 +383,79 @@ pub(crate) fn readyz(shared: &Shared) -> Health {
         .chain(extra)
         .collect(),
     )
+}
+
+/// The broker's families, when there is a broker.
+fn render_broker(e: &mut Exposition, shared: &Shared) {
+    let Some(b) = &shared.broker else { return };
+    let c = &b.counts;
+    let counter = |e: &mut Exposition, name: &str, help: &str, v: &AtomicU64| {
+        e.family(name, help, MetricType::Counter);
+        e.sample(name, &[], get(v));
+    };
+    counter(
+        e,
+        "ringws_broker_published_total",
+        "Messages published to the broker for the other nodes.",
+        &c.published,
+    );
+    counter(
+        e,
+        "ringws_broker_received_total",
+        "Messages from other nodes handed to this node's workers.",
+        &c.received,
+    );
+    e.family(
+        "ringws_broker_dropped_total",
+        "Messages the broker dropped, by reason: queue (the queue to the broker thread was full), disconnected (Redis was not connected), backpressure (Redis was not reading), refused (Redis answered an error), mailbox (a worker's mailbox was full), malformed (a payload that is no frame from a node).",
+        MetricType::Counter,
+    );
+    for (reason, v) in [
+        ("queue", &c.dropped_queue),
+        ("disconnected", &c.dropped_disconnected),
+        ("backpressure", &c.dropped_backpressure),
+        ("refused", &c.dropped_refused),
+        ("mailbox", &c.dropped_mailbox),
+        ("malformed", &c.dropped_malformed),
+    ] {
+        e.sample("ringws_broker_dropped_total", &[("reason", reason)], get(v));
+    }
+    counter(
+        e,
+        "ringws_broker_reconnects_total",
+        "Connections to the broker made again after one was lost.",
+        &c.reconnects,
+    );
+    e.family(
+        "ringws_broker_subscribed_topics",
+        "Topics this node subscribes to in the broker (those with local subscribers, and those lingering after their last one left).",
+        MetricType::Gauge,
+    );
+    e.sample("ringws_broker_subscribed_topics", &[], get(&c.topics));
+    e.family(
+        "ringws_broker_instances_up",
+        "Broker instances whose publishing and subscribing connections are both up.",
+        MetricType::Gauge,
+    );
+    e.sample("ringws_broker_instances_up", &[], get(&c.instances_up));
+    e.family(
+        "ringws_broker_instances",
+        "Broker instances configured.",
+        MetricType::Gauge,
+    );
+    e.sample("ringws_broker_instances", &[], get(&c.instances));
+    e.family(
+        "ringws_broker_probe_age_seconds",
+        "Seconds since a probe of this node's subscriptions last came back (-1: none yet; a probe is sent after 30 s without traffic).",
+        MetricType::Gauge,
+    );
+    let ok = get(&c.probe_ok_ns);
+    let age = if ok == 0 {
+        -1.0
+    } else {
+        crate::broker::unix_ns().saturating_sub(ok) as f64 / 1e9
+    };
+    e.sample("ringws_broker_probe_age_seconds", &[], age);
 }
 
 /// The Prometheus text exposition (format 0.0.4) of `server`: every
@@ -455,6 +532,7 @@ pub(crate) fn render(server: &ServerHandle) -> String {
     );
     #[cfg(feature = "tls")]
     render_tls(&mut e, shared);
+    render_broker(&mut e, shared);
     e.family(
         "ringws_loop_turns_total",
         "Turns of each worker's event loop.",

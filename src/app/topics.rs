@@ -22,9 +22,27 @@ pub(crate) struct Topics {
     ids: HashMap<Arc<str>, u32>,
     topics: Vec<Option<Topic>>,
     free: Vec<u32>,
+    /// With a broker: topics that gained their first subscriber here
+    /// (`true`) or lost their last (`false`) since the worker last handed
+    /// them on ([`Topics::take_changes`]).
+    changes: Option<Vec<(Arc<str>, bool)>>,
 }
 
 impl Topics {
+    /// Tables that record their topics' first and last subscribers, for a
+    /// broker.
+    pub(crate) fn tracking() -> Topics {
+        Topics {
+            changes: Some(Vec::new()),
+            ..Topics::default()
+        }
+    }
+
+    /// The changes recorded since the last call, if any.
+    pub(crate) fn changes(&mut self) -> Option<&mut Vec<(Arc<str>, bool)>> {
+        self.changes.as_mut().filter(|c| !c.is_empty())
+    }
+
     /// Adds `id` to `name`; its topic id, or `None` if it was subscribed.
     pub(crate) fn subscribe(&mut self, id: SockId, name: &str) -> Option<u32> {
         let t = match self.ids.get(name) {
@@ -46,6 +64,9 @@ impl Topics {
                         (self.topics.len() - 1) as u32
                     }
                 };
+                if let Some(c) = &mut self.changes {
+                    c.push((name.clone(), true));
+                }
                 self.ids.insert(name, t);
                 t
             }
@@ -80,6 +101,9 @@ impl Topics {
         if topic.subs.is_empty() {
             let name = topic.name.clone();
             self.ids.remove(&name);
+            if let Some(c) = &mut self.changes {
+                c.push((name, false));
+            }
             self.topics[t as usize] = None;
             self.free.push(t);
         }

@@ -84,12 +84,17 @@ impl Worker {
     ) -> Worker {
         let waker = shared.wakers[index].clone();
         shared.stats[index].created(Instant::now());
+        let topics = if shared.broker.is_some() {
+            super::topics::Topics::tracking()
+        } else {
+            Default::default()
+        };
         Worker {
             ctx: Ctx {
                 index,
                 shared,
                 slots: Vec::new(),
-                topics: Default::default(),
+                topics,
                 victims: Vec::new(),
                 compressor: None,
                 own_z: HashMap::new(),
@@ -349,6 +354,11 @@ impl io::Handler for Worker {
 
     fn turn(&mut self, io: &mut Io) {
         self.ctx.counts.turns += 1;
+        if let Some(changes) = self.ctx.topics.changes() {
+            if let Some(b) = &self.ctx.shared.broker {
+                b.interest(self.ctx.index, changes);
+            }
+        }
         self.ctx
             .stats()
             .publish(&self.ctx.counts, &io.counts, io.now_ticks(), io.epoch());

@@ -101,3 +101,60 @@ where
         })
         .collect()
 }
+
+/// Starts one loop on a thread of its own named `name`, woken through
+/// `waker` (its [`Handler::wake`] runs after each
+/// [`Waker::wake`](super::Waker::wake)): the loop of a side thread, such as
+/// the broker's. Returns once the loop is set up, or why it could not be.
+pub(crate) fn spawn_loop<H, M>(
+    name: String,
+    opts: LoopOptions,
+    waker: std::sync::Arc<super::Waker>,
+    make: M,
+) -> io::Result<std::thread::JoinHandle<()>>
+where
+    H: Handler,
+    M: FnOnce(&mut Io) -> H + Send + 'static,
+{
+    use std::os::fd::AsRawFd;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread_name = name.clone();
+    let t = std::thread::Builder::new().name(name).spawn(move || {
+        let setup = || -> io::Result<Io> {
+            let pool = super::buf::Pool::new(opts.read_buffer_size, opts.read_buffers)?;
+            let backend = super::open_backend(opts.backend, opts.ring_entries, 0, &pool, false)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            let mut io = Io::new(
+                backend,
+                pool,
+                super::io::IoConfig {
+                    max_backpressure: opts.max_backpressure,
+                    write_timeout: opts.write_timeout,
+                    backlog: 0,
+                },
+            );
+            io.watch_wake(waker.fd.as_raw_fd())?;
+            Ok(io)
+        };
+        let mut io = match setup() {
+            Ok(io) => io,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let mut h = make(&mut io);
+        let _ = ready_tx.send(Ok(()));
+        if let Err(e) = io.run(&mut h) {
+            tracing::error!("{thread_name}: the loop failed: {e}");
+        }
+    })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(t),
+        Ok(Err(e)) => {
+            let _ = t.join();
+            Err(e)
+        }
+        Err(_) => Err(io::Error::other("the loop thread panicked while starting")),
+    }
+}

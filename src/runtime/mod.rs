@@ -65,6 +65,8 @@ pub enum StartError {
     /// A worker's read buffers (`read_buffers` x `read_buffer_size`) could
     /// not be mapped.
     ReadPool(std::io::Error),
+    /// The broker's thread could not be started.
+    Broker(std::io::Error),
 }
 
 impl fmt::Display for StartError {
@@ -82,6 +84,7 @@ impl fmt::Display for StartError {
             ),
             StartError::Thread(e) => write!(f, "cannot start a worker thread: {e}"),
             StartError::ReadPool(e) => write!(f, "{e}; lower --read-buffers or --read-buffer-size"),
+            StartError::Broker(e) => write!(f, "cannot start the broker: {e}"),
         }
     }
 }

@@ -58,6 +58,10 @@ pub fn start_on(port: u16, config: Option<PathBuf>, extra: &[&str]) -> Option<Re
     for a in ["--save", "", "--appendonly", "no"] {
         args.push(a.to_owned());
     }
+    // A replica's full sync writes an RDB file to its directory even with
+    // saving off: never into the checkout.
+    args.push("--dir".to_owned());
+    args.push(std::env::temp_dir().display().to_string());
     args.extend(extra.iter().map(|s| s.to_string()));
     let child = match Command::new("redis-server")
         .args(&args)
