@@ -5,6 +5,11 @@
 //! cargo run --release --example broadcast -- --listen 127.0.0.1:9001
 //! ```
 //!
+//! With `--redis redis://127.0.0.1:6379` (repeatable) several nodes share
+//! the topic: `loadgen broadcast ws://127.0.0.1:9001/ ws://127.0.0.1:9002/
+//! --settle 500ms` checks that every client gets every message once, in
+//! order per sender, across nodes.
+//!
 //! Each connection subscribes to one topic when it opens; a message is
 //! published to the topic (its frame encoded once, its bytes shared by all
 //! subscribers) and sent back to its sender, who is left out of its own
@@ -50,9 +55,13 @@ struct Args {
     /// many seconds; 0: never.
     #[arg(long, default_value_t = 0)]
     stats_interval: u64,
+    /// Share the topic with other nodes through this Redis; repeat to
+    /// shard over several instances.
+    #[arg(long)]
+    redis: Vec<String>,
 }
 
-fn main() -> Result<(), ringws::StartError> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     ringws::log::init_from_env(); // RINGWS_LOG_LEVEL=debug for more
     let a = Args::parse();
     let mut cfg = Config {
@@ -61,5 +70,9 @@ fn main() -> Result<(), ringws::StartError> {
         ..Config::default()
     };
     cfg.threads = a.threads.unwrap_or(cfg.threads);
-    App::new(cfg).route_prefix("/", Broadcast).run()
+    let mut app = App::new(cfg).route_prefix("/", Broadcast);
+    if !a.redis.is_empty() {
+        app = app.broker(ringws::broker::Redis::new(&a.redis)?);
+    }
+    Ok(app.run()?)
 }

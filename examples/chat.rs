@@ -8,6 +8,20 @@
 //! room as `NAME: line`, the sender included; joins and leaves are
 //! announced as `* NAME joined` and `* NAME left`.
 //!
+//! Two nodes share their rooms through Redis (`--redis`, repeatable to
+//! shard the rooms over several instances):
+//!
+//! ```text
+//! cargo run --release --example chat -- --listen 127.0.0.1:9001 --redis redis://127.0.0.1:6379
+//! cargo run --release --example chat -- --listen 127.0.0.1:9002 --redis redis://127.0.0.1:6379
+//! ```
+//!
+//! A member on either node then hears everyone in the room on both, each
+//! line once and in the order its sender sent them. What the broker does
+//! not promise: lines sent while a node's connection to Redis is down do
+//! not reach that node's members (it reconnects by itself, and this
+//! example logs each such gap), and there is no history.
+//!
 //! permessage-deflate is on in shared mode (`--deflate`): browsers offer
 //! it, chat text compresses well, and in shared mode an idle member costs
 //! nothing more for it; each line is compressed once per thread for
@@ -17,6 +31,7 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use ringws::app::{App, Closed, Handler, Message, Request, Socket, Upgrade};
+use ringws::broker::Redis;
 use ringws::config::DeflateMode;
 use ringws::Config;
 
@@ -85,9 +100,15 @@ struct Args {
     /// permessage-deflate: off, shared or dedicated.
     #[arg(long, default_value = "shared")]
     deflate: DeflateMode,
+    /// Share the rooms with other nodes through this Redis
+    /// (`redis://[[user]:password@]host:port`, or
+    /// `redis+sentinel://host:26379,.../master`); repeat to shard the
+    /// rooms over several instances (every node given the same list).
+    #[arg(long)]
+    redis: Vec<String>,
 }
 
-fn main() -> Result<(), ringws::StartError> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     ringws::log::init_from_env(); // RINGWS_LOG_LEVEL=debug for more
     let a = Args::parse();
     let cfg = Config {
@@ -95,5 +116,17 @@ fn main() -> Result<(), ringws::StartError> {
         deflate: a.deflate,
         ..Config::default()
     };
-    App::new(cfg).route_prefix("/chat", Chat).run()
+    let mut app = App::new(cfg).route_prefix("/chat", Chat);
+    if !a.redis.is_empty() {
+        app = app
+            .broker(Redis::new(&a.redis)?)
+            .on_broker_gap(|_server, gap| {
+                tracing::warn!(
+                    "lines sent on other nodes in the last {:?} did not reach this node's members ({})",
+                    gap.down_for,
+                    gap.instance
+                );
+            });
+    }
+    Ok(app.run()?)
 }

@@ -7,6 +7,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "common/redis.rs"]
+mod redis_server;
 use common::Client;
 
 /// A running example; killed when dropped.
@@ -22,6 +24,11 @@ impl Drop for Example {
 /// Starts `examples/<name>` with `--listen` on a free port and waits until
 /// it accepts connections.
 fn start(name: &str) -> Example {
+    start_with(name, &[])
+}
+
+/// As [`start`], with more arguments.
+fn start_with(name: &str, extra: &[&str]) -> Example {
     // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
     let exe = std::env::current_exe().unwrap();
     let dir: PathBuf = exe.parent().unwrap().parent().unwrap().join("examples");
@@ -33,6 +40,7 @@ fn start(name: &str) -> Example {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let child = Command::new(dir.join(name))
         .args(["--listen", &addr.to_string()])
+        .args(extra)
         .env("RINGWS_LOG", "warn")
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start example {name} from {}: {e}", dir.display()));
@@ -55,6 +63,38 @@ fn next_line(c: &mut Client) -> String {
             return t;
         }
     }
+}
+
+/// The README's two chat nodes sharing their rooms through one Redis.
+#[test]
+fn chat_nodes_share_rooms_through_redis() {
+    let Some(redis) = redis_server::start(None, &[]) else {
+        return;
+    };
+    let url = redis.url();
+    let one = start_with("chat", &["--redis", &url]);
+    let two = start_with("chat", &["--redis", &url]);
+    let mut ann = Client::open(one.1, "/chat/r1?nick=ann");
+    assert_eq!(ann.next_text(), "* ann joined");
+    let mut bob = Client::open(two.1, "/chat/r1?nick=bob");
+    assert_eq!(bob.next_text(), "* bob joined");
+    // Both nodes subscribed: each hears the other's lines once.
+    let t = Instant::now();
+    while redis.numsub("ringws:r1") < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "both nodes subscribe"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ann.text("hello from one");
+    assert_eq!(next_line(&mut ann), "ann: hello from one");
+    assert_eq!(next_line(&mut bob), "ann: hello from one");
+    bob.text("hello from two");
+    assert_eq!(next_line(&mut bob), "bob: hello from two");
+    assert_eq!(next_line(&mut ann), "bob: hello from two");
+    drop(bob);
+    assert_eq!(ann.next_text(), "* bob left");
 }
 
 #[test]
