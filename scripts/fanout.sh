@@ -12,5 +12,6 @@
 #   scripts/fanout.sh --quick   one load per placement
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p ringws -p loadgen --example broadcast
+cargo build --release --quiet -p ringws --example broadcast
+cargo build --release --quiet -p loadgen
 exec python3 scripts/fanout.py "$@"

@@ -462,7 +462,97 @@ fn sentinel_failover() {
     b.shutdown(Duration::from_secs(1));
 }
 
+fn oversized_message_breaks_only_that_connection() {
+    let Some(r) = start(None, &[]) else { return };
+    let fast = |b: broker::Redis| b.backoff(Duration::from_millis(50), Duration::from_millis(200));
+    let a = node(fast(redis_broker(&[r.url()])).max_message(1024), 1);
+    let b = node(fast(redis_broker(&[r.url()])), 1);
+    ready(&[&a, &b]);
+    let mut c = Client::open(a.local_addr(), "/t");
+    wait_for("a subscription", Duration::from_secs(5), || {
+        r.numsub("ringws:t") == 1
+    });
+    // Past max_message: the connection is dropped, made again with a
+    // fresh decoder, and delivery goes on.
+    r.command(&["PUBLISH", "ringws:t", &"x".repeat(20_000)]);
+    wait_for("/readyz to fail", Duration::from_secs(5), || !a.readyz().ok);
+    ready(&[&a]);
+    assert!(until_delivered(&b, &mut c, "after").starts_with("after"));
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+}
+
+fn a_refusing_redis_is_not_hammered() {
+    let Some(r) = start(None, &["--maxclients", "1"]) else {
+        return;
+    };
+    // (After the start's readiness check has left.)
+    std::thread::sleep(Duration::from_millis(300));
+    let mut hold = redis_server::Conn::new(r.port);
+    let slow = |b: broker::Redis| b.backoff(Duration::from_millis(500), Duration::from_secs(5));
+    let a = node(slow(redis_broker(&[r.url()])), 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!a.readyz().ok, "never up: Redis refuses every connection");
+    // Backing off from 500 ms: a handful of attempts per connection.
+    // Asked on the one connection Redis allows.
+    let Frame::Bulk(info) = hold.command(&["INFO", "stats"]) else {
+        panic!("INFO")
+    };
+    let attempts: u32 = String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(attempts < 16, "{attempts} connections in 2 s");
+    assert_eq!(metric(&a, "ringws_broker_reconnects_total"), 0.0);
+    a.shutdown(Duration::from_secs(1));
+}
+
+fn a_refused_topic_costs_only_itself() {
+    let Some(r) = start(None, &[]) else { return };
+    // A user allowed only the channels of rooms (and the probes).
+    let acl = r.command(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">pw",
+        "resetchannels",
+        "&ringws:room*",
+        "&ringws:probe:*",
+        "+@all",
+        "~*",
+    ]);
+    assert_eq!(acl, Frame::Simple(bytes::Bytes::from_static(b"OK")));
+    let url = format!("redis://app:pw@127.0.0.1:{}", r.port);
+    let a = node(redis_broker(std::slice::from_ref(&url)), 1);
+    let b = node(redis_broker(&[url]), 1);
+    ready(&[&a, &b]);
+    let mut bad = Client::open(b.local_addr(), "/secret");
+    let mut good = Client::open(b.local_addr(), "/room1");
+    wait_for("the refusal", Duration::from_secs(5), || {
+        metric(&b, "ringws_broker_refused_topics") == 1.0
+    });
+    wait_for("the room", Duration::from_secs(5), || {
+        r.numsub("ringws:room1") == 1
+    });
+    a.publish("room1", "hi");
+    assert_eq!(good.next_text(), "hi");
+    assert!(b.readyz().ok);
+    assert_eq!(r.numsub("ringws:secret"), 0);
+    // Local delivery of the refused topic still works.
+    b.publish("secret", "local");
+    assert_eq!(bad.next_text(), "local");
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+}
+
 on_both_backends!(
+    oversized_message_breaks_only_that_connection,
+    a_refusing_redis_is_not_hammered,
+    a_refused_topic_costs_only_itself,
     delivery_across_three_nodes,
     interest_follows_subscribers,
     churn_during_publishing,

@@ -433,6 +433,12 @@ fn render_broker(e: &mut Exposition, shared: &Shared) {
     );
     e.sample("ringws_broker_subscribed_topics", &[], get(&c.topics));
     e.family(
+        "ringws_broker_refused_topics",
+        "Topics Redis refused to subscribe (an ACL on channels): their subscribers here get nothing from other nodes. Tried again at each reconnect.",
+        MetricType::Gauge,
+    );
+    e.sample("ringws_broker_refused_topics", &[], get(&c.refused_topics));
+    e.family(
         "ringws_broker_instances_up",
         "Broker instances whose publishing and subscribing connections are both up.",
         MetricType::Gauge,

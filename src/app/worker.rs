@@ -138,6 +138,16 @@ impl Worker {
         }
     }
 
+    /// Hands the broker the topics that gained their first or lost their
+    /// last subscriber here (nothing to do without a broker, or changes).
+    fn flush_interest(&mut self) {
+        if let Some(changes) = self.ctx.topics.changes() {
+            if let Some(b) = &self.ctx.shared.broker {
+                b.interest(self.ctx.index, changes);
+            }
+        }
+    }
+
     /// Closes the subscribers a publish found past their limit (policy
     /// `Close`).
     pub(super) fn close_victims(&mut self, io: &mut Io) {
@@ -333,6 +343,10 @@ impl io::Handler for Worker {
         }
         self.open -= 1;
         self.ctx.shared.open_total.fetch_sub(1, Ordering::Relaxed);
+        // The loop tells of sockets gone after the turn's end: what they
+        // left must not wait for the next turn (an idle worker may have
+        // none for long).
+        self.flush_interest();
     }
 
     fn writable(&mut self, io: &mut Io, id: SockId) {
@@ -354,11 +368,7 @@ impl io::Handler for Worker {
 
     fn turn(&mut self, io: &mut Io) {
         self.ctx.counts.turns += 1;
-        if let Some(changes) = self.ctx.topics.changes() {
-            if let Some(b) = &self.ctx.shared.broker {
-                b.interest(self.ctx.index, changes);
-            }
-        }
+        self.flush_interest();
         self.ctx
             .stats()
             .publish(&self.ctx.counts, &io.counts, io.now_ticks(), io.epoch());

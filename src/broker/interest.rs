@@ -50,6 +50,9 @@ struct Entry {
     workers: Workers,
     /// When the last worker left (the linger runs from here).
     empty_since: Option<Instant>,
+    /// Has an entry in [`Interest::lingering`]: one at most per topic, so
+    /// that a topic emptying and filling fast does not grow the queue.
+    queued: bool,
 }
 
 /// The node's interest in topics (see the module docs).
@@ -57,8 +60,11 @@ struct Entry {
 pub(crate) struct Interest {
     topics: HashMap<Arc<str>, Entry>,
     linger: Duration,
-    /// Topics that emptied, in the order they did, each with the time it
-    /// did; an entry is stale if the topic filled since.
+    /// Topics that emptied, each with the time it did, at most one entry
+    /// per topic (so the queue is bounded by the topics). An entry whose
+    /// topic filled since is dropped; one whose topic emptied again later
+    /// goes back in at the later time (the order is then only nearly by
+    /// time: an unsubscribe may wait up to one more linger).
     lingering: VecDeque<(Instant, Arc<str>)>,
     to_subscribe: Vec<Arc<str>>,
     to_unsubscribe: Vec<Arc<str>>,
@@ -83,7 +89,10 @@ impl Interest {
                 if e.workers.is_empty() {
                     if e.empty_since.is_none() {
                         e.empty_since = Some(now);
-                        self.lingering.push_back((now, topic.clone()));
+                        if !e.queued {
+                            e.queued = true;
+                            self.lingering.push_back((now, topic.clone()));
+                        }
                     }
                 } else {
                     e.empty_since = None;
@@ -97,6 +106,7 @@ impl Interest {
                     Entry {
                         workers,
                         empty_since: None,
+                        queued: false,
                     },
                 );
                 self.to_subscribe.push(topic.clone());
@@ -113,14 +123,19 @@ impl Interest {
             if now < *since + self.linger {
                 break;
             }
-            let (since, topic) = self.lingering.pop_front().expect("just seen");
-            let expired = self
-                .topics
-                .get(&topic)
-                .is_some_and(|e| e.empty_since == Some(since));
-            if expired {
-                self.topics.remove(&topic);
-                self.to_unsubscribe.push(topic);
+            let (_, topic) = self.lingering.pop_front().expect("just seen");
+            let Some(e) = self.topics.get_mut(&topic) else {
+                continue;
+            };
+            match e.empty_since {
+                Some(t) if now >= t + self.linger => {
+                    self.topics.remove(&topic);
+                    self.to_unsubscribe.push(topic);
+                }
+                // Emptied again since: wait from then.
+                Some(t) => self.lingering.push_back((t, topic)),
+                // Filled again.
+                None => e.queued = false,
             }
         }
     }
@@ -196,7 +211,14 @@ mod tests {
             i.workers("room").unwrap().1.iter().collect::<Vec<_>>(),
             [70]
         );
-        // Empties again: only the newest emptying counts.
+        // Empties again: only the newest emptying counts, and the queue
+        // holds one entry for the topic however often it churns.
+        for k in 0..1000 {
+            i.change(70, &t("room"), true, ms(5000 + k));
+            i.change(70, &t("room"), false, ms(5000 + k));
+        }
+        assert_eq!(i.lingering.len(), 1);
+        i.change(70, &t("room"), true, ms(5999));
         i.change(70, &t("room"), false, ms(6000));
         i.expire(ms(6999));
         assert_eq!(i.take_batches(), (vec![], vec![]));

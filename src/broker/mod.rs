@@ -117,6 +117,8 @@ pub(crate) struct Counts {
     pub(crate) reconnects: AtomicU64,
     /// Topics subscribed in Redis now.
     pub(crate) topics: AtomicU64,
+    /// Topics Redis refused to subscribe (an ACL on channels).
+    pub(crate) refused_topics: AtomicU64,
     /// When the last probe was answered (ns since the Unix epoch; 0: never).
     pub(crate) probe_ok_ns: AtomicU64,
     /// Instances whose both connections are up and subscribed.

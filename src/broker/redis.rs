@@ -258,8 +258,16 @@ struct Conn {
     expect: VecDeque<Expect>,
     /// Failures in a row (the backoff's exponent).
     failures: u32,
-    /// Subscribing: confirmations still due before it counts as up.
-    confirms: usize,
+    /// Subscribing: (un)subscribe commands sent and not yet wholly
+    /// confirmed, in order: an error answers the one at the front.
+    batches: VecDeque<Batch>,
+    /// Subscribing: batches of the handshake still unanswered (it counts
+    /// as up once none is).
+    initial: usize,
+    /// The handshake is sent: later (un)subscribes go on this socket.
+    hs_sent: bool,
+    /// When it last became ready.
+    up_since: Option<Instant>,
     /// Publishing: publishes encoded while the handshake runs, sent once
     /// it is done, and how many.
     held: Vec<u8>,
@@ -282,7 +290,10 @@ impl Conn {
             dec: Decoder::new(limits),
             expect: VecDeque::new(),
             failures: 0,
-            confirms: 0,
+            batches: VecDeque::new(),
+            initial: 0,
+            hs_sent: false,
+            up_since: None,
             held: Vec::new(),
             held_n: 0,
             was_up: false,
@@ -306,6 +317,21 @@ impl Conn {
     }
 }
 
+/// A SUBSCRIBE or UNSUBSCRIBE sent on a subscribing connection.
+struct Batch {
+    chans: Vec<Vec<u8>>,
+    /// Confirmations still due (one per channel).
+    left: usize,
+    subscribe: bool,
+    /// Sent by the handshake.
+    initial: bool,
+}
+
+/// A connection lost after it was up this long is made again at once,
+/// and its failures forgotten; sooner, it backs off (a Redis that accepts
+/// and then drops every connection is not hammered).
+const STABLE: Duration = Duration::from_secs(1);
+
 /// One Redis instance (a shard): where it is and its connections.
 struct Shard {
     url: RedisUrl,
@@ -324,6 +350,9 @@ struct Shard {
     last_traffic: Instant,
     /// When the pending probe was sent.
     probe_sent: Option<Instant>,
+    /// Topics Redis refused to subscribe (an ACL on channels), since the
+    /// subscribing connection was made.
+    refused: usize,
 }
 
 /// The broker thread: the loop's handler.
@@ -344,6 +373,7 @@ struct Thread {
     rng: u64,
     /// Scratch for (un)subscribe batches.
     batch: Vec<Vec<Vec<u8>>>,
+    limits: RespLimits,
     ready: bool,
 }
 
@@ -376,6 +406,7 @@ impl Thread {
                 last_error: "not connected yet".to_owned(),
                 last_traffic: now,
                 probe_sent: None,
+                refused: 0,
             })
             .collect::<Vec<_>>();
         link.counts
@@ -396,6 +427,7 @@ impl Thread {
             next_tick: now,
             stop_at: None,
             batch: Vec::new(),
+            limits,
             ready: false,
         }
     }
@@ -525,15 +557,24 @@ impl Thread {
 
     fn connect(&mut self, io: &mut Io, s: usize, role: Role, addr: SocketAddr, now: Instant) {
         let until = now + self.opts.connect_timeout;
+        let limits = self.limits;
         match io.connect(addr, None) {
             Ok(id) => {
                 self.socks.insert(id, (s, role));
+                if role == Role::Sub {
+                    self.shards[s].refused = 0;
+                }
                 let c = self.conn(s, role);
                 c.state = State::Opening { id, until };
                 c.addr = Some(addr);
                 c.input.clear();
+                // The decoder keeps a half-read element and any error: a
+                // new stream needs a new one.
+                c.dec = Decoder::new(limits);
                 c.expect.clear();
-                c.confirms = 0;
+                c.batches.clear();
+                c.initial = 0;
+                c.hs_sent = false;
             }
             Err(e) => {
                 let why = format!("cannot connect to {addr}: {e}");
@@ -609,12 +650,106 @@ impl Thread {
                     chans.push(channel(&self.prefix, t));
                 }
             }
-            let c = &mut self.shards[s].sub;
-            c.confirms = chans.len();
+            self.shards[s].sub.hs_sent = true;
             for chunk in chans.chunks(BATCH) {
-                io.send_with(id, |out| resp::encode_subscribe(out, chunk.iter()));
+                self.send_batch(io, s, id, chunk.to_vec(), true, true);
             }
         }
+    }
+
+    /// Sends a SUBSCRIBE (`subscribe`) or UNSUBSCRIBE of `chans` on the
+    /// subscribing connection `id` of instance `s`, and waits for its
+    /// confirmations.
+    fn send_batch(
+        &mut self,
+        io: &mut Io,
+        s: usize,
+        id: SockId,
+        chans: Vec<Vec<u8>>,
+        subscribe: bool,
+        initial: bool,
+    ) {
+        io.send_with(id, |out| {
+            if subscribe {
+                resp::encode_subscribe(out, chans.iter())
+            } else {
+                resp::encode_unsubscribe(out, chans.iter())
+            }
+        });
+        let c = &mut self.shards[s].sub;
+        if initial {
+            c.initial += 1;
+        }
+        c.batches.push_back(Batch {
+            left: chans.len(),
+            chans,
+            subscribe,
+            initial,
+        });
+    }
+
+    /// A confirmation (`subscribe`) or a refusal (`None`) of the batch at
+    /// the front, on instance `s`'s subscribing connection.
+    fn batch_answer(
+        &mut self,
+        io: &mut Io,
+        s: usize,
+        id: SockId,
+        answer: Option<bool>,
+        refusal: &str,
+    ) -> Result<(), String> {
+        let c = &mut self.shards[s].sub;
+        let Some(b) = c.batches.front_mut() else {
+            return Err(format!("an answer to no (un)subscribe: {refusal}"));
+        };
+        let done = match answer {
+            Some(kind) if kind != b.subscribe => {
+                return Err("confirmations out of order".to_owned());
+            }
+            Some(_) => {
+                b.left -= 1;
+                b.left == 0
+            }
+            None => true,
+        };
+        if !done {
+            return Ok(());
+        }
+        let b = c.batches.pop_front().expect("just seen");
+        if b.initial {
+            c.initial -= 1;
+        }
+        if answer.is_none() && b.subscribe {
+            if b.chans.len() > 1 {
+                // One channel refused fails the whole command (an ACL on
+                // channels): find which, one by one.
+                for ch in b.chans {
+                    self.send_batch(io, s, id, vec![ch], true, b.initial);
+                }
+            } else {
+                let ch = String::from_utf8_lossy(&b.chans[0]).into_owned();
+                let sh = &mut self.shards[s];
+                sh.refused += 1;
+                self.link
+                    .counts
+                    .refused_topics
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "broker: {}: Redis refused to subscribe {ch:?} ({refusal}); this node's subscribers of it get nothing from other nodes",
+                    sh.label
+                );
+            }
+        } else if answer.is_none() {
+            tracing::warn!(
+                "broker: {}: Redis refused an UNSUBSCRIBE: {refusal}",
+                self.shards[s].label
+            );
+        }
+        let c = &self.shards[s].sub;
+        if c.initial == 0 && c.expect.is_empty() && c.ready().is_none() {
+            self.up(io, s, Role::Sub, id);
+        }
+        Ok(())
     }
 
     /// The handshake's last reply (and confirmation) is in.
@@ -627,7 +762,7 @@ impl Thread {
             Role::Sentinel => return,
         };
         c.state = State::Ready { id };
-        c.failures = 0;
+        c.up_since = Some(now);
         let down_for = c.down_since.take().map(|t| now.duration_since(t));
         let again = c.was_up;
         c.was_up = true;
@@ -637,6 +772,10 @@ impl Thread {
             for _ in 0..c.held_n {
                 c.expect.push_back(Expect::Publish);
             }
+            self.link
+                .counts
+                .published
+                .fetch_add(c.held_n as u64, Ordering::Relaxed);
             c.held_n = 0;
         }
         if role == Role::Sub {
@@ -701,10 +840,16 @@ impl Thread {
                     counts.dropped_backpressure.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                io.send_with(id, encode);
-                c.expect.push_back(Expect::Publish);
+                if io.send_with(id, encode) {
+                    c.expect.push_back(Expect::Publish);
+                    counts.published.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    counts.dropped_disconnected.fetch_add(1, Ordering::Relaxed);
+                }
             }
             State::Opening { .. } => {
+                // Counted as published once sent (`up`), or as dropped if
+                // the handshake fails.
                 if c.held.len() > self.opts.max_pending_bytes {
                     counts.dropped_backpressure.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -714,10 +859,8 @@ impl Thread {
             }
             State::Down { .. } => {
                 counts.dropped_disconnected.fetch_add(1, Ordering::Relaxed);
-                return;
             }
         }
-        counts.published.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sends the (un)subscribes decided since the last call, batched per
@@ -741,18 +884,11 @@ impl Thread {
                 let chans = std::mem::take(&mut self.batch[s]);
                 let c = &self.shards[s].sub;
                 // Connected but still in its handshake: the SUBSCRIBE it
-                // sent was made from the table before this batch.
-                let sendable = matches!(c.state, State::Ready { .. })
-                    || matches!(c.state, State::Opening { .. }) && c.confirms > 0;
-                if let (true, Some(id), false) = (sendable, c.id(), chans.is_empty()) {
+                // sent was made from the table before this batch. Not yet
+                // connected: the handshake will subscribe the table.
+                if let (true, Some(id), false) = (c.hs_sent, c.id(), chans.is_empty()) {
                     for chunk in chans.chunks(BATCH) {
-                        io.send_with(id, |out| {
-                            if on {
-                                resp::encode_subscribe(out, chunk.iter())
-                            } else {
-                                resp::encode_unsubscribe(out, chunk.iter())
-                            }
-                        });
+                        self.send_batch(io, s, id, chunk.to_vec(), on, false);
                     }
                 }
             }
@@ -771,6 +907,11 @@ impl Thread {
             }
         }
         let ready = up == self.shards.len();
+        let refused: usize = self.shards.iter().map(|sh| sh.refused).sum();
+        self.link
+            .counts
+            .refused_topics
+            .store(refused as u64, Ordering::Relaxed);
         self.link
             .counts
             .instances_up
@@ -820,18 +961,13 @@ impl Thread {
                 self.relay(&channel, payload);
                 Ok(())
             }
-            Ok(PubSub::Subscribed { .. }) => {
-                let c = &mut self.shards[s].sub;
-                if c.confirms > 0 {
-                    c.confirms -= 1;
-                    if c.confirms == 0 && c.ready().is_none() {
-                        self.up(io, s, role, id);
-                    }
-                }
-                Ok(())
+            Ok(PubSub::Subscribed { .. }) => self.batch_answer(io, s, id, Some(true), ""),
+            Ok(PubSub::Unsubscribed { .. }) => self.batch_answer(io, s, id, Some(false), ""),
+            Ok(PubSub::Pong(_)) => Ok(()),
+            Err(Frame::Error(e)) => {
+                let e = String::from_utf8_lossy(&e).into_owned();
+                self.batch_answer(io, s, id, None, &e)
             }
-            Ok(PubSub::Unsubscribed { .. } | PubSub::Pong(_)) => Ok(()),
-            Err(Frame::Error(e)) => Err(format!("Redis refused: {}", String::from_utf8_lossy(&e))),
             Err(f) => Err(format!("an unexpected frame: {f:?}")),
         }
     }
@@ -920,8 +1056,14 @@ impl Thread {
                 }
                 Ok(())
             }
-            // A name is a convenience; an old Redis may refuse it.
-            Expect::SetName => self.maybe_up(io, s, role, id),
+            // A name is a convenience that an old Redis may not know; any
+            // other error (maxclients, NOAUTH) is the connection failing.
+            Expect::SetName => match refused(&f) {
+                Some(m) if !m.to_ascii_lowercase().contains("unknown") => {
+                    Err(format!("refused: {m}"))
+                }
+                _ => self.maybe_up(io, s, role, id),
+            },
             Expect::Auth => match refused(&f) {
                 Some(m) => Err(format!("AUTH refused: {m}")),
                 None => self.maybe_up(io, s, role, id),
@@ -960,6 +1102,7 @@ impl Thread {
                 sh.target = Some(addr);
                 sh.sentinel.failures = 0;
                 sh.sentinel.state = State::Ready { id };
+                sh.sentinel.up_since = Some(io.now());
                 Ok(())
             }
         }
@@ -968,7 +1111,7 @@ impl Thread {
     /// After a handshake reply: up once nothing more is due.
     fn maybe_up(&mut self, io: &mut Io, s: usize, role: Role, id: SockId) -> Result<(), String> {
         let c = self.conn(s, role);
-        if c.expect.is_empty() && c.confirms == 0 && c.ready().is_none() {
+        if c.expect.is_empty() && c.initial == 0 && c.ready().is_none() {
             self.up(io, s, role, id);
         }
         Ok(())
@@ -1039,9 +1182,14 @@ impl Handler for Thread {
             return;
         };
         let now = io.now();
-        let was_ready = self.conn(s, role).ready().is_some();
-        let failures = self.conn(s, role).failures;
-        let wait = if was_ready {
+        let c = self.conn(s, role);
+        let was_ready = c.ready().is_some();
+        let stable = was_ready && c.up_since.is_some_and(|t| now.duration_since(t) >= STABLE);
+        if stable {
+            c.failures = 0;
+        }
+        let failures = c.failures;
+        let wait = if stable {
             // A first retry at once: most losses are a restart or a
             // failover, over before the backoff would matter.
             Duration::ZERO
@@ -1058,7 +1206,7 @@ impl Handler for Thread {
             Role::Sentinel => &mut sh.sentinel,
         };
         let moving = std::mem::take(&mut c.moving);
-        if !was_ready {
+        if !stable {
             c.failures = c.failures.saturating_add(1);
         }
         c.state = State::Down {
@@ -1069,7 +1217,9 @@ impl Handler for Thread {
         c.held.clear();
         c.held_n = 0;
         c.expect.clear();
-        c.confirms = 0;
+        c.batches.clear();
+        c.initial = 0;
+        c.hs_sent = false;
         c.input.clear();
         // Anything pipelined and unanswered may or may not have been
         // published: at most once.
@@ -1079,8 +1229,13 @@ impl Handler for Thread {
                 .dropped_disconnected
                 .fetch_add(dropped as u64, Ordering::Relaxed);
         }
-        if role == Role::Sub {
+        if role != Role::Sentinel {
+            // A probe in flight on either connection is void.
             sh.probe_sent = None;
+        }
+        if role != Role::Sentinel && !moving && !sentinel {
+            // Resolve the name again: its address may have changed.
+            sh.target = None;
         }
         if sentinel && role != Role::Sentinel && !moving {
             // Ask the Sentinels again: the master may have moved and the
@@ -1090,7 +1245,7 @@ impl Handler for Thread {
                 io.close(id);
             }
         }
-        if was_ready {
+        if stable {
             tracing::warn!(
                 "broker: {label}: {} connection {why}; connecting again",
                 role.name()
