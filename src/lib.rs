@@ -181,6 +181,8 @@
 //!   (memory, descriptors, CPU time) that `/metrics` reports.
 //! * [`app`]: routes, handlers, sockets, topics, the server handle; its
 //!   module docs list its files.
+//! * [`broker`]: topics across nodes through Redis Pub/Sub, on a thread
+//!   with its own loop; its module docs draw the path of a publish.
 //! * `main.rs`: command line to [`Config`] to [`App`] with [`app::Echo`],
 //!   nothing else.
 
