@@ -59,6 +59,9 @@ struct Args {
     /// shard over several instances.
     #[arg(long)]
     redis: Vec<String>,
+    /// Serve /metrics, /livez and /readyz on this address.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -67,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = Config {
         listen: a.listen,
         stats_interval: std::time::Duration::from_secs(a.stats_interval),
+        admin_listen: a.admin_listen,
         ..Config::default()
     };
     cfg.threads = a.threads.unwrap_or(cfg.threads);
