@@ -60,10 +60,11 @@ def wait_listening(proc, p, what):
 
 def redis():
     p = port()
-    d = tempfile.mkdtemp()
+    d = tempfile.TemporaryDirectory()
     proc = subprocess.Popen(["taskset", "-c", "0", "redis-server", "--port", str(p), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", d],
+                             "--save", "", "--appendonly", "no", "--dir", d.name],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc.tmp = d  # removed with the process object, not left in /tmp
     wait_listening(proc, p, "redis-server")
     return proc, p
 
