@@ -109,7 +109,8 @@ pub struct Config {
     /// takeover where the client allows it; a compressor and decompressor
     /// per connection, made at its first compressed message). Routes may
     /// set their own ([`crate::app::Route::deflate`]). A publish is
-    /// compressed once per thread for all shared-mode subscribers, and for
+    /// compressed once per node for all shared-mode subscribers (one thread
+    /// compresses, the others share the frame), and for
     /// each dedicated-mode subscriber with its own compressor: a
     /// compression per subscriber per publish, the price of context
     /// takeover.

@@ -549,7 +549,74 @@ fn a_refused_topic_costs_only_itself() {
     b.shutdown(Duration::from_secs(1));
 }
 
+/// [`Room`], noting which worker thread holds each connection.
+struct SpreadRoom(Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl Handler for SpreadRoom {
+    type Data = String;
+
+    fn upgrade(&self, req: &Request<'_>) -> Upgrade<String> {
+        Room.upgrade(req)
+    }
+
+    fn open(&self, ws: &mut Socket<'_, String>) {
+        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+        self.0.lock().unwrap().insert(thread);
+        Room.open(ws);
+    }
+}
+
+fn compressed_once_per_receiving_node() {
+    let Some(r) = start(None, &[]) else { return };
+    // Node a publishes, uncompressed; node b's shared-mode subscribers are
+    // on both its threads. b compresses each message once and shares the
+    // frame between its threads.
+    let a = node(redis_broker(&[r.url()]), 1);
+    let threads = Arc::new(std::sync::Mutex::new(Default::default()));
+    let route = ringws::app::Route::prefix("/", SpreadRoom(threads.clone()))
+        .deflate(ringws::config::DeflateMode::Shared);
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 2,
+        backend: common::backend(),
+        ..Config::default()
+    };
+    let b = App::new(cfg)
+        .broker(redis_broker(&[r.url()]))
+        .with_route(route)
+        .start()
+        .unwrap();
+    ready(&[&a, &b]);
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+    let mut subs = Vec::new();
+    while threads.lock().unwrap().len() < 2 {
+        assert!(subs.len() < 64, "every connection on one thread");
+        let (c, head) = Client::request(b.local_addr(), "/room", offer);
+        assert!(head.contains("permessage-deflate"), "{head}");
+        subs.push(c);
+    }
+    wait_for("b's subscription", Duration::from_secs(5), || {
+        r.numsub("ringws:room") == 1
+    });
+    let mut publisher = Client::open(a.local_addr(), "/room");
+    let text = "{\"price\":\"43000.00\",\"symbol\":\"BTC-USD\"} ".repeat(15);
+    for _ in 0..20 {
+        publisher.text(&text);
+    }
+    for (i, c) in subs.iter_mut().enumerate() {
+        for k in 0..20 {
+            let (b0, _) = c.frame().unwrap();
+            assert_eq!(b0, 0xC1, "subscriber {i} message {k}: compressed");
+        }
+    }
+    let zin = metric(&b, "ringws_deflate_input_bytes_total");
+    assert_eq!(zin, 20.0 * text.len() as f64, "once per message on b");
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+}
+
 on_both_backends!(
+    compressed_once_per_receiving_node,
     oversized_message_breaks_only_that_connection,
     a_refusing_redis_is_not_hammered,
     a_refused_topic_costs_only_itself,

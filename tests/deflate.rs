@@ -272,3 +272,85 @@ fn publishes_and_handle_sends_are_compressed() {
         s.shutdown(Duration::from_secs(1));
     }
 }
+
+/// Subscribes every connection to "t", noting which worker thread holds
+/// it; a message "pub" publishes 600 bytes of JSON to "t".
+struct Spread(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl ringws::app::Handler for Spread {
+    type Data = ();
+
+    fn upgrade(&self, _req: &ringws::app::Request<'_>) -> ringws::app::Upgrade<()> {
+        ringws::app::Upgrade::accept(())
+    }
+
+    fn open(&self, ws: &mut ringws::app::Socket<'_, ()>) {
+        ws.subscribe("t");
+        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+        self.0.lock().unwrap().insert(thread);
+        ws.send_text("subscribed");
+    }
+
+    fn message(&self, ws: &mut ringws::app::Socket<'_, ()>, msg: ringws::app::Message<'_>) {
+        if msg.as_bytes() == b"pub" {
+            ws.publish("t", json(600).as_str());
+        }
+    }
+}
+
+/// The value of an unlabelled metric.
+fn metric(s: &ServerHandle, name: &str) -> u64 {
+    let text = s.metrics();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_publish_is_compressed_once_per_node() {
+    // Shared-mode subscribers on both worker threads: each publish, from
+    // outside or from a connection, is compressed by one thread and the
+    // compressed frame shared, so the compressor's input is one message's
+    // bytes per publish, not one per thread.
+    let threads = std::sync::Arc::new(std::sync::Mutex::new(Default::default()));
+    let s = App::new(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 2,
+        ..Config::default()
+    })
+    .with_route(Route::prefix("/", Spread(threads.clone())).deflate(DeflateMode::Shared))
+    .start()
+    .unwrap();
+    let mut clients = Vec::new();
+    // The kernel spreads connections over the two listeners by a hash of
+    // the port: a handful reach both threads.
+    while threads.lock().unwrap().len() < 2 {
+        assert!(clients.len() < 64, "every connection on one thread");
+        let (mut c, head) = Client::request(s.local_addr(), "/", OFFER);
+        assert!(head.contains("permessage-deflate"), "{head}");
+        assert_eq!(c.frame().unwrap(), (0x81, b"subscribed".to_vec()));
+        clients.push(c);
+    }
+    let text = json(600);
+    for _ in 0..10 {
+        s.publish("t", text.as_str());
+    }
+    clients[0].text("pub");
+    for (i, c) in clients.iter_mut().enumerate() {
+        let n = if i == 0 { 10 } else { 11 };
+        for k in 0..n {
+            let (b0, p) = c.frame().unwrap();
+            assert_eq!(b0, 0xC1, "client {i} message {k}");
+            let mut z = zlib_rs::Inflate::new(false, 15);
+            assert_eq!(
+                inflate(&mut z, &p),
+                text.as_bytes(),
+                "client {i} message {k}"
+            );
+        }
+    }
+    assert_eq!(metric(&s, "ringws_deflate_input_bytes_total"), 11 * 600);
+    s.shutdown(Duration::from_secs(1));
+}

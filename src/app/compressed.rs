@@ -1,6 +1,8 @@
 //! Compressed frames (permessage-deflate, RFC 7692): the thread's shared
 //! compressor, a connection's own, and framing what they produce.
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 
 use super::route::*;
@@ -82,6 +84,15 @@ pub(super) fn shared_compressor<'a>(
         }))
     })
 }
+
+/// A published frame's shared-mode compressed form (`None` inside: it does
+/// not compress, being below the size limit or not a data frame), made by
+/// the first worker that has a shared-mode subscriber for it and used by
+/// every other: a publish is compressed once per node, not once per worker.
+/// A worker that needs it while another is compressing it waits for that
+/// one (`OnceLock::get_or_init`), which is never longer than compressing it
+/// itself would take, and keeps the count of compressed bytes exact.
+pub(crate) type SharedZ = Arc<OnceLock<Option<Bytes>>>;
 
 /// `frame` (an unfragmented data frame as [`Message::frame`] encodes it)
 /// with its payload compressed by the shared-mode compressor, `z` as

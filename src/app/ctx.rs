@@ -125,6 +125,7 @@ impl Ctx {
         io: &mut Io,
         topic: &str,
         frame: &Bytes,
+        shared_z: Option<&SharedZ>,
         skip: Option<SockId>,
     ) {
         // Shared-mode deflate: the frame compressed at the first subscriber
@@ -160,13 +161,19 @@ impl Ctx {
                 // the first one's decide, as any no-takeover 15-bit stream
                 // is valid for every shared-mode peer.)
                 let zf = zframe.get_or_insert_with(|| {
-                    compress_frame(
-                        &mut self.compressor,
-                        &mut self.zbuf,
-                        &cfg.deflate,
-                        frame,
-                        stats,
-                    )
+                    let mut compress = || {
+                        compress_frame(
+                            &mut self.compressor,
+                            &mut self.zbuf,
+                            &cfg.deflate,
+                            frame,
+                            stats,
+                        )
+                    };
+                    match shared_z {
+                        Some(z) => z.get_or_init(compress).clone(),
+                        None => compress(),
+                    }
                 });
                 out.put_shared(zf.as_ref().unwrap_or(frame));
                 continue;

@@ -146,7 +146,8 @@ impl Closed<'_> {
     /// Sends `msg` to every subscriber of `topic` on every thread, as
     /// [`ServerHandle::publish`] (this connection has left its topics).
     pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
-        self.shared.publish(None, topic, msg.into().frame())
+        self.shared
+            .publish(None, topic, msg.into().frame(), self.shared.shared_z())
     }
 
     /// The server, for anything else.
@@ -283,6 +284,9 @@ pub(crate) struct Shared {
     /// The broker, when [`App::broker`] gave one, and its thread.
     pub(crate) broker: Option<Arc<crate::broker::Link>>,
     broker_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Some route may compress (permessage-deflate): publishes carry a
+    /// cell for their compressed form ([`Shared::shared_z`]).
+    deflates: bool,
 }
 
 impl Shared {
@@ -324,7 +328,15 @@ impl Shared {
     /// one mailbox message per thread. `Dropped` if some thread's mailbox
     /// was full (its subscribers miss this one).
     /// With a broker, `frame` goes to the other nodes too.
-    pub(crate) fn publish(&self, skip: Option<usize>, topic: &str, frame: Bytes) -> SendStatus {
+    /// `z` is the frame's compressed form shared by the threads (from
+    /// [`Shared::shared_z`]).
+    pub(crate) fn publish(
+        &self,
+        skip: Option<usize>,
+        topic: &str,
+        frame: Bytes,
+        z: Option<compressed::SharedZ>,
+    ) -> SendStatus {
         let n = self.mailboxes.len();
         if n == 1 && skip == Some(0) && self.broker.is_none() {
             return SendStatus::Sent;
@@ -340,12 +352,20 @@ impl Shared {
             let cmd = Command::Publish {
                 topic: topic.clone(),
                 frame: frame.clone(),
+                z: z.clone(),
             };
             if !self.command_frame(i, frame.len(), cmd) {
                 status = SendStatus::Dropped;
             }
         }
         status
+    }
+
+    /// A cell for one published frame's compressed form, shared by the
+    /// threads; `None` when no route compresses (nothing to share, nothing
+    /// allocated).
+    pub(crate) fn shared_z(&self) -> Option<compressed::SharedZ> {
+        self.deflates.then(compressed::SharedZ::default)
     }
 
     /// Stops the broker's thread, once the workers are done.
@@ -387,9 +407,13 @@ impl Shared {
 }
 
 /// The mailbox message that hands a frame from the broker to a worker's
-/// subscribers of `topic`.
-pub(crate) fn publish_command(topic: Arc<str>, frame: Bytes) -> Command {
-    Command::Publish { topic, frame }
+/// subscribers of `topic`; `z` as [`Shared::publish`] takes it.
+pub(crate) fn publish_command(
+    topic: Arc<str>,
+    frame: Bytes,
+    z: Option<compressed::SharedZ>,
+) -> Command {
+    Command::Publish { topic, frame, z }
 }
 
 /// How well the pattern `pattern` (a `prefix` or not) matches `path`:
@@ -629,8 +653,11 @@ impl App {
             let _ = l.gap.set(f);
         }
         let cfg = Arc::new(self.cfg);
+        let deflates = (self.routes.iter())
+            .any(|r| r.cfg.deflate.policy.mode != crate::proto::deflate::Mode::Off);
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
+            deflates,
             routes: self.routes,
             http: self.http,
             mailboxes,

@@ -136,7 +136,8 @@ impl ServerHandle {
     /// mailbox held [`Config::max_mailbox_bytes`](crate::Config::max_mailbox_bytes) already (that thread's
     /// subscribers miss this message).
     pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
-        self.shared.publish(None, topic, msg.into().frame())
+        self.shared
+            .publish(None, topic, msg.into().frame(), self.shared.shared_z())
     }
 
     /// SIGHUP under [`App::run`](super::App::run): reloads what can be

@@ -323,9 +323,13 @@ impl<D> Socket<'_, D> {
     /// full.
     pub fn publish<'m>(&mut self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
         let frame = msg.into().frame();
+        let z = self.ctx.shared.shared_z();
+        let id = Some(self.conn.id);
         self.ctx
-            .publish_local(self.io, topic, &frame, Some(self.conn.id));
-        self.ctx.shared.publish(Some(self.ctx.index), topic, frame)
+            .publish_local(self.io, topic, &frame, z.as_ref(), id);
+        self.ctx
+            .shared
+            .publish(Some(self.ctx.index), topic, frame, z)
     }
 
     /// The user data the upgrade hook made.

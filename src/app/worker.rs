@@ -39,8 +39,14 @@ pub(crate) enum Command {
         code: u16,
         reason: String,
     },
-    /// Deliver an encoded frame to this thread's subscribers of `topic`.
-    Publish { topic: Arc<str>, frame: Bytes },
+    /// Deliver an encoded frame to this thread's subscribers of `topic`;
+    /// `z`, when some route compresses, its compressed form shared by the
+    /// threads.
+    Publish {
+        topic: Arc<str>,
+        frame: Bytes,
+        z: Option<super::compressed::SharedZ>,
+    },
     /// A deferred upgrade was decided: a boxed `Resolution<D>` of the
     /// route's user data type.
     Resolve {
@@ -176,8 +182,8 @@ impl Worker {
     pub(super) fn command(&mut self, io: &mut Io, cmd: Command) {
         let id = match &cmd {
             Command::Shutdown { grace } => return self.start_shutdown(io, *grace),
-            Command::Publish { topic, frame } => {
-                self.ctx.publish_local(io, topic, frame, None);
+            Command::Publish { topic, frame, z } => {
+                self.ctx.publish_local(io, topic, frame, z.as_ref(), None);
                 return;
             }
             Command::Send { id, .. } | Command::Close { id, .. } => *id,

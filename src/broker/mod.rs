@@ -234,8 +234,10 @@ impl Link {
             return 0;
         };
         let mut dropped = 0;
+        // One compressed form for the whole node (encode once).
+        let z = s.shared_z();
         for i in workers {
-            let cmd = crate::app::publish_command(topic.clone(), frame.clone());
+            let cmd = crate::app::publish_command(topic.clone(), frame.clone(), z.clone());
             if !s.command_frame(i, frame.len(), cmd) {
                 dropped += 1;
             }
