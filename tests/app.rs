@@ -479,6 +479,100 @@ fn idle_connections_are_pinged_then_closed() {
     });
 }
 
+/// An application-level ping at half the idle timeout ("ping?" as text),
+/// echo otherwise, and its own code at the timeout.
+struct AppPing;
+
+impl Handler for AppPing {
+    type Data = ();
+
+    fn upgrade(&self, _req: &Request<'_>) -> Upgrade<()> {
+        Upgrade::accept(())
+    }
+
+    fn message(&self, ws: &mut Socket<'_, ()>, msg: Message<'_>) {
+        ws.send(msg);
+    }
+
+    fn idle(&self, ws: &mut Socket<'_, ()>) {
+        ws.send_text("ping?");
+    }
+}
+
+#[test]
+fn idle_hook_and_close_code_are_the_routes() {
+    on_both(|b| {
+        let route = Route::prefix("/", AppPing)
+            .idle_timeout(Duration::from_millis(400))
+            .idle_close(4201, "Pong reply not received");
+        let s = App::new(config(b, 1)).with_route(route).start().unwrap();
+        // Silent: the handler's own ping (no WebSocket Ping), then its code.
+        let mut c = Client::open(s.local_addr(), "/");
+        let t = Instant::now();
+        assert_eq!(c.next_text(), "ping?");
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!((b0, close_code(&p)), (0x88, 4201));
+        assert_eq!(&p[2..], b"Pong reply not received");
+        assert!(
+            t.elapsed() >= Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
+        // Answering at the application's level keeps it open.
+        let mut c = Client::open(s.local_addr(), "/");
+        let t = Instant::now();
+        let mut asked = 0;
+        while t.elapsed() < Duration::from_millis(1200) {
+            assert_eq!(c.next_text(), "ping?");
+            asked += 1;
+            c.text("pong");
+            assert_eq!(c.next_text(), "pong");
+        }
+        assert!(asked >= 2, "asked {asked} times");
+        s.shutdown(GRACE);
+    });
+}
+
+#[test]
+fn a_socket_ref_publishes_to_everyone_but_itself() {
+    on_both(|b| {
+        let (s, _, _, refs) = recorder(b, 2);
+        let mut clients: Vec<Client> = (0..4).map(|_| Client::open(s.local_addr(), "/r")).collect();
+        for c in &mut clients {
+            c.text("sub t");
+            assert_eq!(c.next_text(), "subscribed");
+        }
+        wait_for("the handles", || refs.lock().unwrap().len() == 4);
+        // Each one publishes through its handle, from this thread: the
+        // three others get it, the publisher does not (its next message is
+        // the one published to all).
+        let refs = refs.lock().unwrap().clone();
+        for (k, r) in refs.iter().enumerate() {
+            assert_eq!(
+                r.publish("t", format!("from {k}").as_str()),
+                SendStatus::Sent
+            );
+        }
+        s.publish("t", "all");
+        // Handles are in open order, clients in connect order: match them
+        // by what each one misses.
+        let mut missed = Vec::new();
+        for c in &mut clients {
+            let mut got: Vec<String> = (0..3).map(|_| c.next_text()).collect();
+            assert_eq!(c.next_text(), "all");
+            got.sort();
+            let k = (0..4)
+                .find(|k| !got.contains(&format!("from {k}")))
+                .unwrap();
+            assert_eq!(got.len(), 3);
+            missed.push(k);
+        }
+        missed.sort();
+        assert_eq!(missed, vec![0, 1, 2, 3], "each one missed only its own");
+        s.shutdown(GRACE);
+    });
+}
+
 /// Decides in another thread: `?token=good` is let in, others get 401,
 /// `?token=slow` is never decided in time.
 struct Auth {

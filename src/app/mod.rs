@@ -118,6 +118,16 @@ pub trait Handler: Send + Sync + 'static {
     /// The send queue, past `max_backpressure` at a send, is back within it.
     fn drain(&self, _ws: &mut Socket<'_, Self::Data>) {}
 
+    /// Half the route's idle timeout has passed in silence (and
+    /// [`Route::send_pings`] is on): by default sends a Ping, which a live
+    /// peer answers. Override to ask at the application's level instead
+    /// (Pusher's `pusher:ping`): anything the peer sends keeps the
+    /// connection; silence for the rest of the timeout closes it with
+    /// [`Route::idle_close`]'s code.
+    fn idle(&self, ws: &mut Socket<'_, Self::Data>) {
+        ws.ping(b"");
+    }
+
     /// A Ping arrived (its Pong is already queued).
     fn ping(&self, _ws: &mut Socket<'_, Self::Data>, _payload: &[u8]) {}
 
@@ -146,8 +156,9 @@ impl Closed<'_> {
     /// Sends `msg` to every subscriber of `topic` on every thread, as
     /// [`ServerHandle::publish`] (this connection has left its topics).
     pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
+        let z = self.shared.shared_z();
         self.shared
-            .publish(None, topic, msg.into().frame(), self.shared.shared_z())
+            .publish(None, topic, msg.into().frame(), z, None)
     }
 
     /// The server, for anything else.
@@ -179,6 +190,7 @@ pub struct Route<H: Handler> {
     policy: BackpressurePolicy,
     idle_timeout: Option<Duration>,
     send_pings: bool,
+    idle_close: (u16, Arc<str>),
     deflate: Option<crate::config::DeflateMode>,
 }
 
@@ -204,6 +216,7 @@ impl<H: Handler> Route<H> {
             policy: BackpressurePolicy::Drop,
             idle_timeout: None,
             send_pings: true,
+            idle_close: (1001, Arc::from("idle timeout")),
             deflate: None,
         }
     }
@@ -240,6 +253,14 @@ impl<H: Handler> Route<H> {
     /// answers and keeps the connection. Default on.
     pub fn send_pings(mut self, on: bool) -> Self {
         self.send_pings = on;
+        self
+    }
+
+    /// The Close code and reason when the idle timeout passes. Default
+    /// 1001 "idle timeout"; a protocol on top may have its own (Pusher's
+    /// 4201 "Pong reply not received").
+    pub fn idle_close(mut self, code: u16, reason: impl Into<String>) -> Self {
+        self.idle_close = (code, Arc::from(reason.into()));
         self
     }
 }
@@ -329,13 +350,15 @@ impl Shared {
     /// was full (its subscribers miss this one).
     /// With a broker, `frame` goes to the other nodes too.
     /// `z` is the frame's compressed form shared by the threads (from
-    /// [`Shared::shared_z`]).
+    /// [`Shared::shared_z`]); `except` a connection left out, with its
+    /// thread.
     pub(crate) fn publish(
         &self,
         skip: Option<usize>,
         topic: &str,
         frame: Bytes,
         z: Option<compressed::SharedZ>,
+        except: Option<(usize, crate::runtime::io::SockId)>,
     ) -> SendStatus {
         let n = self.mailboxes.len();
         if n == 1 && skip == Some(0) && self.broker.is_none() {
@@ -353,6 +376,7 @@ impl Shared {
                 topic: topic.clone(),
                 frame: frame.clone(),
                 z: z.clone(),
+                except: except.filter(|&(w, _)| w == i).map(|(_, id)| id),
             };
             if !self.command_frame(i, frame.len(), cmd) {
                 status = SendStatus::Dropped;
@@ -413,7 +437,12 @@ pub(crate) fn publish_command(
     frame: Bytes,
     z: Option<compressed::SharedZ>,
 ) -> Command {
-    Command::Publish { topic, frame, z }
+    Command::Publish {
+        topic,
+        frame,
+        z,
+        except: None,
+    }
 }
 
 /// How well the pattern `pattern` (a `prefix` or not) matches `path`:
@@ -594,6 +623,7 @@ impl App {
             policy: r.policy,
             idle_timeout: idle,
             send_pings: r.send_pings,
+            idle_close: r.idle_close,
             deflate: route::DeflateCfg {
                 policy: crate::proto::deflate::Policy {
                     mode: r.deflate.unwrap_or(self.cfg.deflate),

@@ -15,7 +15,6 @@ use crate::log::conn_event;
 use crate::proto::compress::CompressorConfig;
 use crate::proto::deflate::{self, Agreed};
 use crate::proto::error::close_code;
-use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::handshake::{is_header_safe, write_switching, Accepted};
 use crate::proto::{Connection, Event, Received};
 use crate::runtime::buf::InputBuf;
@@ -29,8 +28,11 @@ pub(crate) struct RouteCfg {
     /// Silence allowed before the connection is closed (zero: no idle
     /// timeout).
     pub(crate) idle_timeout: Duration,
-    /// Send a Ping once half of it has passed in silence.
+    /// Ask ([`super::Handler::idle`]: a Ping by default) once half of it
+    /// has passed in silence.
     pub(crate) send_pings: bool,
+    /// The Close code and reason at the idle timeout.
+    pub(crate) idle_close: (u16, std::sync::Arc<str>),
     /// permessage-deflate: what to agree to, and how to compress.
     pub(crate) deflate: DeflateCfg,
 }
@@ -578,11 +580,13 @@ impl<H: Handler> RouteRt for RouteState<H> {
                 io,
                 id,
                 route = ctx.shared.routes[self.route as usize].path,
-                "silent for {:?} (idle timeout); closing with 1001",
-                self.cfg.idle_timeout
+                "silent for {:?} (idle timeout); closing with {}",
+                self.cfg.idle_timeout,
+                self.cfg.idle_close.0
             );
             c.flags |= IDLE_CLOSED;
-            c.start_close(io, ctx, close_code::GOING_AWAY, "idle timeout");
+            let (code, reason) = &self.cfg.idle_close;
+            c.start_close(io, ctx, *code, reason);
             if self.cfg.send_pings {
                 // It answered no Ping in the whole idle timeout: it has
                 // shown it is gone, and waiting the close timeout for a
@@ -592,9 +596,13 @@ impl<H: Handler> RouteRt for RouteState<H> {
             }
         } else if silent >= half && c.flags & PINGED == 0 && self.cfg.send_pings {
             c.flags |= PINGED;
-            io.send_with(id, |out| encode_frame(OpCode::Ping, None, b"", out));
-            let at = io.instant_of(c.last_rx.saturating_add(idle));
-            io.set_deadline(id, Some(at));
+            let handler = &*self.handler;
+            c.call(io, ctx, &self.cfg, "idle", |ws| handler.idle(ws));
+            if c.is_open() {
+                let at = io.instant_of(c.last_rx.saturating_add(idle));
+                io.set_deadline(id, Some(at));
+            }
+            self.settle(io, ctx, id, i);
         } else {
             let due = if silent >= half { idle } else { half };
             let at = io.instant_of(c.last_rx.saturating_add(due));

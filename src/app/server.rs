@@ -136,8 +136,9 @@ impl ServerHandle {
     /// mailbox held [`Config::max_mailbox_bytes`](crate::Config::max_mailbox_bytes) already (that thread's
     /// subscribers miss this message).
     pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
+        let z = self.shared.shared_z();
         self.shared
-            .publish(None, topic, msg.into().frame(), self.shared.shared_z())
+            .publish(None, topic, msg.into().frame(), z, None)
     }
 
     /// SIGHUP under [`App::run`](super::App::run): reloads what can be

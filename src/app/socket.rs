@@ -329,7 +329,7 @@ impl<D> Socket<'_, D> {
             .publish_local(self.io, topic, &frame, z.as_ref(), id);
         self.ctx
             .shared
-            .publish(Some(self.ctx.index), topic, frame, z)
+            .publish(Some(self.ctx.index), topic, frame, z, None)
     }
 
     /// The user data the upgrade hook made.
@@ -402,6 +402,19 @@ impl SocketRef {
         } else {
             Ok(SendStatus::Dropped)
         }
+    }
+
+    /// Sends `msg` to every subscriber of `topic` on every thread (and,
+    /// with a broker, every node) but this connection, as
+    /// [`Socket::publish`] does from the connection's own callbacks: for a
+    /// message that arrived some other way on its behalf (a gateway's
+    /// HTTP API excluding the sender's socket). A closed connection
+    /// excludes nobody: the message still goes to everyone else.
+    pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
+        let z = self.shared.shared_z();
+        let except = Some((self.worker, self.id));
+        self.shared
+            .publish(None, topic, msg.into().frame(), z, except)
     }
 
     /// Starts the closing handshake (see [`Socket::close`]).

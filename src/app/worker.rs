@@ -46,6 +46,8 @@ pub(crate) enum Command {
         topic: Arc<str>,
         frame: Bytes,
         z: Option<super::compressed::SharedZ>,
+        /// A connection of this thread left out ([`SocketRef::publish`]).
+        except: Option<SockId>,
     },
     /// A deferred upgrade was decided: a boxed `Resolution<D>` of the
     /// route's user data type.
@@ -182,8 +184,14 @@ impl Worker {
     pub(super) fn command(&mut self, io: &mut Io, cmd: Command) {
         let id = match &cmd {
             Command::Shutdown { grace } => return self.start_shutdown(io, *grace),
-            Command::Publish { topic, frame, z } => {
-                self.ctx.publish_local(io, topic, frame, z.as_ref(), None);
+            Command::Publish {
+                topic,
+                frame,
+                z,
+                except,
+            } => {
+                self.ctx
+                    .publish_local(io, topic, frame, z.as_ref(), *except);
                 return;
             }
             Command::Send { id, .. } | Command::Close { id, .. } => *id,
