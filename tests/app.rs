@@ -534,6 +534,26 @@ fn idle_hook_and_close_code_are_the_routes() {
 }
 
 #[test]
+fn the_shutdown_close_code_is_the_routes() {
+    on_both(|b| {
+        let route = Route::prefix("/", AppPing).shutdown_close(4200, "reconnect now");
+        let s = App::new(config(b, 1)).with_route(route).start().unwrap();
+        let mut c = Client::open(s.local_addr(), "/");
+        c.text("hi");
+        assert_eq!(c.next_text(), "hi");
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.shutdown(Duration::from_secs(2)));
+        let (b0, p) = c.frame().unwrap();
+        assert_eq!(
+            (b0, close_code(&p), &p[2..]),
+            (0x88, 4200, &b"reconnect now"[..])
+        );
+        c.send(0x88, &p);
+        t.join().unwrap();
+    });
+}
+
+#[test]
 fn a_socket_ref_publishes_to_everyone_but_itself() {
     on_both(|b| {
         let (s, _, _, refs) = recorder(b, 2);

@@ -191,6 +191,7 @@ pub struct Route<H: Handler> {
     idle_timeout: Option<Duration>,
     send_pings: bool,
     idle_close: (u16, Arc<str>),
+    shutdown_close: (u16, Arc<str>),
     deflate: Option<crate::config::DeflateMode>,
 }
 
@@ -217,6 +218,7 @@ impl<H: Handler> Route<H> {
             idle_timeout: None,
             send_pings: true,
             idle_close: (1001, Arc::from("idle timeout")),
+            shutdown_close: (1001, Arc::from("server shutting down")),
             deflate: None,
         }
     }
@@ -261,6 +263,14 @@ impl<H: Handler> Route<H> {
     /// 4201 "Pong reply not received").
     pub fn idle_close(mut self, code: u16, reason: impl Into<String>) -> Self {
         self.idle_close = (code, Arc::from(reason.into()));
+        self
+    }
+
+    /// The Close code and reason this route's connections get when the
+    /// server shuts down. Default 1001 "server shutting down"; a protocol
+    /// on top may have its own (Pusher's 4200, "reconnect now").
+    pub fn shutdown_close(mut self, code: u16, reason: impl Into<String>) -> Self {
+        self.shutdown_close = (code, Arc::from(reason.into()));
         self
     }
 }
@@ -624,6 +634,7 @@ impl App {
             idle_timeout: idle,
             send_pings: r.send_pings,
             idle_close: r.idle_close,
+            shutdown_close: r.shutdown_close,
             deflate: route::DeflateCfg {
                 policy: crate::proto::deflate::Policy {
                     mode: r.deflate.unwrap_or(self.cfg.deflate),

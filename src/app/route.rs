@@ -33,6 +33,8 @@ pub(crate) struct RouteCfg {
     pub(crate) send_pings: bool,
     /// The Close code and reason at the idle timeout.
     pub(crate) idle_close: (u16, std::sync::Arc<str>),
+    /// The Close code and reason at a shutdown.
+    pub(crate) shutdown_close: (u16, std::sync::Arc<str>),
     /// permessage-deflate: what to agree to, and how to compress.
     pub(crate) deflate: DeflateCfg,
 }

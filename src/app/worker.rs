@@ -131,14 +131,11 @@ impl Worker {
             };
             match &self.ctx.slots[slot] {
                 &Slot::Open { route, conn, .. } => {
-                    self.routes[route as usize].close(
-                        io,
-                        &mut self.ctx,
-                        id,
-                        conn,
-                        close_code::GOING_AWAY,
-                        "server shutting down",
-                    );
+                    let (code, reason) = self.ctx.shared.routes[route as usize]
+                        .cfg
+                        .shutdown_close
+                        .clone();
+                    self.routes[route as usize].close(io, &mut self.ctx, id, conn, code, &reason);
                 }
                 Slot::Handshake(_) | Slot::Deferred(_) | Slot::Http(_) => io.close(id),
                 Slot::Lingering | Slot::Empty => {}
