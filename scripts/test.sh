@@ -9,7 +9,8 @@
 # (the server in both of its modes, and loadgen), and over wss:// (1-11 on
 # epoll, 1-13 with deflate on io_uring). Installs what it needs (cargo-fuzz,
 # wstest in a cached virtualenv, redis-server, nodejs and npm from apt,
-# websockets from pip, ws from npm) on the way.
+# websockets from pip, ws and the gateway's pusher-js and pusher from npm)
+# on the way.
 #
 # Each Autobahn run is one wstest process, which keeps one core busy while
 # the server mostly waits: on two cores they run two at a time.
@@ -33,11 +34,14 @@ step "unit and integration tests (with TLS)"
 python3 -c "import prometheus_client" 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check prometheus_client
 # tests/tls.rs makes its certificates with the openssl command; tests/resp.rs
-# (and the Redis broker's tests) start a real redis-server: Debian's
-# packages, installed once (as root, or through sudo).
+# (and the Redis broker's tests) start a real redis-server; the gateway's
+# conformance test runs node: Debian's packages, installed once (as root, or
+# through sudo).
 missing=""
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -45,7 +49,15 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
-cargo test --workspace --features ringws/tls,loadgen/tls
+# The gateway's conformance harness (gateway/tests/js) drives it with the
+# official pusher-js and pusher packages, as locked in its package-lock.json;
+# installed again only when the lockfile is newer than the last install
+# (npm writes node_modules/.package-lock.json when one completes).
+js=gateway/tests/js
+if [ ! "$js/node_modules/.package-lock.json" -nt "$js/package-lock.json" ]; then
+  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+RINGWS_REQUIRE_NPM=1 cargo test --workspace --features ringws/tls,loadgen/tls
 step "the systemd unit (systemd-analyze verify, where systemd is installed)"
 scripts/check-deploy.sh
 step "fuzz smoke run"

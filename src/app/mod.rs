@@ -818,7 +818,7 @@ impl App {
             // A second SIGINT or SIGTERM cuts the wait short.
             signals.wait_for(drain_delay);
         }
-        tracing::info!("shutting down: closing connections (1001)");
+        tracing::info!("shutting down: closing connections (1001, or the route's shutdown code)");
         server.shutdown(grace);
         tracing::info!("stopped");
         Ok(())

@@ -1,0 +1,216 @@
+//! The `ringws-gateway` binary: flags, environment variables and a TOML
+//! file to a [`GatewayConfig`] and a [`ringws::Config`], then the gateway
+//! running until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ringws::tls::{Tls, TlsFiles};
+use ringws::{BackendKind, Config};
+use ringws_gateway::{AppConfig, Gateway, GatewayConfig};
+use serde::Deserialize;
+
+/// A Pusher Channels compatible real-time server on ringws.
+///
+/// One app from the flags (--app-id, --app-key, --app-secret), or any
+/// number from a --config file's [[app]] tables. Clients connect to
+/// ws://HOST:PORT/app/KEY; server SDKs publish to http://HOST:PORT/apps/ID.
+/// Every flag can also be set by the environment variable shown, or as a
+/// key of the --config file (flags win).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// TOML file: the flags' keys (listen = "...", redis = [...]) and
+    /// [[app]] tables (id, key, secret and the limits).
+    #[arg(long, env = "RINGWS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (WebSockets and the HTTP API) [default:
+    /// 127.0.0.1:6001].
+    #[arg(long, env = "RINGWS_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address for /metrics, /livez and /readyz (off when not given).
+    #[arg(long, env = "RINGWS_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// Worker threads [default: number of available cores].
+    #[arg(long, env = "RINGWS_THREADS")]
+    threads: Option<usize>,
+    /// Kernel interface: auto, io-uring or epoll.
+    #[arg(long, env = "RINGWS_BACKEND")]
+    backend: Option<BackendKind>,
+    /// Most connections open at once on this node, all apps together.
+    #[arg(long, env = "RINGWS_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// A Redis server (redis://[user:password@]host:port, or
+    /// redis+sentinel://host:port/master): events reach the subscribers
+    /// of every node sharing it. Repeat to shard channels across several.
+    #[arg(long, env = "RINGWS_REDIS", value_delimiter = ',')]
+    redis: Vec<String>,
+    /// The app's id (one app from flags).
+    #[arg(long, env = "RINGWS_APP_ID")]
+    app_id: Option<String>,
+    /// The app's key.
+    #[arg(long, env = "RINGWS_APP_KEY")]
+    app_key: Option<String>,
+    /// The app's secret.
+    #[arg(long, env = "RINGWS_APP_SECRET")]
+    app_secret: Option<String>,
+    /// Let the app's clients send client-* events on private and presence
+    /// channels.
+    #[arg(long, env = "RINGWS_CLIENT_EVENTS")]
+    client_events: bool,
+    /// Seconds of silence after which clients ping (and the server does)
+    /// [default: 120].
+    #[arg(long, env = "RINGWS_ACTIVITY_TIMEOUT")]
+    activity_timeout: Option<u64>,
+    /// Certificate chain (PEM) for wss:// and https:// (a build with the
+    /// `tls` feature).
+    #[arg(long, env = "RINGWS_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "RINGWS_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Log filter: a level or RUST_LOG-style directives [default: info].
+    #[arg(long, env = "RINGWS_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Log lines as text or json.
+    #[arg(long, env = "RINGWS_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The --config file: every key optional, flags win.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    threads: Option<usize>,
+    backend: Option<String>,
+    max_connections: Option<usize>,
+    #[serde(default)]
+    redis: Vec<String>,
+    activity_timeout: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    log_level: Option<String>,
+    #[serde(default)]
+    app: Vec<AppConfig>,
+}
+
+/// Both configurations, from the flags and the file.
+fn settings(a: Args) -> Result<(GatewayConfig, Config, Option<String>), String> {
+    let f: File = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => File::default(),
+    };
+    let mut apps = f.app;
+    match (a.app_id, a.app_key, a.app_secret) {
+        (Some(id), Some(key), Some(secret)) => {
+            let mut app = AppConfig::new(&id, &key, &secret);
+            app.client_events = a.client_events;
+            apps.push(app);
+        }
+        (None, None, None) => {}
+        _ => return Err("--app-id, --app-key and --app-secret go together".into()),
+    }
+    let mut gw = GatewayConfig::new(apps);
+    if let Some(t) = a.activity_timeout.or(f.activity_timeout) {
+        gw.activity_timeout = Duration::from_secs(t);
+    }
+    gw.validate()?;
+    let defaults = Config::default();
+    let backend = match (a.backend, f.backend) {
+        (Some(b), _) => b,
+        (None, Some(s)) => s.parse().map_err(|e| format!("backend: {e}"))?,
+        (None, None) => defaults.backend,
+    };
+    let tls = match (a.tls_cert.or(f.tls_cert), a.tls_key.or(f.tls_key)) {
+        (Some(cert), Some(key)) => Some(Tls::Files(TlsFiles {
+            cert,
+            key,
+            sni: Vec::new(),
+        })),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let mut cfg = Config {
+        listen: a
+            .listen
+            .or(f.listen)
+            .unwrap_or_else(|| "127.0.0.1:6001".parse().expect("an address")),
+        admin_listen: a.admin_listen.or(f.admin_listen),
+        threads: a.threads.or(f.threads).unwrap_or(defaults.threads),
+        max_connections: a
+            .max_connections
+            .or(f.max_connections)
+            .unwrap_or(defaults.max_connections),
+        backend,
+        tls,
+        // Pusher's messages are small: an event's data is at most
+        // max_event_bytes; the largest message a client may send is that
+        // plus its envelope. A batch of events through the API is the
+        // largest request body.
+        max_message_size: 64 << 10,
+        max_frame_size: 64 << 10,
+        ..defaults
+    };
+    let max_event = gw.apps.iter().map(|a| a.max_event_bytes).max().unwrap_or(0);
+    cfg.max_message_size = cfg.max_message_size.max(2 * max_event as u64 + 4096);
+    cfg.max_frame_size = cfg.max_message_size;
+    cfg.max_http_body = cfg
+        .max_http_body
+        .max(gw.max_batch_events * (2 * max_event + 1024) + 4096);
+    cfg.validate()?;
+    let redis = if a.redis.is_empty() { f.redis } else { a.redis };
+    let log = a.log_level.or(f.log_level);
+    ringws::log::init(log.as_deref(), matches!(a.log_format, LogFormat::Json));
+    Ok((gw, cfg, (!redis.is_empty()).then(|| redis.join(","))))
+}
+
+fn main() -> ExitCode {
+    let (gw, cfg, redis) = match settings(Args::parse()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let apps: Vec<String> = gw.apps.iter().map(|a| a.id.clone()).collect();
+    let gw = match Gateway::new(gw) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut app = ringws_gateway::app(gw, cfg);
+    if let Some(urls) = redis {
+        let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+        match ringws::broker::Redis::new(&urls) {
+            Ok(r) => app = app.broker(r),
+            Err(e) => {
+                eprintln!("error: --redis: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    tracing::info!("serving apps {}", apps.join(", "));
+    match app.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

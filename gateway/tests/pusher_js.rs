@@ -1,0 +1,83 @@
+//! The gateway driven by the official packages: `pusher-js` (the browser
+//! and Node client) and `pusher` (the Node server SDK), pinned in
+//! `tests/js/package-lock.json`, which `scripts/test.sh` installs
+//! (`npm ci`). `tests/js/conformance.js` runs each scenario and prints a
+//! line for each. Without node or the packages the test says so and
+//! passes; `RINGWS_REQUIRE_NPM=1` (scripts/test.sh sets it) makes that a
+//! failure instead.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ringws::Config;
+use ringws_gateway::{AppConfig, Gateway, GatewayConfig};
+
+fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+}
+
+/// Whether node and the packages are there (or a failure when they must be).
+fn npm_ready() -> bool {
+    let ok = js_dir().join("node_modules/pusher-js").is_dir()
+        && Command::new("node")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        let msg = "node or the npm packages are missing (scripts/test.sh installs them)";
+        assert!(std::env::var_os("RINGWS_REQUIRE_NPM").is_none(), "{msg}");
+        eprintln!("skipped: {msg}");
+    }
+    ok
+}
+
+fn app() -> AppConfig {
+    let mut a = AppConfig::new("1", "app-key", "app-secret");
+    a.client_events = true;
+    a.client_event_rate = 10;
+    a
+}
+
+fn start(threads: usize) -> ringws::app::ServerHandle {
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads,
+        ..Config::default()
+    };
+    let gw = Gateway::new(GatewayConfig::new(vec![app()])).unwrap();
+    ringws_gateway::app(gw, cfg).start().unwrap()
+}
+
+/// Runs conformance.js against `port` (and `second`), returning whether
+/// every scenario passed; its output goes to the test's output.
+fn run(port: u16, second: Option<u16>) -> bool {
+    let a = app();
+    let mut cmd = Command::new("node");
+    cmd.arg("conformance.js")
+        .current_dir(js_dir())
+        .env("GATEWAY_HOST", "127.0.0.1")
+        .env("GATEWAY_PORT", port.to_string())
+        .env("APP_ID", &a.id)
+        .env("APP_KEY", &a.key)
+        .env("APP_SECRET", &a.secret)
+        .env("CLIENT_EVENT_RATE", a.client_event_rate.to_string());
+    if let Some(p) = second {
+        cmd.env("SECOND_PORT", p.to_string());
+    }
+    let out = cmd.output().expect("node runs");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    out.status.success()
+}
+
+#[test]
+fn pusher_js_and_the_server_sdk() {
+    if !npm_ready() {
+        return;
+    }
+    let s = start(2);
+    let ok = run(s.local_addr().port(), None);
+    s.shutdown(Duration::from_secs(1));
+    assert!(ok, "conformance.js: some scenarios failed (above)");
+}
