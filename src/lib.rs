@@ -190,7 +190,7 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod log;
-pub(crate) mod metrics;
+pub mod metrics;
 pub mod proto;
 pub mod runtime;
 pub mod tls;

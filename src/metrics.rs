@@ -4,7 +4,7 @@
 //! `/metrics` is built at scrape time from counters the workers keep for
 //! themselves, so nothing here runs on the per-message path. The writer
 //! appends to one buffer reserved up front and formats numbers in place:
-//! a scrape is a handful of syscalls for [`ProcessStats::read`] and one
+//! a scrape is a handful of syscalls for `ProcessStats::read` and one
 //! allocation for the text.
 //!
 //! The format, in the shape [`Exposition`] writes it:
@@ -34,7 +34,7 @@ use std::ops::Range;
 /// out until something needs one: each adds sample suffixes (`_bucket`,
 /// `_sum`, `_count`) the writer would have to check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum MetricType {
+pub enum MetricType {
     /// Only goes up (it restarts at 0 with the process); the name ends in
     /// `_total`.
     Counter,
@@ -52,7 +52,7 @@ impl MetricType {
 }
 
 /// A sample's value: an integer count or a float (seconds, ratios).
-pub(crate) trait SampleValue: Copy {
+pub trait SampleValue: Copy {
     /// Appends the value as Prometheus parses it.
     fn write_to(self, out: &mut String);
 }
@@ -74,8 +74,10 @@ impl SampleValue for f64 {
 ///
 /// Call [`family`](Self::family) once per metric, then
 /// [`sample`](Self::sample) for each of its label sets; families must not
-/// repeat (the format requires a family's samples to be contiguous).
-pub(crate) struct Exposition {
+/// repeat (the format requires a family's samples to be contiguous). An
+/// application adds its own families to `/metrics` through
+/// [`App::metrics`](crate::app::App::metrics).
+pub struct Exposition {
     out: String,
     /// Where the current family's name sits in `out`, so that a sample
     /// can be checked against it without keeping a copy of the name.
@@ -98,7 +100,7 @@ impl Exposition {
     ///
     /// A counter's `name` ends in `_total`; `help` is one sentence
     /// (backslashes and line feeds are escaped).
-    pub(crate) fn family(&mut self, name: &str, help: &str, kind: MetricType) {
+    pub fn family(&mut self, name: &str, help: &str, kind: MetricType) {
         debug_assert!(is_metric_name(name), "bad metric name {name:?}");
         debug_assert!(
             kind != MetricType::Counter || name.ends_with("_total"),
@@ -131,7 +133,7 @@ impl Exposition {
     /// One sample of the current family: `name{label="value",...} value`.
     ///
     /// For counters and gauges the sample's `name` is the family's.
-    pub(crate) fn sample<V: SampleValue>(&mut self, name: &str, labels: &[(&str, &str)], value: V) {
+    pub fn sample<V: SampleValue>(&mut self, name: &str, labels: &[(&str, &str)], value: V) {
         debug_assert!(self.kind.is_some(), "sample {name:?} before any family");
         debug_assert_eq!(
             &self.out[self.family.clone()],

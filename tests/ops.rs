@@ -339,9 +339,21 @@ fn admin_routes_on_the_main_listener() {
         backend: common::backend(),
         ..Config::default()
     };
+    // With families of the application's own, parsed with ringws's.
     let s = App::new(cfg)
         .route("/echo", Echo)
         .admin_routes()
+        .metrics(|e| {
+            use ringws::metrics::MetricType;
+            e.family(
+                "app_widgets_total",
+                "Widgets \"made\".",
+                MetricType::Counter,
+            );
+            e.sample("app_widgets_total", &[("kind", "a\"b")], 7u64);
+            e.family("app_ratio", "A ratio.", MetricType::Gauge);
+            e.sample("app_ratio", &[], 0.25f64);
+        })
         .start()
         .unwrap();
     assert_eq!(s.admin_addr(), None);
@@ -358,6 +370,8 @@ fn admin_routes_on_the_main_listener() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(m["ringws_upgrades_total"], 1.0);
+    assert_eq!(m["app_widgets_total{kind=\"a\\\"b\"}"], 7.0, "{m:?}");
+    assert_eq!(m["app_ratio"], 0.25);
     assert_eq!(get(s.local_addr(), "/livez"), (200, "ok\n".to_owned()));
     assert_eq!(get(s.local_addr(), "/readyz").0, 200);
     s.shutdown(Duration::ZERO);

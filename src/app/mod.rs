@@ -318,6 +318,8 @@ pub(crate) struct Shared {
     /// Some route may compress (permessage-deflate): publishes carry a
     /// cell for their compressed form ([`Shared::shared_z`]).
     deflates: bool,
+    /// The application's own `/metrics` families.
+    pub(crate) metrics: Option<MetricsFn>,
 }
 
 impl Shared {
@@ -496,7 +498,11 @@ pub struct App {
     http: Vec<http::HttpRoute>,
     broker: Option<Box<dyn crate::broker::Broker>>,
     gap: Option<crate::broker::GapFn>,
+    metrics: Option<MetricsFn>,
 }
+
+/// An application's own `/metrics` families ([`App::metrics`]).
+pub(crate) type MetricsFn = Box<dyn Fn(&mut crate::metrics::Exposition) + Send + Sync>;
 
 impl App {
     /// An app with no routes yet: every request is answered 404.
@@ -507,7 +513,23 @@ impl App {
             http: Vec::new(),
             broker: None,
             gap: None,
+            metrics: None,
         }
+    }
+
+    /// Adds the application's own families to `/metrics` (on the admin
+    /// listener and [`App::admin_routes`]): `f` runs at each scrape, on the
+    /// thread that answers it, after ringws's families, and writes with
+    /// [`Exposition::family`](crate::metrics::Exposition::family) and
+    /// [`sample`](crate::metrics::Exposition::sample). Name the families
+    /// with a prefix of the application's own, and keep `f` to reading
+    /// counters: a scrape waits for it.
+    pub fn metrics<F>(mut self, f: F) -> App
+    where
+        F: Fn(&mut crate::metrics::Exposition) + Send + Sync + 'static,
+    {
+        self.metrics = Some(Box::new(f));
+        self
     }
 
     /// Shares topics with the other nodes through `broker` (a
@@ -717,6 +739,7 @@ impl App {
             tls,
             broker: link.clone(),
             broker_thread: Mutex::new(None),
+            metrics: self.metrics,
         });
         let receivers = Mutex::new(receivers);
         let s = shared.clone();

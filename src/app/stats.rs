@@ -568,5 +568,8 @@ pub(crate) fn render(server: &ServerHandle) -> String {
         Ok(p) => p.write_process(&mut e),
         Err(err) => tracing::warn!("metrics: cannot read the process's figures: {err}"),
     }
+    if let Some(f) = &shared.metrics {
+        f(&mut e);
+    }
     e.into_string()
 }
