@@ -19,6 +19,8 @@ use crate::ws::{codes, topic};
 /// Answers one request under `/apps/`.
 pub fn handle(gw: &Gateway, req: &HttpRequest<'_>) -> HttpResponse {
     let r = answer(gw, req);
+    gw.counts
+        .api_status(r.as_ref().map_or_else(|e| e.0, |_| 200));
     let (status, body) = match r {
         Ok(v) => (200, v.to_string()),
         Err((status, msg)) => {
@@ -230,6 +232,9 @@ fn publish(
     for c in channels {
         let m = protocol::event(&e.name, c, &data, None);
         let t = topic(&app.cfg.id, c);
+        app.counts
+            .api_events
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &except {
             Some(r) => r.publish(&t, m.as_str()),
             None => server.publish(&t, m.as_str()),

@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod config;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod sign;

@@ -22,9 +22,10 @@ pub fn app(gw: Arc<Gateway>, cfg: Config) -> App {
         .idle_timeout(gw.config().activity_timeout * 2)
         .idle_close(codes::PONG_TIMEOUT, "Pong reply not received")
         .shutdown_close(codes::RECONNECT, "Server shutting down, please reconnect");
-    let (get, post) = (gw.clone(), gw);
+    let (get, post, metrics) = (gw.clone(), gw.clone(), gw);
     App::new(cfg)
         .with_route(ws)
+        .metrics(move |e| crate::metrics::render(&metrics, e))
         .http_prefix("GET", "/apps", move |req: &HttpRequest<'_>| {
             crate::api::handle(&get, req)
         })

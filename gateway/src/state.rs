@@ -26,6 +26,52 @@ pub struct Gateway {
     /// nodes (or a restarted one) do not hand out the same ids.
     node: u64,
     next_socket: AtomicU64,
+    /// Counts for `/metrics` that belong to no app.
+    pub(crate) counts: GatewayCounts,
+}
+
+/// Counts of the gateway as a whole, for `/metrics`.
+#[derive(Default)]
+pub(crate) struct GatewayCounts {
+    /// Connections refused before any app: unknown key, bad protocol.
+    pub(crate) unknown_app: AtomicU64,
+    pub(crate) bad_protocol: AtomicU64,
+    /// HTTP API answers by status, in [`API_STATUSES`] order (the last
+    /// slot: any other).
+    pub(crate) api: [AtomicU64; API_STATUSES.len() + 1],
+}
+
+/// The statuses the HTTP API answers with, each counted on its own.
+pub(crate) const API_STATUSES: [u16; 7] = [200, 400, 401, 404, 405, 413, 500];
+
+impl GatewayCounts {
+    pub(crate) fn api_status(&self, status: u16) {
+        let i = API_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(API_STATUSES.len());
+        self.api[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One app's counts, for `/metrics`.
+#[derive(Default)]
+pub(crate) struct AppCounts {
+    /// Events published through the HTTP API (one per channel).
+    pub(crate) api_events: AtomicU64,
+    /// Client events relayed.
+    pub(crate) client_events: AtomicU64,
+    /// Client events refused past the rate limit.
+    pub(crate) client_events_limited: AtomicU64,
+    /// Messages from clients refused (bad JSON, unknown event, too large,
+    /// client events where not allowed).
+    pub(crate) refused_messages: AtomicU64,
+    /// Subscriptions refused (bad signature, presence full or bad data).
+    pub(crate) refused_subscriptions: AtomicU64,
+    /// Connections refused over the app's quota.
+    pub(crate) over_quota: AtomicU64,
+    /// Subscriptions made.
+    pub(crate) subscriptions: AtomicU64,
 }
 
 impl Gateway {
@@ -45,6 +91,7 @@ impl Gateway {
             by_id,
             node: node_number(),
             next_socket: AtomicU64::new(1),
+            counts: GatewayCounts::default(),
         }))
     }
 
@@ -104,6 +151,7 @@ pub struct AppState {
     /// Cache channel events not kept because `max_cached_channels` was
     /// reached.
     pub(crate) cache_refused: AtomicU64,
+    pub(crate) counts: AppCounts,
 }
 
 /// What the app's channels hold.
@@ -160,6 +208,7 @@ impl AppState {
             users: Mutex::default(),
             channels: Mutex::default(),
             cache_refused: AtomicU64::new(0),
+            counts: AppCounts::default(),
         }
     }
 
@@ -276,6 +325,13 @@ impl Channels {
     /// The occupied channel `name`.
     pub(crate) fn get(&self, name: &str) -> Option<&Channel> {
         self.occupied.get(name)
+    }
+
+    /// Occupied channels, subscriptions and presence members, summed.
+    pub(crate) fn totals(&self) -> (usize, usize, usize) {
+        let subs = self.occupied.values().map(|c| c.subscriptions).sum();
+        let members = self.occupied.values().map(|c| c.members.len()).sum();
+        (self.occupied.len(), subs, members)
     }
 
     /// Occupied channels whose names start with `prefix`.

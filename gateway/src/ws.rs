@@ -115,6 +115,13 @@ impl Handler for PusherWs {
             Ok(a) => a.clone(),
             Err((code, msg)) => {
                 let (code, msg) = (*code, msg.clone());
+                let c = &self.gw.counts;
+                let n = if code == codes::UNKNOWN_APP {
+                    &c.unknown_app
+                } else {
+                    &c.bad_protocol
+                };
+                n.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(code, "refused: {msg}");
                 ws.send_text(&protocol::error(Some(code), &msg));
                 ws.close(code, &msg);
@@ -124,6 +131,7 @@ impl Handler for PusherWs {
         let n = app.connections.fetch_add(1, Ordering::Relaxed) + 1;
         if app.cfg.max_connections != 0 && n > app.cfg.max_connections {
             app.connections.fetch_sub(1, Ordering::Relaxed);
+            app.counts.over_quota.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 app = app.cfg.id,
                 "refused: over the connection quota ({})",
@@ -213,6 +221,9 @@ impl Handler for PusherWs {
 /// Answers a message the protocol refuses: a `pusher:error` with its code,
 /// and a log line. The connection stays (Pusher's servers keep it too).
 fn refuse(ws: &mut Socket<'_, Session>, e: &ProtocolError) {
+    if let Ok(a) = &ws.data().app {
+        a.counts.refused_messages.fetch_add(1, Ordering::Relaxed);
+    }
     tracing::debug!(socket_id = ws.data().socket_id, "refused a message: {e}");
     ws.send_text(&protocol::error(e.code(), &e.to_string()));
 }
@@ -266,6 +277,9 @@ impl PusherWs {
                     "subscription refused: not signed in as that user"
                 );
                 let msg = format!("Not signed in as the user of {channel}");
+                app.counts
+                    .refused_subscriptions
+                    .fetch_add(1, Ordering::Relaxed);
                 ws.send_text(&protocol::error(None, &msg));
                 return;
             }
@@ -292,6 +306,9 @@ impl PusherWs {
                     "subscription refused: invalid signature"
                 );
                 let msg = format!("Invalid signature for channel {channel}");
+                app.counts
+                    .refused_subscriptions
+                    .fetch_add(1, Ordering::Relaxed);
                 ws.send_text(&protocol::error(None, &msg));
                 return;
             }
@@ -343,6 +360,9 @@ impl PusherWs {
                 .is_some_and(|i| i.len() > app.cfg.max_presence_info)
             {
                 let msg = format!("user_info is over {} bytes", app.cfg.max_presence_info);
+                app.counts
+                    .refused_subscriptions
+                    .fetch_add(1, Ordering::Relaxed);
                 ws.send_text(&protocol::error(None, &msg));
                 return;
             }
@@ -355,6 +375,9 @@ impl PusherWs {
             if !known && n >= app.cfg.max_presence_members {
                 drop(channels);
                 let msg = format!("Presence channel {channel} has its maximum of {n} members");
+                app.counts
+                    .refused_subscriptions
+                    .fetch_add(1, Ordering::Relaxed);
                 ws.send_text(&protocol::error(None, &msg));
                 return;
             }
@@ -401,6 +424,7 @@ impl PusherWs {
             }
             None => {}
         }
+        app.counts.subscriptions.fetch_add(1, Ordering::Relaxed);
         ws.data_mut()
             .subs
             .insert(channel, member.map(|m| m.user_id));
@@ -487,14 +511,21 @@ impl PusherWs {
                 "Client event rejected - rate limit of {} per second exceeded",
                 app.cfg.client_event_rate
             );
+            app.counts
+                .client_events_limited
+                .fetch_add(1, Ordering::Relaxed);
             return send_error(ws, Some(codes::CLIENT_EVENT_RATE), &msg);
         }
         let m = protocol::client_event(event, channel, data, member.as_deref());
+        app.counts.client_events.fetch_add(1, Ordering::Relaxed);
         ws.publish(&topic(&app.cfg.id, channel), m.as_str());
     }
 }
 
 fn send_error(ws: &mut Socket<'_, Session>, code: Option<u16>, msg: &str) {
+    if let (Ok(a), None) = (&ws.data().app, code) {
+        a.counts.refused_messages.fetch_add(1, Ordering::Relaxed);
+    }
     tracing::debug!(socket_id = ws.data().socket_id, "{msg}");
     ws.send_text(&protocol::error(code, msg));
 }

@@ -509,3 +509,65 @@ fn over_quota_and_shutdown_codes() {
     a.send(0x88, &p);
     t.join().unwrap();
 }
+
+/// `/metrics` through the Prometheus parser (ringws's
+/// scripts/check_metrics.py): every sample by name and labels.
+fn scrape(s: &ServerHandle) -> std::collections::HashMap<String, f64> {
+    use std::process::{Command, Stdio};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_metrics.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let text = s.metrics();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}\n{text}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_owned(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_count_what_happened() {
+    let s = gateway(|_| {});
+    let addr = s.local_addr();
+    let (mut a, _) = connect(addr);
+    let (mut b, _) = connect(addr);
+    for c in [&mut a, &mut b] {
+        subscribe(c, "news", None, None);
+    }
+    for i in 0..3 {
+        trigger(addr, json!({ "name": "e", "channel": "news", "data": i.to_string() }));
+    }
+    a.text("not json");
+    assert_eq!(next(&mut a)["event"], "e");
+    assert_eq!(next(&mut a)["event"], "e");
+    assert_eq!(next(&mut a)["event"], "e");
+    assert_eq!(next(&mut a)["event"], "pusher:error");
+    let mut c = Client::open(addr, "/app/nope");
+    assert_eq!(next(&mut c)["event"], "pusher:error");
+    assert_eq!(api(addr, "GET", "/apps/1/channels", &[], "", now() - 1000).0, 401);
+    let m = scrape(&s);
+    let app = |name: &str| m[&format!("{name}{{app=\"1\"}}")];
+    assert_eq!(app("ringws_gateway_connections"), 2.0, "{m:?}");
+    assert_eq!(app("ringws_gateway_channels"), 1.0);
+    assert_eq!(app("ringws_gateway_subscriptions"), 2.0);
+    assert_eq!(app("ringws_gateway_subscribes_total"), 2.0);
+    assert_eq!(app("ringws_gateway_api_events_total"), 3.0);
+    assert_eq!(app("ringws_gateway_refused_messages_total"), 1.0);
+    assert_eq!(m["ringws_gateway_refused_connections_total{reason=\"unknown_app\"}"], 1.0);
+    assert_eq!(m["ringws_gateway_api_requests_total{status=\"200\"}"], 3.0);
+    assert_eq!(m["ringws_gateway_api_requests_total{status=\"401\"}"], 1.0);
+    // ringws's own families are there too.
+    assert!(m.contains_key("ringws_connections"), "{m:?}");
+    s.shutdown(Duration::from_secs(1));
+}
