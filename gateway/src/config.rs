@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 /// One Pusher app: its credentials and limits.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AppConfig {
     /// The app id, in the HTTP API's paths (`/apps/{id}/events`).
     pub id: String,

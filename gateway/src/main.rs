@@ -88,7 +88,7 @@ enum LogFormat {
 
 /// The --config file: every key optional, flags win.
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct File {
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
@@ -212,5 +212,42 @@ fn main() -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's example file.
+    #[test]
+    fn the_readme_config_parses() {
+        let f: File = toml::from_str(
+            r#"
+listen = "0.0.0.0:6001"
+admin-listen = "127.0.0.1:9100"
+redis = ["redis://127.0.0.1:6379"]
+activity-timeout = 120
+
+[[app]]
+id = "1"
+key = "app-key"
+secret = "app-secret"
+client-events = true
+client-event-rate = 10
+max-connections = 10000
+max-event-bytes = 10240
+max-channel-name = 164
+max-presence-members = 100
+max-presence-info = 1024
+"#,
+        )
+        .unwrap();
+        assert_eq!(f.admin_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(f.app.len(), 1);
+        assert!(f.app[0].client_events);
+        assert_eq!(f.app[0].max_connections, 10_000);
+        // A misspelt key stops the start.
+        assert!(toml::from_str::<File>("listne = \"x\"").is_err());
     }
 }
