@@ -615,7 +615,50 @@ fn compressed_once_per_receiving_node() {
     b.shutdown(Duration::from_secs(1));
 }
 
+fn remote_publishes_reach_the_application() {
+    let Some(r) = start(None, &[]) else { return };
+    // Node b listens to "ctl" with no WebSocket subscriber anywhere; node
+    // a publishes to it. b's own publishes do not come back to it.
+    let heard = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let h = heard.clone();
+    let a = node(redis_broker(&[r.url()]), 1);
+    let b = node_with(redis_broker(&[r.url()]), 2, |app| {
+        app.on_remote_publish("ctl", move |_server, payload| {
+            h.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(payload).into_owned());
+        })
+    });
+    ready(&[&a, &b]);
+    wait_for("b's subscription", Duration::from_secs(5), || {
+        r.numsub("ringws:ctl") == 1
+    });
+    b.publish("ctl", "from b");
+    for i in 0..3 {
+        a.publish("ctl", format!("from a {i}").as_str());
+    }
+    wait_for("three messages", Duration::from_secs(5), || {
+        heard.lock().unwrap().len() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(*heard.lock().unwrap(), ["from a 0", "from a 1", "from a 2"]);
+    // A WebSocket subscriber of the topic on b still gets them, and stays
+    // subscribed in Redis after it leaves (the listener holds it).
+    let mut c = Client::open(b.local_addr(), "/ctl");
+    a.publish("ctl", "both");
+    assert_eq!(c.next_text(), "both");
+    wait_for("the listener", Duration::from_secs(5), || {
+        heard.lock().unwrap().len() == 4
+    });
+    drop(c);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(r.numsub("ringws:ctl"), 1, "pinned past the linger");
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+}
+
 on_both_backends!(
+    remote_publishes_reach_the_application,
     compressed_once_per_receiving_node,
     oversized_message_breaks_only_that_connection,
     a_refusing_redis_is_not_hammered,

@@ -523,9 +523,18 @@ fn scrape(s: &ServerHandle) -> std::collections::HashMap<String, f64> {
         .spawn()
         .expect("python3 runs");
     let text = s.metrics();
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}\n{text}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -546,7 +555,10 @@ fn metrics_count_what_happened() {
         subscribe(c, "news", None, None);
     }
     for i in 0..3 {
-        trigger(addr, json!({ "name": "e", "channel": "news", "data": i.to_string() }));
+        trigger(
+            addr,
+            json!({ "name": "e", "channel": "news", "data": i.to_string() }),
+        );
     }
     a.text("not json");
     assert_eq!(next(&mut a)["event"], "e");
@@ -555,7 +567,10 @@ fn metrics_count_what_happened() {
     assert_eq!(next(&mut a)["event"], "pusher:error");
     let mut c = Client::open(addr, "/app/nope");
     assert_eq!(next(&mut c)["event"], "pusher:error");
-    assert_eq!(api(addr, "GET", "/apps/1/channels", &[], "", now() - 1000).0, 401);
+    assert_eq!(
+        api(addr, "GET", "/apps/1/channels", &[], "", now() - 1000).0,
+        401
+    );
     let m = scrape(&s);
     let app = |name: &str| m[&format!("{name}{{app=\"1\"}}")];
     assert_eq!(app("ringws_gateway_connections"), 2.0, "{m:?}");
@@ -564,7 +579,10 @@ fn metrics_count_what_happened() {
     assert_eq!(app("ringws_gateway_subscribes_total"), 2.0);
     assert_eq!(app("ringws_gateway_api_events_total"), 3.0);
     assert_eq!(app("ringws_gateway_refused_messages_total"), 1.0);
-    assert_eq!(m["ringws_gateway_refused_connections_total{reason=\"unknown_app\"}"], 1.0);
+    assert_eq!(
+        m["ringws_gateway_refused_connections_total{reason=\"unknown_app\"}"],
+        1.0
+    );
     assert_eq!(m["ringws_gateway_api_requests_total{status=\"200\"}"], 3.0);
     assert_eq!(m["ringws_gateway_api_requests_total{status=\"401\"}"], 1.0);
     // ringws's own families are there too.

@@ -70,6 +70,7 @@ mod worker;
 pub use admin::MAX_ADMIN_CONNS;
 pub use http::{HttpReply, HttpRequest, HttpResponder, HttpResponse};
 pub use server::{ServerHandle, ServerStats};
+pub(crate) use socket::data_payload;
 pub use socket::{Gone, Message, SendStatus, Socket, SocketRef};
 pub use stats::Health;
 pub use upgrade::{Accept, Deferred, Reject, Request, Upgrade};
@@ -499,6 +500,7 @@ pub struct App {
     broker: Option<Box<dyn crate::broker::Broker>>,
     gap: Option<crate::broker::GapFn>,
     metrics: Option<MetricsFn>,
+    remote: crate::broker::Listeners,
 }
 
 /// An application's own `/metrics` families ([`App::metrics`]).
@@ -514,7 +516,29 @@ impl App {
             broker: None,
             gap: None,
             metrics: None,
+            remote: crate::broker::Listeners::new(),
         }
+    }
+
+    /// Calls `f` on the broker's thread with the payload of each message
+    /// another node publishes to `topic` ([`ServerHandle::publish`] or
+    /// [`Socket::publish`] there), whether or not this node has
+    /// subscribers for it: how nodes of one application tell each other
+    /// things (a gateway's presence members, a command for the node that
+    /// holds a connection). The node subscribes to `topic` in the broker
+    /// from the start and for good. Messages this node publishes do not
+    /// come back to it. Without [`App::broker`] there are no other nodes
+    /// and `f` is never called. Keep `f` short: the broker's thread (all of
+    /// this node's traffic from other nodes) waits for it.
+    pub fn on_remote_publish<F>(mut self, topic: impl Into<String>, f: F) -> App
+    where
+        F: Fn(&ServerHandle, &[u8]) + Send + Sync + 'static,
+    {
+        self.remote
+            .entry(topic.into())
+            .or_default()
+            .push(Box::new(f));
+        self
     }
 
     /// Adds the application's own families to `/metrics` (on the admin
@@ -714,6 +738,9 @@ impl App {
         };
         if let (Some(l), Some(f)) = (&link, self.gap) {
             let _ = l.gap.set(f);
+        }
+        if let Some(l) = &link {
+            let _ = l.listeners.set(self.remote);
         }
         let cfg = Arc::new(self.cfg);
         let deflates = (self.routes.iter())

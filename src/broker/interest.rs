@@ -53,6 +53,9 @@ struct Entry {
     /// Has an entry in [`Interest::lingering`]: one at most per topic, so
     /// that a topic emptying and filling fast does not grow the queue.
     queued: bool,
+    /// The application listens to it ([`Interest::pin`]): subscribed for
+    /// good, whatever the workers say.
+    pinned: bool,
 }
 
 /// The node's interest in topics (see the module docs).
@@ -86,7 +89,7 @@ impl Interest {
         match self.topics.get_mut(&**topic) {
             Some(e) => {
                 e.workers.set(worker, on);
-                if e.workers.is_empty() {
+                if e.workers.is_empty() && !e.pinned {
                     if e.empty_since.is_none() {
                         e.empty_since = Some(now);
                         if !e.queued {
@@ -107,6 +110,7 @@ impl Interest {
                         workers,
                         empty_since: None,
                         queued: false,
+                        pinned: false,
                     },
                 );
                 self.to_subscribe.push(topic.clone());
@@ -114,6 +118,30 @@ impl Interest {
             // Leaving a topic this table does not hold: a report that
             // raced its own subscribe's; nothing to do.
             None => {}
+        }
+    }
+
+    /// Subscribes `topic` for good: the application listens to it
+    /// (`App::on_remote_publish`), subscribers or not.
+    pub(crate) fn pin(&mut self, topic: &str) {
+        match self.topics.get_mut(topic) {
+            Some(e) => {
+                e.pinned = true;
+                e.empty_since = None;
+            }
+            None => {
+                let topic: Arc<str> = Arc::from(topic);
+                self.topics.insert(
+                    topic.clone(),
+                    Entry {
+                        workers: Workers::default(),
+                        empty_since: None,
+                        queued: false,
+                        pinned: true,
+                    },
+                );
+                self.to_subscribe.push(topic);
+            }
         }
     }
 
@@ -194,6 +222,30 @@ mod tests {
         i.expire(ms(1020));
         assert_eq!(i.take_batches(), (vec![], vec![t("a")]));
         assert_eq!(i.len(), 1);
+    }
+
+    #[test]
+    fn a_pinned_topic_stays_subscribed() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut i = Interest::new(Duration::from_secs(1));
+        i.pin("ctl");
+        assert_eq!(i.take_batches(), (vec![t("ctl")], vec![]));
+        assert!(i.workers("ctl").is_none(), "no worker wants it");
+        // Workers come and go; it is never unsubscribed.
+        i.change(0, &t("ctl"), true, ms(0));
+        assert_eq!(i.take_batches(), (vec![], vec![]));
+        i.change(0, &t("ctl"), false, ms(1));
+        i.expire(ms(10_000));
+        assert_eq!(i.take_batches(), (vec![], vec![]));
+        assert_eq!(i.subscribed().count(), 1);
+        // Pinning a topic workers hold: no second subscribe.
+        i.change(1, &t("x"), true, ms(0));
+        i.pin("x");
+        assert_eq!(i.take_batches(), (vec![t("x")], vec![]));
+        i.change(1, &t("x"), false, ms(1));
+        i.expire(ms(10_000));
+        assert_eq!(i.take_batches(), (vec![], vec![]));
     }
 
     #[test]

@@ -87,6 +87,11 @@ pub struct Gap {
 /// The callback of [`App::on_broker_gap`](crate::App::on_broker_gap).
 pub(crate) type GapFn = Box<dyn Fn(&ServerHandle, &Gap) + Send + Sync>;
 
+/// The application's callbacks for messages from other nodes, by topic
+/// ([`App::on_remote_publish`](crate::App::on_remote_publish)).
+pub(crate) type Listeners = HashMap<String, Vec<ListenFn>>;
+pub(crate) type ListenFn = Box<dyn Fn(&ServerHandle, &[u8]) + Send + Sync>;
+
 /// A publish on its way to the broker thread.
 pub(crate) struct Outgoing {
     pub(crate) topic: Arc<str>,
@@ -151,6 +156,8 @@ pub struct Link {
     status: Mutex<String>,
     stop: AtomicBool,
     pub(crate) gap: OnceLock<GapFn>,
+    /// Set once at start: the topics the application listens to.
+    pub(crate) listeners: OnceLock<Listeners>,
     pub(crate) counts: Counts,
 }
 
@@ -171,6 +178,7 @@ impl Link {
             status: Mutex::new("not connected yet".to_owned()),
             stop: AtomicBool::new(false),
             gap: OnceLock::new(),
+            listeners: OnceLock::new(),
             counts: Counts::default(),
         })
     }
@@ -243,6 +251,16 @@ impl Link {
             }
         }
         dropped
+    }
+
+    /// The application's callbacks for `topic`, if it listens to it.
+    pub(crate) fn listeners(&self, topic: &str) -> Option<&[ListenFn]> {
+        self.listeners.get()?.get(topic).map(Vec::as_slice)
+    }
+
+    /// Every topic the application listens to (subscribed for good).
+    pub(crate) fn listened(&self) -> impl Iterator<Item = &String> {
+        self.listeners.get().into_iter().flat_map(|l| l.keys())
     }
 
     /// The server, for the gap callback (`None` once it is gone).

@@ -413,8 +413,12 @@ impl Thread {
             .instances
             .store(shards.len() as u64, Ordering::Relaxed);
         let probe_channel = format!("{}probe:{:016x}", opts.prefix, link.node).into_bytes();
+        let mut interest = Interest::new(opts.linger);
+        for t in link.listened() {
+            interest.pin(t);
+        }
         Thread {
-            interest: Interest::new(opts.linger),
+            interest,
             prefix: opts.prefix.clone().into_bytes(),
             rng: link.node | 1,
             opts,
@@ -1008,10 +1012,12 @@ impl Thread {
         else {
             return;
         };
-        let Some((topic, workers)) = self.interest.workers(topic) else {
+        let listeners = self.link.listeners(topic);
+        let workers = self.interest.workers(topic);
+        if listeners.is_none() && workers.is_none() {
             // Lingering, or raced an unsubscribe: nobody here wants it.
             return;
-        };
+        }
         let env = match envelope::open(payload) {
             Ok(e) => e,
             Err(m) => {
@@ -1024,6 +1030,21 @@ impl Thread {
             return;
         }
         counts.received.fetch_add(1, Ordering::Relaxed);
+        if let (Some(fs), Some(server)) = (listeners, self.link.server()) {
+            match crate::app::data_payload(&env.frame, 0) {
+                Some((_, p)) => {
+                    for f in fs {
+                        f(&server, p);
+                    }
+                }
+                None => {
+                    counts.dropped_malformed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let Some((topic, workers)) = workers else {
+            return;
+        };
         let dropped = self.link.deliver(topic, &env.frame, workers.iter());
         if dropped > 0 {
             counts
