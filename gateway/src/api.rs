@@ -4,6 +4,7 @@
 //! request is signed (auth_key, auth_timestamp within the window,
 //! auth_version, body_md5, auth_signature) or answered 401.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::protocol::{self, Kind};
 use crate::sign;
 use crate::state::{AppState, Gateway};
-use crate::ws::{codes, topic};
+use crate::ws::topic;
 
 /// Answers one request under `/apps/`.
 pub fn handle(gw: &Gateway, req: &HttpRequest<'_>) -> HttpResponse {
@@ -69,16 +70,22 @@ fn answer(gw: &Gateway, req: &HttpRequest<'_>) -> Answer {
             .map(|(_, v)| v.as_str())
     };
     let method = req.method();
+    gw.cluster.attach(req.server());
     let segs: Vec<&str> = rest.split('/').collect();
     match (method, segs.as_slice()) {
         ("POST", ["events"]) => events(gw, app, req.server(), req.body()),
         ("POST", ["batch_events"]) => batch(gw, app, req.server(), req.body()),
-        ("GET" | "HEAD", ["channels"]) => {
-            channels(app, param("filter_by_prefix").unwrap_or(""), param("info"))
+        ("GET" | "HEAD", ["channels"]) => channels(
+            gw,
+            app,
+            param("filter_by_prefix").unwrap_or(""),
+            param("info"),
+        ),
+        ("GET" | "HEAD", ["channels", name]) => channel(gw, app, name, param("info")),
+        ("GET" | "HEAD", ["channels", name, "users"]) => users(gw, app, name),
+        ("POST", ["users", user, "terminate_connections"]) => {
+            terminate(gw, app, req.server(), user)
         }
-        ("GET" | "HEAD", ["channels", name]) => channel(app, name, param("info")),
-        ("GET" | "HEAD", ["channels", name, "users"]) => users(app, name),
-        ("POST", ["users", user, "terminate_connections"]) => terminate(app, user),
         (_, ["events" | "batch_events"] | ["users", _, "terminate_connections"]) => {
             Err((405, format!("{method} not allowed on {path}")))
         }
@@ -228,17 +235,25 @@ fn publish(
 ) -> Result<Option<Map<String, Value>>, (u16, String)> {
     check_event(app, e, channels)?;
     let data = data_text(e);
-    let except = e.socket_id.as_deref().and_then(|s| app.socket(s));
+    // socket_id: its connection is left out by the node that holds it,
+    // here or (asked through the cluster) on another node.
+    let except = e.socket_id.as_deref();
+    let local = except.and_then(|s| app.socket(s));
     for c in channels {
         let m = protocol::event(&e.name, c, &data, None);
         let t = topic(&app.cfg.id, c);
         app.counts
             .api_events
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match &except {
-            Some(r) => r.publish(&t, m.as_str()),
-            None => server.publish(&t, m.as_str()),
-        };
+        match (&local, except) {
+            (Some(r), _) => {
+                r.publish(&t, m.as_str());
+            }
+            (None, Some(s)) if gw.cluster.publish_except(server, &app.cfg.id, s, c, &m) => {}
+            _ => {
+                server.publish(&t, m.as_str());
+            }
+        }
         if protocol::channel(c, app.cfg.max_channel_name).is_ok_and(|k| k.cache) {
             let kept = app.channels().cache(
                 c,
@@ -261,21 +276,20 @@ fn publish(
     }
     let Some(info) = &e.info else { return Ok(None) };
     let want = Info::parse(info)?;
-    let reg = app.channels();
     let mut out = Map::new();
     for c in channels {
         let mut o = Map::new();
-        let ch = reg.get(c);
+        let ch = one(gw, app, c);
         if want.subscription_count {
             o.insert(
                 "subscription_count".into(),
-                json!(ch.map_or(0, |c| c.subscriptions)),
+                json!(ch.as_ref().map_or(0, |c| c.0)),
             );
         }
         if want.user_count && c.starts_with("presence-") {
             o.insert(
                 "user_count".into(),
-                json!(ch.map_or(0, |c| c.members.len())),
+                json!(ch.as_ref().map_or(0, |c| c.1.len())),
             );
         }
         out.insert(c.clone(), Value::Object(o));
@@ -306,81 +320,111 @@ impl Info {
     }
 }
 
-fn channels(app: &AppState, prefix: &str, info: Option<&str>) -> Answer {
+/// Occupied channels of `app` whose names start with `prefix`, on every
+/// node: subscriptions and presence users.
+fn occupancy(
+    gw: &Gateway,
+    app: &AppState,
+    prefix: &str,
+) -> BTreeMap<String, (usize, BTreeSet<String>)> {
+    let mut out: BTreeMap<String, (usize, BTreeSet<String>)> = BTreeMap::new();
+    for (name, (subs, members)) in gw.cluster.channels(&app.cfg.id, prefix) {
+        let e = out.entry(name).or_default();
+        e.0 += subs;
+        e.1.extend(members.into_keys());
+    }
+    let reg = app.channels();
+    for (name, c) in reg.occupied(prefix) {
+        let e = out.entry(name.clone()).or_default();
+        e.0 += c.subscriptions;
+        e.1.extend(c.members.keys().cloned());
+    }
+    out
+}
+
+/// One channel's subscriptions and presence users, on every node.
+fn one(gw: &Gateway, app: &AppState, name: &str) -> Option<(usize, BTreeSet<String>)> {
+    occupancy(gw, app, name).remove(name)
+}
+
+fn channels(gw: &Gateway, app: &AppState, prefix: &str, info: Option<&str>) -> Answer {
     let want = Info::parse(info.unwrap_or(""))?;
     if want.user_count && !prefix.starts_with("presence-") {
         return Err(bad("info=user_count needs filter_by_prefix=presence-"));
     }
-    let reg = app.channels();
     let mut out = Map::new();
-    for (name, c) in reg.occupied(prefix) {
+    for (name, (subs, users)) in occupancy(gw, app, prefix) {
         let mut o = Map::new();
         if want.user_count {
-            o.insert("user_count".into(), json!(c.members.len()));
+            o.insert("user_count".into(), json!(users.len()));
         }
         if want.subscription_count {
-            o.insert("subscription_count".into(), json!(c.subscriptions));
+            o.insert("subscription_count".into(), json!(subs));
         }
-        out.insert(name.clone(), Value::Object(o));
+        out.insert(name, Value::Object(o));
     }
     Ok(json!({ "channels": out }))
 }
 
-fn channel(app: &AppState, name: &str, info: Option<&str>) -> Answer {
+fn channel(gw: &Gateway, app: &AppState, name: &str, info: Option<&str>) -> Answer {
     let kind = protocol::channel(name, app.cfg.max_channel_name)
         .map_err(|e| bad(format!("Channel {name:?}: {e}")))?;
     let want = Info::parse(info.unwrap_or(""))?;
     if want.user_count && kind.kind != Kind::Presence {
         return Err(bad("user_count is only for presence channels"));
     }
-    let reg = app.channels();
-    let c = reg.get(name);
+    let c = one(gw, app, name);
     let mut o = Map::new();
     o.insert("occupied".into(), json!(c.is_some()));
     if want.user_count {
-        o.insert("user_count".into(), json!(c.map_or(0, |c| c.members.len())));
+        o.insert(
+            "user_count".into(),
+            json!(c.as_ref().map_or(0, |c| c.1.len())),
+        );
     }
     if want.subscription_count {
         o.insert(
             "subscription_count".into(),
-            json!(c.map_or(0, |c| c.subscriptions)),
+            json!(c.as_ref().map_or(0, |c| c.0)),
         );
     }
     Ok(Value::Object(o))
 }
 
-fn users(app: &AppState, name: &str) -> Answer {
+fn users(gw: &Gateway, app: &AppState, name: &str) -> Answer {
     let kind = protocol::channel(name, app.cfg.max_channel_name)
         .map_err(|e| bad(format!("Channel {name:?}: {e}")))?;
     if kind.kind != Kind::Presence {
         return Err(bad("Users are listed only for presence channels"));
     }
-    let reg = app.channels();
-    let users: Vec<Value> = reg
-        .get(name)
-        .map(|c| c.members.keys().map(|id| json!({ "id": id })).collect())
+    let users: Vec<Value> = one(gw, app, name)
+        .map(|c| c.1.into_iter().map(|id| json!({ "id": id })).collect())
         .unwrap_or_default();
     Ok(json!({ "users": users }))
 }
 
-fn terminate(app: &AppState, user: &str) -> Answer {
+fn terminate(gw: &Gateway, app: &AppState, server: &ServerHandle, user: &str) -> Answer {
+    close_user(app, user);
+    gw.cluster.terminate(server, &app.cfg.id, user);
+    Ok(json!({}))
+}
+
+/// Closes `user`'s connections on this node (4009, as Pusher does).
+pub(crate) fn close_user(app: &AppState, user: &str) {
     let sockets = app.user_sockets(user);
+    let (code, reason) = crate::cluster::TERMINATED;
     tracing::info!(
         app = app.cfg.id,
         user,
         connections = sockets.len(),
         "terminating a user's connections"
     );
-    let msg = protocol::error(
-        Some(codes::UNAUTHORIZED),
-        "You got disconnected by the app.",
-    );
+    let msg = protocol::error(Some(code), reason);
     for r in sockets {
         // Gone since: nothing to do.
         let _ = r.send(msg.as_str());
-        let _ = r.close(codes::UNAUTHORIZED, "You got disconnected by the app.");
+        let _ = r.close(code, reason);
     }
-    Ok(json!({}))
 }
 
 #[cfg(test)]

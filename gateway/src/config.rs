@@ -109,6 +109,10 @@ pub struct GatewayConfig {
     /// are not kept (and counted), so channel-name churn cannot grow memory
     /// without bound.
     pub max_cached_channels: usize,
+    /// With several nodes (a broker): how often each node sends the others
+    /// its channels' state. A node silent for three of these is taken for
+    /// dead, and its presence members for gone.
+    pub cluster_interval: Duration,
 }
 
 impl GatewayConfig {
@@ -122,6 +126,7 @@ impl GatewayConfig {
             max_batch_events: 10,
             cache_ttl: Duration::from_secs(30 * 60),
             max_cached_channels: 10_000,
+            cluster_interval: Duration::from_secs(5),
         }
     }
 

@@ -23,6 +23,7 @@
 //!   two as one ringws `App`.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod protocol;

@@ -65,6 +65,11 @@ struct Args {
     /// [default: 120].
     #[arg(long, env = "RINGWS_ACTIVITY_TIMEOUT")]
     activity_timeout: Option<u64>,
+    /// With --redis: seconds between the state each node sends the others;
+    /// a node silent for three of these is taken for dead and its presence
+    /// members for gone [default: 5].
+    #[arg(long, env = "RINGWS_CLUSTER_INTERVAL")]
+    cluster_interval: Option<f64>,
     /// Certificate chain (PEM) for wss:// and https:// (a build with the
     /// `tls` feature).
     #[arg(long, env = "RINGWS_TLS_CERT")]
@@ -98,6 +103,7 @@ struct File {
     #[serde(default)]
     redis: Vec<String>,
     activity_timeout: Option<u64>,
+    cluster_interval: Option<f64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     log_level: Option<String>,
@@ -127,6 +133,12 @@ fn settings(a: Args) -> Result<(GatewayConfig, Config, Option<String>), String> 
     let mut gw = GatewayConfig::new(apps);
     if let Some(t) = a.activity_timeout.or(f.activity_timeout) {
         gw.activity_timeout = Duration::from_secs(t);
+    }
+    if let Some(t) = a.cluster_interval.or(f.cluster_interval) {
+        gw.cluster_interval = Duration::try_from_secs_f64(t)
+            .ok()
+            .filter(|d| *d >= Duration::from_millis(10))
+            .ok_or("--cluster-interval must be at least 0.01 (seconds)")?;
     }
     gw.validate()?;
     let defaults = Config::default();
@@ -194,17 +206,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut app = ringws_gateway::app(gw, cfg);
-    if let Some(urls) = redis {
-        let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
-        match ringws::broker::Redis::new(&urls) {
-            Ok(r) => app = app.broker(r),
-            Err(e) => {
-                eprintln!("error: --redis: {e}");
-                return ExitCode::from(2);
+    let broker = match redis {
+        Some(urls) => {
+            let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
+            match ringws::broker::Redis::new(&urls) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("error: --redis: {e}");
+                    return ExitCode::from(2);
+                }
             }
         }
-    }
+        None => None,
+    };
+    let app = match ringws_gateway::app(gw, cfg, broker) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing::info!("serving apps {}", apps.join(", "));
     match app.run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,8 @@ pub struct Gateway {
     next_socket: AtomicU64,
     /// Counts for `/metrics` that belong to no app.
     pub(crate) counts: GatewayCounts,
+    /// The other nodes, with a broker.
+    pub(crate) cluster: crate::cluster::Cluster,
 }
 
 /// Counts of the gateway as a whole, for `/metrics`.
@@ -85,13 +87,16 @@ impl Gateway {
             by_key.insert(a.key.clone(), s.clone());
             by_id.insert(a.id.clone(), s);
         }
+        let node = node_number();
+        let cluster = crate::cluster::Cluster::new(node, cfg.cluster_interval);
         Ok(Arc::new(Gateway {
             cfg,
             by_key,
             by_id,
-            node: node_number(),
+            node,
             next_socket: AtomicU64::new(1),
             counts: GatewayCounts::default(),
+            cluster,
         }))
     }
 

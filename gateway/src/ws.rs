@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ringws::app::{Closed, Handler, Message, Request, Socket, Upgrade};
+use ringws::app::{Closed, Handler, Message, Request, ServerHandle, Socket, Upgrade};
 
 use crate::protocol::{self, ClientMessage, Kind, ProtocolError};
 use crate::sign;
@@ -142,6 +142,7 @@ impl Handler for PusherWs {
             ws.close(codes::OVER_QUOTA, msg);
             return;
         }
+        self.gw.cluster.attach(&ws.server());
         let handle = ws.handle();
         let s = ws.data_mut();
         s.counted = true;
@@ -182,9 +183,7 @@ impl Handler for PusherWs {
             ClientMessage::Unsubscribe { channel } => {
                 if let Some(member) = ws.data_mut().subs.remove(&channel) {
                     ws.unsubscribe(&topic(&app.cfg.id, &channel));
-                    leave(&app, &channel, member.as_deref(), |t, m| {
-                        ws.publish(t, m);
-                    });
+                    leave(&self.gw, &app, &channel, member.as_deref(), &ws.server());
                 }
             }
             ClientMessage::Signin { auth, user_data } => self.signin(ws, &app, &auth, &user_data),
@@ -210,10 +209,9 @@ impl Handler for PusherWs {
         if let Some(u) = &s.user {
             app.remove_user(u, &s.socket_id);
         }
+        let server = closed.server();
         for (channel, member) in &s.subs {
-            leave(&app, channel, member.as_deref(), |t, m| {
-                closed.publish(t, m);
-            });
+            leave(&self.gw, &app, channel, member.as_deref(), &server);
         }
     }
 }
@@ -228,15 +226,21 @@ fn refuse(ws: &mut Socket<'_, Session>, e: &ProtocolError) {
     ws.send_text(&protocol::error(e.code(), &e.to_string()));
 }
 
-/// A subscription ends: the channel's counts, and `member_removed` to the
-/// channel through `publish` when it was the user's last connection.
-fn leave(app: &AppState, channel: &str, member: Option<&str>, mut publish: impl FnMut(&str, &str)) {
-    let left = app.channels().leave(channel, member);
+/// A subscription ends (the connection is no longer subscribed to the
+/// topic): the channel's counts, the other nodes told, and
+/// `member_removed` to the channel when it was the user's last connection
+/// on any node.
+fn leave(gw: &Gateway, app: &AppState, channel: &str, member: Option<&str>, server: &ServerHandle) {
+    let mut reg = app.channels();
+    let left = reg.leave(channel, member);
+    gw.cluster
+        .announce(server, &app.cfg.id, channel, reg.get(channel));
+    drop(reg);
     if let (true, Some(user)) = (left.member_removed, member) {
-        publish(
-            &topic(&app.cfg.id, channel),
-            &protocol::member_removed(channel, user),
-        );
+        if !gw.cluster.has_member(&app.cfg.id, channel, user) {
+            let m = protocol::member_removed(channel, user);
+            server.publish(&topic(&app.cfg.id, channel), m.as_str());
+        }
     }
 }
 
@@ -368,10 +372,23 @@ impl PusherWs {
             }
         }
         let t = topic(&app.cfg.id, &channel);
+        // Other nodes' members, taken before this node's lock (the two are
+        // never held together).
+        let cluster = &self.gw.cluster;
+        let remote = match &member {
+            Some(_) if cluster.on() => cluster.members(&app.cfg.id, &channel),
+            _ => HashMap::new(),
+        };
+        let server = ws.server();
         let mut channels = app.channels();
         if let Some(m) = &member {
-            let (n, c) = channels.members(&channel);
-            let known = c.is_some_and(|c| c.members.contains_key(&m.user_id));
+            let (local, c) = channels.members(&channel);
+            let only_remote = remote
+                .keys()
+                .filter(|u| c.is_none_or(|c| !c.members.contains_key(*u)));
+            let n = local + only_remote.count();
+            let known = c.is_some_and(|c| c.members.contains_key(&m.user_id))
+                || remote.contains_key(&m.user_id);
             if !known && n >= app.cfg.max_presence_members {
                 drop(channels);
                 let msg = format!("Presence channel {channel} has its maximum of {n} members");
@@ -394,17 +411,23 @@ impl PusherWs {
         let answer = match &member {
             Some(_) => {
                 let c = channels.get(&channel).expect("just joined");
-                protocol::presence_subscription_succeeded(
-                    &channel,
-                    c.members
-                        .iter()
-                        .map(|(id, m)| (id.as_str(), m.info.as_deref())),
-                )
+                let here = c
+                    .members
+                    .iter()
+                    .map(|(id, m)| (id.as_str(), m.info.as_deref()));
+                let elsewhere = (remote.iter())
+                    .filter(|(u, _)| !c.members.contains_key(*u))
+                    .map(|(u, i)| (u.as_str(), i.as_deref()));
+                protocol::presence_subscription_succeeded(&channel, here.chain(elsewhere))
             }
             None => protocol::subscription_succeeded(&channel),
         };
+        cluster.announce(&server, &app.cfg.id, &channel, channels.get(&channel));
         ws.subscribe(&t);
-        if let (true, Some(m)) = (joined.member_added, &member) {
+        let new_user = member
+            .as_ref()
+            .is_some_and(|m| !remote.contains_key(&m.user_id));
+        if let (true, true, Some(m)) = (joined.member_added, new_user, &member) {
             ws.publish(
                 &t,
                 protocol::member_added(&channel, &m.user_id, m.user_info.as_deref()).as_str(),

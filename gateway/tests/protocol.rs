@@ -33,7 +33,8 @@ fn gateway(f: impl FnOnce(&mut GatewayConfig)) -> ServerHandle {
         threads: 2,
         ..Config::default()
     };
-    ringws_gateway::app(Gateway::new(g).unwrap(), cfg)
+    ringws_gateway::app(Gateway::new(g).unwrap(), cfg, None)
+        .unwrap()
         .start()
         .unwrap()
 }

@@ -6,6 +6,9 @@
 //! passes; `RINGWS_REQUIRE_NPM=1` (scripts/test.sh sets it) makes that a
 //! failure instead.
 
+#[path = "../../tests/common/redis.rs"]
+mod redis_server;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -39,18 +42,28 @@ fn app() -> AppConfig {
     a
 }
 
-fn start(threads: usize) -> ringws::app::ServerHandle {
+fn start(threads: usize, redis: Option<&str>) -> ringws::app::ServerHandle {
     let cfg = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         threads,
         ..Config::default()
     };
-    let gw = Gateway::new(GatewayConfig::new(vec![app()])).unwrap();
-    ringws_gateway::app(gw, cfg).start().unwrap()
+    let mut g = GatewayConfig::new(vec![app()]);
+    g.cluster_interval = Duration::from_millis(500);
+    let broker = redis.map(|u| ringws::broker::Redis::new([u]).unwrap());
+    let s = ringws_gateway::app(Gateway::new(g).unwrap(), cfg, broker)
+        .unwrap()
+        .start()
+        .unwrap();
+    while !s.readyz().ok {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s
 }
 
-/// Runs conformance.js against `port` (and `second`), returning whether
-/// every scenario passed; its output goes to the test's output.
+/// Runs conformance.js against `port` (and `second`, only the cross-node
+/// scenario), returning whether every scenario passed; its output goes to
+/// the test's output.
 fn run(port: u16, second: Option<u16>) -> bool {
     let a = app();
     let mut cmd = Command::new("node");
@@ -63,7 +76,8 @@ fn run(port: u16, second: Option<u16>) -> bool {
         .env("APP_SECRET", &a.secret)
         .env("CLIENT_EVENT_RATE", a.client_event_rate.to_string());
     if let Some(p) = second {
-        cmd.env("SECOND_PORT", p.to_string());
+        cmd.env("SECOND_PORT", p.to_string())
+            .env("SCENARIOS", "cross_node");
     }
     let out = cmd.output().expect("node runs");
     print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -76,8 +90,25 @@ fn pusher_js_and_the_server_sdk() {
     if !npm_ready() {
         return;
     }
-    let s = start(2);
+    let s = start(2, None);
     let ok = run(s.local_addr().port(), None);
     s.shutdown(Duration::from_secs(1));
     assert!(ok, "conformance.js: some scenarios failed (above)");
+}
+
+/// Two nodes through a real redis-server: events, client events and
+/// presence across them, as pusher-js and the SDK see it.
+#[test]
+fn pusher_js_across_two_nodes() {
+    if !npm_ready() {
+        return;
+    }
+    let Some(r) = redis_server::start(None, &[]) else {
+        return;
+    };
+    let (a, b) = (start(2, Some(&r.url())), start(2, Some(&r.url())));
+    let ok = run(a.local_addr().port(), Some(b.local_addr().port()));
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+    assert!(ok, "conformance.js cross_node failed (above)");
 }

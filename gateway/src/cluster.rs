@@ -1,0 +1,468 @@
+//! Several gateway nodes as one: what each node's channels hold
+//! (subscriptions and presence members), and commands for the node that
+//! holds a connection, told to the others through the broker
+//! ([`App::on_remote_publish`](ringws::App::on_remote_publish) on one
+//! topic). Events themselves need none of this: they are topics, which the
+//! broker already carries.
+//!
+//! Each node keeps its own channels ([`crate::state`]) and a view of every
+//! other node's, which it updates from their messages:
+//! - `chan`: one channel's whole state on the sending node, after every
+//!   change there (idempotent: it replaces what was known);
+//! - `snap`: every channel of the sending node, every `interval`: renews
+//!   them, and teaches nodes that started since (a starting node asks with
+//!   `hello`). A node whose state is not renewed within three intervals is
+//!   taken for dead and forgotten: its members leave within a bounded time.
+//!   The live node with the lowest id tells the channels (`member_removed`).
+//! - `term`: close a user's connections; `pub`: publish on behalf of a
+//!   connection of the receiving node, leaving it out (`socket_id`
+//!   exclusion).
+//!
+//! What it does not give: two connections of one user joining or leaving
+//! the same presence channel on two nodes within the time a message takes
+//! between them (milliseconds) may both announce, or neither; nothing is
+//! stored in Redis, so state lives as long as the nodes that hold it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ringws::app::ServerHandle;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol;
+use crate::state::{Channel, Gateway};
+use crate::ws::{codes, topic};
+
+/// The broker topic the nodes talk on.
+pub const TOPIC: &str = "#ringws-gateway";
+
+/// Most channels in one `snap` message: a node with many channels sends
+/// several, so that no message grows with the node.
+const SNAP_CHANNELS: usize = 500;
+
+/// One channel's state on one node, as the nodes send it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct ChanState {
+    /// The app id.
+    a: String,
+    /// The channel.
+    c: String,
+    /// Subscriptions on the node.
+    s: usize,
+    /// Presence members on the node, each with its `user_info` (raw JSON).
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    m: HashMap<String, Option<String>>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(tag = "t", rename_all = "lowercase")]
+enum Msg {
+    Chan {
+        n: u64,
+        #[serde(flatten)]
+        ch: ChanState,
+    },
+    Snap {
+        n: u64,
+        ch: Vec<ChanState>,
+    },
+    Hello {
+        n: u64,
+    },
+    Term {
+        a: String,
+        u: String,
+    },
+    Pub {
+        to: u64,
+        a: String,
+        s: String,
+        c: String,
+        m: String,
+    },
+}
+
+/// What one other node holds.
+#[derive(Default)]
+struct NodeView {
+    /// By app, then channel.
+    chans: HashMap<(String, String), (Instant, ChanState)>,
+    seen: Option<Instant>,
+}
+
+/// This node's side of the cluster.
+pub struct Cluster {
+    pub(crate) node: u64,
+    /// A broker is configured: there may be other nodes.
+    on: std::sync::atomic::AtomicBool,
+    interval: Duration,
+    view: Mutex<HashMap<u64, NodeView>>,
+    server: OnceLock<ServerHandle>,
+}
+
+impl Cluster {
+    pub(crate) fn new(node: u64, interval: Duration) -> Cluster {
+        Cluster {
+            node,
+            on: std::sync::atomic::AtomicBool::new(false),
+            interval,
+            view: Mutex::default(),
+            server: OnceLock::new(),
+        }
+    }
+
+    /// Is there possibly another node?
+    pub(crate) fn on(&self) -> bool {
+        self.on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// There may be other nodes (the app has a broker).
+    pub(crate) fn enable(&self) {
+        self.on.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn view(&self) -> std::sync::MutexGuard<'_, HashMap<u64, NodeView>> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The server, once a connection or request has shown it: the first
+    /// time, this node asks the others for their state.
+    pub(crate) fn attach(&self, server: &ServerHandle) {
+        if !self.on() || self.server.get().is_some() {
+            return;
+        }
+        if self.server.set(server.clone()).is_ok() {
+            self.send(server, &Msg::Hello { n: self.node });
+        }
+    }
+
+    fn send(&self, server: &ServerHandle, m: &Msg) {
+        match serde_json::to_string(m) {
+            Ok(text) => {
+                server.publish(TOPIC, text.as_str());
+            }
+            Err(e) => tracing::error!("cluster message not encoded: {e}"),
+        }
+    }
+
+    /// Tells the other nodes `channel`'s state here after a change.
+    pub(crate) fn announce(
+        &self,
+        server: &ServerHandle,
+        app: &str,
+        channel: &str,
+        c: Option<&Channel>,
+    ) {
+        if !self.on() {
+            return;
+        }
+        self.attach(server);
+        let ch = state_of(app, channel, c);
+        self.send(server, &Msg::Chan { n: self.node, ch });
+    }
+
+    /// Asks the node that holds `socket_id` to publish `message` to
+    /// `channel` leaving that connection out. False if no known node holds
+    /// it (the caller publishes to everyone).
+    pub(crate) fn publish_except(
+        &self,
+        server: &ServerHandle,
+        app: &str,
+        socket_id: &str,
+        channel: &str,
+        message: &str,
+    ) -> bool {
+        let Some(to) = socket_id
+            .split_once('.')
+            .and_then(|(n, _)| n.parse::<u64>().ok())
+        else {
+            return false;
+        };
+        if !self.on() || to == self.node || !self.view().contains_key(&to) {
+            return false;
+        }
+        let m = Msg::Pub {
+            to,
+            a: app.to_owned(),
+            s: socket_id.to_owned(),
+            c: channel.to_owned(),
+            m: message.to_owned(),
+        };
+        self.send(server, &m);
+        true
+    }
+
+    /// Asks every other node to close `user`'s connections.
+    pub(crate) fn terminate(&self, server: &ServerHandle, app: &str, user: &str) {
+        if self.on() {
+            self.send(
+                server,
+                &Msg::Term {
+                    a: app.to_owned(),
+                    u: user.to_owned(),
+                },
+            );
+        }
+    }
+
+    /// Other nodes' presence members of `channel`, with their info.
+    pub(crate) fn members(&self, app: &str, channel: &str) -> HashMap<String, Option<String>> {
+        let key = (app.to_owned(), channel.to_owned());
+        let mut out = HashMap::new();
+        for v in self.view().values() {
+            if let Some((_, c)) = v.chans.get(&key) {
+                for (u, i) in &c.m {
+                    out.entry(u.clone()).or_insert_with(|| i.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Is `user` a member of `channel` on another node?
+    pub(crate) fn has_member(&self, app: &str, channel: &str, user: &str) -> bool {
+        let key = (app.to_owned(), channel.to_owned());
+        self.view().values().any(|v| {
+            v.chans
+                .get(&key)
+                .is_some_and(|(_, c)| c.m.contains_key(user))
+        })
+    }
+
+    /// Other nodes' occupied channels of `app` starting with `prefix`:
+    /// name, subscriptions, members.
+    pub(crate) fn channels(
+        &self,
+        app: &str,
+        prefix: &str,
+    ) -> HashMap<String, (usize, HashMap<String, Option<String>>)> {
+        let mut out: HashMap<String, (usize, HashMap<String, Option<String>>)> = HashMap::new();
+        for v in self.view().values() {
+            for ((a, name), (_, c)) in &v.chans {
+                if a == app && name.starts_with(prefix) {
+                    let e = out.entry(name.clone()).or_default();
+                    e.0 += c.s;
+                    for (u, i) in &c.m {
+                        e.1.entry(u.clone()).or_insert_with(|| i.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A message from another node (the broker's thread).
+    pub(crate) fn receive(&self, gw: &Gateway, server: &ServerHandle, payload: &[u8]) {
+        let m: Msg = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("cluster message not understood: {e}");
+                return;
+            }
+        };
+        let now = Instant::now();
+        match m {
+            Msg::Chan { n, ch } => {
+                let mut view = self.view();
+                let v = view.entry(n).or_default();
+                v.seen = Some(now);
+                let key = (ch.a.clone(), ch.c.clone());
+                if ch.s == 0 {
+                    v.chans.remove(&key);
+                } else {
+                    v.chans.insert(key, (now, ch));
+                }
+            }
+            Msg::Snap { n, ch } => {
+                let mut view = self.view();
+                let v = view.entry(n).or_default();
+                v.seen = Some(now);
+                for c in ch {
+                    v.chans.insert((c.a.clone(), c.c.clone()), (now, c));
+                }
+            }
+            Msg::Hello { n } => {
+                tracing::info!(
+                    node = n,
+                    "a gateway node started: sending it this node's channels"
+                );
+                self.attach(server);
+                self.snapshot(gw, server);
+            }
+            Msg::Term { a, u } => {
+                if let Some(app) = gw.app_by_id(&a) {
+                    crate::api::close_user(app, &u);
+                }
+            }
+            Msg::Pub { to, a, s, c, m } => {
+                if to != self.node {
+                    return;
+                }
+                let Some(app) = gw.app_by_id(&a) else { return };
+                let t = topic(&app.cfg.id, &c);
+                match app.socket(&s) {
+                    Some(r) => r.publish(&t, m.as_str()),
+                    None => server.publish(&t, m.as_str()),
+                };
+            }
+        }
+    }
+
+    /// Sends every channel of this node, in messages of at most
+    /// [`SNAP_CHANNELS`].
+    fn snapshot(&self, gw: &Gateway, server: &ServerHandle) {
+        let mut all = Vec::new();
+        for app in gw.apps() {
+            let reg = app.channels();
+            for (name, c) in reg.occupied("") {
+                all.push(state_of(&app.cfg.id, name, Some(c)));
+            }
+        }
+        for part in all.chunks(SNAP_CHANNELS) {
+            self.send(
+                server,
+                &Msg::Snap {
+                    n: self.node,
+                    ch: part.to_vec(),
+                },
+            );
+        }
+    }
+
+    /// Every interval: this node's snapshot out, and the nodes (and
+    /// channels) not renewed within three intervals forgotten. Their
+    /// members that are nowhere else are announced gone by the live node
+    /// with the lowest id.
+    pub(crate) fn tick(&self, gw: &Gateway) {
+        let Some(server) = self.server.get() else {
+            return;
+        };
+        self.snapshot(gw, server);
+        let now = Instant::now();
+        let ttl = self.interval * 3;
+        let mut gone: Vec<ChanState> = Vec::new();
+        let leader;
+        {
+            let mut view = self.view();
+            view.retain(|n, v| {
+                let alive = v.seen.is_some_and(|t| now.duration_since(t) < ttl);
+                if !alive {
+                    tracing::info!(
+                        node = n,
+                        "a gateway node is silent: forgetting its channels"
+                    );
+                }
+                v.chans.retain(|_, (t, c)| {
+                    let keep = alive && now.duration_since(*t) < ttl;
+                    if !keep {
+                        gone.push(c.clone());
+                    }
+                    keep
+                });
+                alive
+            });
+            leader = view.keys().all(|&n| n > self.node);
+        }
+        if !leader {
+            return;
+        }
+        for c in gone {
+            let Some(app) = gw.app_by_id(&c.a) else {
+                continue;
+            };
+            for user in c.m.keys() {
+                let here = app
+                    .channels()
+                    .get(&c.c)
+                    .is_some_and(|ch| ch.members.contains_key(user));
+                if !here && !self.has_member(&c.a, &c.c, user) {
+                    let t = topic(&c.a, &c.c);
+                    server.publish(&t, protocol::member_removed(&c.c, user).as_str());
+                }
+            }
+        }
+    }
+}
+
+fn state_of(app: &str, channel: &str, c: Option<&Channel>) -> ChanState {
+    ChanState {
+        a: app.to_owned(),
+        c: channel.to_owned(),
+        s: c.map_or(0, |c| c.subscriptions),
+        m: c.map(|c| {
+            c.members
+                .iter()
+                .map(|(u, m)| (u.clone(), m.info.as_deref().map(str::to_owned)))
+                .collect()
+        })
+        .unwrap_or_default(),
+    }
+}
+
+/// Starts the thread that sends this node's snapshot and forgets silent
+/// nodes, every `interval`; it ends with the gateway.
+pub(crate) fn spawn_ticker(gw: &Arc<Gateway>) -> std::io::Result<()> {
+    let weak = Arc::downgrade(gw);
+    let interval = gw.cluster.interval;
+    std::thread::Builder::new()
+        .name("ringws-gw-cluster".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            let Some(gw) = weak.upgrade() else { return };
+            gw.cluster.tick(&gw);
+        })?;
+    Ok(())
+}
+
+/// The close every terminated connection gets, here or on another node.
+pub(crate) const TERMINATED: (u16, &str) =
+    (codes::UNAUTHORIZED, "You got disconnected by the app.");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let mut m = HashMap::new();
+        m.insert("bob".to_owned(), Some("{\"n\":1}".to_owned()));
+        m.insert("ann".to_owned(), None);
+        let msgs = [
+            Msg::Chan {
+                n: 7,
+                ch: ChanState {
+                    a: "1".into(),
+                    c: "presence-a".into(),
+                    s: 3,
+                    m,
+                },
+            },
+            Msg::Snap {
+                n: 7,
+                ch: vec![ChanState {
+                    a: "1".into(),
+                    c: "x".into(),
+                    s: 1,
+                    m: HashMap::new(),
+                }],
+            },
+            Msg::Hello { n: 9 },
+            Msg::Term {
+                a: "1".into(),
+                u: "carol".into(),
+            },
+            Msg::Pub {
+                to: 7,
+                a: "1".into(),
+                s: "7.12".into(),
+                c: "news".into(),
+                m: "{\"event\":\"e\"}".into(),
+            },
+        ];
+        for m in msgs {
+            let text = serde_json::to_string(&m).unwrap();
+            assert_eq!(serde_json::from_str::<Msg>(&text).unwrap(), m, "{text}");
+        }
+    }
+}

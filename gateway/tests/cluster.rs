@@ -1,0 +1,319 @@
+//! Two gateway nodes sharing one real redis-server (scripts/test.sh
+//! installs it; without it the tests say so and pass): presence members,
+//! channel queries, `socket_id` exclusion and terminating a user across
+//! nodes, and a node killed without a goodbye losing its members within
+//! three cluster intervals.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+#[path = "../../tests/common/redis.rs"]
+mod redis_server;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{close_code, Client};
+use ringws::app::ServerHandle;
+use ringws::broker::Redis;
+use ringws::Config;
+use ringws_gateway::{sign, AppConfig, Gateway, GatewayConfig};
+use serde_json::{json, Value};
+
+const KEY: &str = "app-key";
+const SECRET: &str = "app-secret";
+
+fn node(redis: &str) -> ServerHandle {
+    let mut g = GatewayConfig::new(vec![AppConfig::new("1", KEY, SECRET)]);
+    g.cluster_interval = Duration::from_millis(200);
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 2,
+        ..Config::default()
+    };
+    let broker = Redis::new([redis]).unwrap();
+    let s = ringws_gateway::app(Gateway::new(g).unwrap(), cfg, Some(broker))
+        .unwrap()
+        .start()
+        .unwrap();
+    wait("/readyz", || s.readyz().ok);
+    s
+}
+
+fn wait(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn next(c: &mut Client) -> Value {
+    let t = c.next_text();
+    let mut v: Value = serde_json::from_str(&t).unwrap();
+    if let Some(Value::String(d)) = v.get("data") {
+        if let Ok(inner) = serde_json::from_str::<Value>(d) {
+            v["data"] = inner;
+        }
+    }
+    v
+}
+
+/// The next message that is not `skip`.
+fn next_but(c: &mut Client, skip: &str) -> Value {
+    loop {
+        let v = next(c);
+        if v["event"] != skip {
+            return v;
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> (Client, String) {
+    let mut c = Client::open(addr, &format!("/app/{KEY}?protocol=7"));
+    let hello = next(&mut c);
+    let id = hello["data"]["socket_id"].as_str().unwrap().to_owned();
+    (c, id)
+}
+
+fn send(c: &mut Client, v: Value) {
+    c.text(&v.to_string());
+}
+
+fn join(c: &mut Client, id: &str, channel: &str, user: &str) -> Value {
+    let data = format!(r#"{{"user_id":"{user}"}}"#);
+    let auth = sign::channel_auth(KEY, SECRET, id, channel, Some(&data));
+    send(
+        c,
+        json!({ "event": "pusher:subscribe", "data": { "channel": channel, "auth": auth, "channel_data": data } }),
+    );
+    next(c)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let q = sign::sign_api_request(KEY, SECRET, method, path, params, body.as_bytes(), now());
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "{method} {path}?{q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn presence_queries_exclusion_and_terminate_across_nodes() {
+    let Some(r) = redis_server::start(None, &[]) else {
+        return;
+    };
+    let (a, b) = (node(&r.url()), node(&r.url()));
+    let (aa, ba) = (a.local_addr(), b.local_addr());
+    // Presence: alice on a, bob on b; bob's list has both, alice hears of
+    // bob once; bob's second connection (on a) announces nothing.
+    let (mut alice, ida) = connect(aa);
+    let ok = join(&mut alice, &ida, "presence-room", "alice");
+    assert_eq!(ok["data"]["presence"]["count"], 1, "{ok}");
+    let (mut bob, idb) = connect(ba);
+    wait("a's state on b", || {
+        let (_, v) = api(
+            ba,
+            "GET",
+            "/apps/1/channels/presence-room",
+            &[("info", "user_count")],
+            "",
+        );
+        v["user_count"] == 1
+    });
+    let ok = join(&mut bob, &idb, "presence-room", "bob");
+    assert_eq!(ok["data"]["presence"]["count"], 2, "{ok}");
+    assert!(
+        ok["data"]["presence"]["hash"].get("alice").is_some(),
+        "{ok}"
+    );
+    let added = next(&mut alice);
+    assert_eq!(
+        (added["event"].as_str(), added["data"]["user_id"].as_str()),
+        (Some("pusher_internal:member_added"), Some("bob"))
+    );
+    wait("b's state on a", || {
+        let (_, v) = api(aa, "GET", "/apps/1/channels/presence-room/users", &[], "");
+        v["users"].as_array().is_some_and(|u| u.len() == 2)
+    });
+    let (mut bob2, idb2) = connect(aa);
+    let ok = join(&mut bob2, &idb2, "presence-room", "bob");
+    assert_eq!(ok["data"]["presence"]["count"], 2, "{ok}");
+    // Channel queries on either node count both nodes.
+    wait("three subscriptions", || {
+        let (_, v) = api(
+            ba,
+            "GET",
+            "/apps/1/channels",
+            &[("info", "subscription_count")],
+            "",
+        );
+        v["channels"]["presence-room"]["subscription_count"] == 3
+    });
+    let (_, v) = api(
+        aa,
+        "GET",
+        "/apps/1/channels",
+        &[("filter_by_prefix", "presence-"), ("info", "user_count")],
+        "",
+    );
+    assert_eq!(v["channels"]["presence-room"]["user_count"], 2, "{v}");
+    // socket_id exclusion of a connection on the other node: an event
+    // through a's API leaves bob's connection on b out.
+    let body = json!({ "name": "e1", "channel": "presence-room", "data": "1", "socket_id": idb })
+        .to_string();
+    assert_eq!(api(aa, "POST", "/apps/1/events", &[], &body).0, 200);
+    let body = json!({ "name": "e2", "channel": "presence-room", "data": "2" }).to_string();
+    assert_eq!(api(aa, "POST", "/apps/1/events", &[], &body).0, 200);
+    assert_eq!(next(&mut bob)["event"], "e2");
+    assert_eq!(next(&mut alice)["event"], "e1");
+    assert_eq!(next(&mut alice)["event"], "e2");
+    assert_eq!(
+        next_but(&mut bob2, "pusher_internal:member_added")["event"],
+        "e1"
+    );
+    // Bob's connection on b leaves: he is still on a, nothing announced;
+    // then the one on a: member_removed, once.
+    drop(bob);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(bob2);
+    let removed = next(&mut alice);
+    assert_eq!(
+        (
+            removed["event"].as_str(),
+            removed["data"]["user_id"].as_str()
+        ),
+        (Some("pusher_internal:member_removed"), Some("bob")),
+        "{removed}"
+    );
+    // Terminate a user signed in on b through a's API.
+    let (mut carol, idc) = connect(ba);
+    let user = r#"{"id":"carol"}"#;
+    let auth = sign::user_auth(KEY, SECRET, &idc, user);
+    send(
+        &mut carol,
+        json!({ "event": "pusher:signin", "data": { "auth": auth, "user_data": user } }),
+    );
+    assert_eq!(next(&mut carol)["event"], "pusher:signin_success");
+    assert_eq!(
+        api(
+            aa,
+            "POST",
+            "/apps/1/users/carol/terminate_connections",
+            &[],
+            "{}"
+        )
+        .0,
+        200
+    );
+    assert_eq!(next(&mut carol)["data"]["code"], 4009);
+    let (b0, p) = carol.frame().unwrap();
+    assert_eq!((b0, close_code(&p)), (0x88, 4009));
+    // Nothing else reached alice in between.
+    send(&mut alice, json!({ "event": "pusher:ping", "data": {} }));
+    assert_eq!(next(&mut alice)["event"], "pusher:pong");
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+}
+
+/// The gateway binary as another node, on `port`, killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_dead_nodes_members_leave() {
+    let Some(r) = redis_server::start(None, &[]) else {
+        return;
+    };
+    let a = node(&r.url());
+    let port = redis_server::free_port();
+    let mut b = Process(
+        Command::new(env!("CARGO_BIN_EXE_ringws-gateway"))
+            .args(["--app-id", "1", "--app-key", KEY, "--app-secret", SECRET])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--threads", "1"])
+            .args([
+                "--redis",
+                &r.url(),
+                "--cluster-interval",
+                "0.2",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ba: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait("node b", || TcpStream::connect(ba).is_ok());
+    let (mut alice, ida) = connect(a.local_addr());
+    join(&mut alice, &ida, "presence-room", "alice");
+    // b is up and subscribed once it answers the API.
+    let (mut dave, idd) = connect(ba);
+    wait("a's state on b", || {
+        api(
+            ba,
+            "GET",
+            "/apps/1/channels/presence-room",
+            &[("info", "user_count")],
+            "",
+        )
+        .1["user_count"]
+            == 1
+    });
+    let ok = join(&mut dave, &idd, "presence-room", "dave");
+    assert_eq!(ok["data"]["presence"]["count"], 2, "{ok}");
+    assert_eq!(next(&mut alice)["data"]["user_id"], "dave");
+    // b dies without a word: within three intervals (0.6 s) and a tick,
+    // a takes dave for gone and tells the channel.
+    b.0.kill().unwrap();
+    let t = Instant::now();
+    let removed = next(&mut alice);
+    assert_eq!(
+        (
+            removed["event"].as_str(),
+            removed["data"]["user_id"].as_str()
+        ),
+        (Some("pusher_internal:member_removed"), Some("dave")),
+        "{removed}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let (_, v) = api(
+        a.local_addr(),
+        "GET",
+        "/apps/1/channels/presence-room/users",
+        &[],
+        "",
+    );
+    assert_eq!(v["users"], json!([{ "id": "alice" }]));
+    drop(dave);
+    a.shutdown(Duration::from_secs(1));
+}
