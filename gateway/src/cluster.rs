@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol;
 use crate::state::{Channel, Gateway};
+use crate::webhook::{Event, Kind};
 use crate::ws::{codes, topic};
 
 /// The broker topic the nodes talk on.
@@ -220,6 +221,12 @@ impl Cluster {
         out
     }
 
+    /// Has `channel` subscriptions on another node?
+    pub(crate) fn occupied_elsewhere(&self, app: &str, channel: &str) -> bool {
+        let key = (app.to_owned(), channel.to_owned());
+        self.view().values().any(|v| v.chans.contains_key(&key))
+    }
+
     /// Is `user` a member of `channel` on another node?
     pub(crate) fn has_member(&self, app: &str, channel: &str, user: &str) -> bool {
         let key = (app.to_owned(), channel.to_owned());
@@ -367,6 +374,7 @@ impl Cluster {
         if !leader {
             return;
         }
+        let hooks = &gw.webhooks;
         for c in gone {
             let Some(app) = gw.app_by_id(&c.a) else {
                 continue;
@@ -379,7 +387,26 @@ impl Cluster {
                 if !here && !self.has_member(&c.a, &c.c, user) {
                     let t = topic(&c.a, &c.c);
                     server.publish(&t, protocol::member_removed(&c.c, user).as_str());
+                    if hooks.wants(&c.a, Kind::MemberRemoved) {
+                        let e = Event::MemberRemoved {
+                            channel: c.c.clone(),
+                            user_id: user.clone(),
+                        };
+                        hooks.send(&c.a, e);
+                    }
                 }
+            }
+            let here = app.channels().get(&c.c).is_some();
+            if !here
+                && !self.occupied_elsewhere(&c.a, &c.c)
+                && hooks.wants(&c.a, Kind::ChannelVacated)
+            {
+                hooks.send(
+                    &c.a,
+                    Event::ChannelVacated {
+                        channel: c.c.clone(),
+                    },
+                );
             }
         }
     }

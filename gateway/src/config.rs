@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::webhook::WebhookConfig;
+
 /// One Pusher app: its credentials and limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -50,6 +52,11 @@ pub struct AppConfig {
     /// to every member in every member list.
     #[serde(default = "defaults::max_presence_info")]
     pub max_presence_info: usize,
+    /// Where the app's webhooks go (`[[app.webhook]]` tables): each
+    /// endpoint with the kinds of events it gets, batching, retries and its
+    /// bounded queue ([`WebhookConfig`]).
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl AppConfig {
@@ -67,6 +74,7 @@ impl AppConfig {
             client_event_rate: defaults::client_event_rate(),
             max_presence_members: defaults::max_presence_members(),
             max_presence_info: defaults::max_presence_info(),
+            webhooks: Vec::new(),
         }
     }
 
@@ -172,6 +180,10 @@ impl GatewayConfig {
             }
             if !keys.insert(&a.key) {
                 return Err(format!("app key {:?} twice", a.key));
+            }
+            for w in &a.webhooks {
+                w.validate()
+                    .map_err(|e| format!("app {:?}: webhook {}: {e}", a.id, w.url))?;
             }
             if a.client_event_rate == 0 && a.client_events {
                 return Err(format!(

@@ -20,7 +20,10 @@
 //! - [`state`]: what is shared across connections (channels, presence
 //!   members, cached events, users).
 //! - [`ws`]: the WebSocket handler; [`api`]: the HTTP API; [`server`]: the
-//!   two as one ringws `App`.
+//!   two as one ringws `App`; [`metrics`]: its `/metrics` families.
+//! - [`cluster`]: several nodes as one, through the broker.
+//! - [`webhook`]: Pusher's webhooks, batched, signed and retried from their
+//!   own thread.
 
 pub mod api;
 pub mod cluster;
@@ -30,6 +33,7 @@ pub mod protocol;
 pub mod server;
 pub mod sign;
 pub mod state;
+pub mod webhook;
 pub mod ws;
 
 pub use config::{AppConfig, GatewayConfig};

@@ -61,6 +61,12 @@ struct Args {
     /// channels.
     #[arg(long, env = "RINGWS_CLIENT_EVENTS")]
     client_events: bool,
+    /// Send the app's webhooks (every kind: channel_occupied,
+    /// channel_vacated, member_added, member_removed, client_event) to URL,
+    /// batched and retried; a --config file's [[app.webhook]] tables set
+    /// kinds, batching, retries and queue per endpoint.
+    #[arg(long, env = "RINGWS_WEBHOOK_URL", value_name = "URL")]
+    webhook_url: Option<String>,
     /// Seconds of silence after which clients ping (and the server does)
     /// [default: 120].
     #[arg(long, env = "RINGWS_ACTIVITY_TIMEOUT")]
@@ -125,7 +131,14 @@ fn settings(a: Args) -> Result<(GatewayConfig, Config, Option<String>), String> 
         (Some(id), Some(key), Some(secret)) => {
             let mut app = AppConfig::new(&id, &key, &secret);
             app.client_events = a.client_events;
+            if let Some(url) = &a.webhook_url {
+                app.webhooks
+                    .push(ringws_gateway::webhook::WebhookConfig::new(url));
+            }
             apps.push(app);
+        }
+        (None, None, None) if a.webhook_url.is_some() => {
+            return Err("--webhook-url goes with --app-id, --app-key and --app-secret (in a --config file: [[app.webhook]])".into());
         }
         (None, None, None) => {}
         _ => return Err("--app-id, --app-key and --app-secret go together".into()),
@@ -219,6 +232,7 @@ fn main() -> ExitCode {
         }
         None => None,
     };
+    let hooks = gw.webhooks().clone();
     let app = match ringws_gateway::app(gw, cfg, broker) {
         Ok(a) => a,
         Err(e) => {
@@ -227,7 +241,10 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!("serving apps {}", apps.join(", "));
-    match app.run() {
+    let ran = app.run();
+    // What the last connections' closes queued goes out before the exit.
+    hooks.stop();
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -110,6 +110,46 @@ pub fn render(gw: &Gateway, e: &mut Exposition) {
         &[("reason", "protocol")],
         c.bad_protocol.load(Ordering::Relaxed),
     );
+    let w = gw.webhooks.counts();
+    e.family(
+        "ringws_gateway_webhook_requests_total",
+        "Webhook requests: answered 2xx (ok), failed attempts (each retry counts), batches given up after the retries.",
+        MetricType::Counter,
+    );
+    for (outcome, n) in [
+        ("ok", w.requests_ok),
+        ("failed_attempt", w.attempts_failed),
+        ("given_up", w.batches_failed),
+    ] {
+        e.sample(
+            "ringws_gateway_webhook_requests_total",
+            &[("outcome", outcome)],
+            n,
+        );
+    }
+    e.family(
+        "ringws_gateway_webhook_events_total",
+        "Webhook events: sent, failed (in batches given up), dropped (the endpoint's queue full), debounced (a removal and the return that cancelled it).",
+        MetricType::Counter,
+    );
+    for (outcome, n) in [
+        ("sent", w.events_sent),
+        ("failed", w.events_failed),
+        ("dropped", w.events_dropped),
+        ("debounced", w.events_debounced),
+    ] {
+        e.sample(
+            "ringws_gateway_webhook_events_total",
+            &[("outcome", outcome)],
+            n,
+        );
+    }
+    e.family(
+        "ringws_gateway_webhook_queued",
+        "Webhook events held now (queued, batched, debounced or being retried).",
+        MetricType::Gauge,
+    );
+    e.sample("ringws_gateway_webhook_queued", &[], w.queued);
     e.family(
         "ringws_gateway_api_requests_total",
         "HTTP API requests answered, by status.",

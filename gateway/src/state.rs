@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ringws::app::SocketRef;
 
 use crate::config::{AppConfig, GatewayConfig};
+use crate::webhook::{AppHooks, Webhooks};
 
 /// The whole gateway: its apps, by key (connections) and by id (the HTTP
 /// API), and what makes socket ids unique.
@@ -30,6 +31,9 @@ pub struct Gateway {
     pub(crate) counts: GatewayCounts,
     /// The other nodes, with a broker.
     pub(crate) cluster: crate::cluster::Cluster,
+    /// The webhook sender (its thread runs only if some app has an
+    /// endpoint).
+    pub(crate) webhooks: Webhooks,
 }
 
 /// Counts of the gateway as a whole, for `/metrics`.
@@ -89,6 +93,13 @@ impl Gateway {
         }
         let node = node_number();
         let cluster = crate::cluster::Cluster::new(node, cfg.cluster_interval);
+        let hooks = cfg.apps.iter().map(|a| AppHooks {
+            id: a.id.clone(),
+            key: a.key.clone(),
+            secret: a.secret.clone(),
+            hooks: a.webhooks.clone(),
+        });
+        let webhooks = Webhooks::start(hooks).map_err(|e| format!("webhooks: {e}"))?;
         Ok(Arc::new(Gateway {
             cfg,
             by_key,
@@ -97,12 +108,19 @@ impl Gateway {
             next_socket: AtomicU64::new(1),
             counts: GatewayCounts::default(),
             cluster,
+            webhooks,
         }))
     }
 
     /// The gateway's settings.
     pub fn config(&self) -> &GatewayConfig {
         &self.cfg
+    }
+
+    /// The webhook sender: [`Webhooks::stop`] flushes what is queued when
+    /// the server has stopped.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
     }
 
     /// The app clients connect to with `key`.

@@ -14,6 +14,7 @@ use ringws::app::{Closed, Handler, Message, Request, ServerHandle, Socket, Upgra
 use crate::protocol::{self, ClientMessage, Kind, ProtocolError};
 use crate::sign;
 use crate::state::{AppState, Gateway};
+use crate::webhook::{Event, Kind as Hook};
 
 /// Close codes and their reasons (Pusher's "Error codes").
 pub mod codes {
@@ -231,16 +232,37 @@ fn refuse(ws: &mut Socket<'_, Session>, e: &ProtocolError) {
 /// `member_removed` to the channel when it was the user's last connection
 /// on any node.
 fn leave(gw: &Gateway, app: &AppState, channel: &str, member: Option<&str>, server: &ServerHandle) {
+    let id = &app.cfg.id;
+    // The other nodes' view first: the two locks are never held together.
+    let elsewhere = member.is_some_and(|u| gw.cluster.has_member(id, channel, u));
+    let occupied_elsewhere = gw.cluster.occupied_elsewhere(id, channel);
     let mut reg = app.channels();
     let left = reg.leave(channel, member);
-    gw.cluster
-        .announce(server, &app.cfg.id, channel, reg.get(channel));
-    drop(reg);
-    if let (true, Some(user)) = (left.member_removed, member) {
-        if !gw.cluster.has_member(&app.cfg.id, channel, user) {
-            let m = protocol::member_removed(channel, user);
-            server.publish(&topic(&app.cfg.id, channel), m.as_str());
+    gw.cluster.announce(server, id, channel, reg.get(channel));
+    let removed = left.member_removed && !elsewhere;
+    // Webhooks queued under the lock: in the order of the changes (a
+    // removal and a return within the debounce cancel out).
+    if let (true, Some(user)) = (removed, member) {
+        if gw.webhooks.wants(id, Hook::MemberRemoved) {
+            let e = Event::MemberRemoved {
+                channel: channel.to_owned(),
+                user_id: user.to_owned(),
+            };
+            gw.webhooks.send(id, e);
         }
+    }
+    if left.vacated && !occupied_elsewhere && gw.webhooks.wants(id, Hook::ChannelVacated) {
+        gw.webhooks.send(
+            id,
+            Event::ChannelVacated {
+                channel: channel.to_owned(),
+            },
+        );
+    }
+    drop(reg);
+    if let (true, Some(user)) = (removed, member) {
+        let m = protocol::member_removed(channel, user);
+        server.publish(&topic(id, channel), m.as_str());
     }
 }
 
@@ -380,6 +402,7 @@ impl PusherWs {
             _ => HashMap::new(),
         };
         let server = ws.server();
+        let occupied_elsewhere = cluster.occupied_elsewhere(&app.cfg.id, &channel);
         let mut channels = app.channels();
         if let Some(m) = &member {
             let (local, c) = channels.members(&channel);
@@ -427,7 +450,24 @@ impl PusherWs {
         let new_user = member
             .as_ref()
             .is_some_and(|m| !remote.contains_key(&m.user_id));
+        let hooks = &self.gw.webhooks;
+        if joined.occupied && !occupied_elsewhere && hooks.wants(&app.cfg.id, Hook::ChannelOccupied)
+        {
+            hooks.send(
+                &app.cfg.id,
+                Event::ChannelOccupied {
+                    channel: channel.clone(),
+                },
+            );
+        }
         if let (true, true, Some(m)) = (joined.member_added, new_user, &member) {
+            if hooks.wants(&app.cfg.id, Hook::MemberAdded) {
+                let e = Event::MemberAdded {
+                    channel: channel.clone(),
+                    user_id: m.user_id.clone(),
+                };
+                hooks.send(&app.cfg.id, e);
+            }
             ws.publish(
                 &t,
                 protocol::member_added(&channel, &m.user_id, m.user_info.as_deref()).as_str(),
@@ -542,6 +582,17 @@ impl PusherWs {
         let m = protocol::client_event(event, channel, data, member.as_deref());
         app.counts.client_events.fetch_add(1, Ordering::Relaxed);
         ws.publish(&topic(&app.cfg.id, channel), m.as_str());
+        let hooks = &self.gw.webhooks;
+        if hooks.wants(&app.cfg.id, Hook::ClientEvent) {
+            let e = Event::ClientEvent {
+                channel: channel.to_owned(),
+                event: event.to_owned(),
+                data: data.to_owned(),
+                socket_id: ws.data().socket_id.clone(),
+                user_id: member,
+            };
+            hooks.send(&app.cfg.id, e);
+        }
     }
 }
 
