@@ -5,6 +5,7 @@
 mod autobahn;
 mod broadcast;
 mod connect;
+mod pusher;
 mod report;
 mod stats;
 mod target;
@@ -62,6 +63,11 @@ enum Command {
     /// concurrency bound allows, each doing TCP connect, TLS (wss://), the
     /// upgrade, one echo and the close; handshakes/s and connect times.
     Connect(connect::ConnectArgs),
+    /// Pusher Channels protocol load (ringws-gateway, sockudo): clients
+    /// subscribed over WebSockets, publishers on the signed HTTP API;
+    /// deliveries/s, delivery latency, and every delivery checked (exactly
+    /// once, in order per publisher).
+    Pusher(pusher::PusherArgs),
 }
 
 #[derive(Args, Debug)]
@@ -185,6 +191,7 @@ fn main() -> ExitCode {
         Some(Command::Autobahn(a)) => autobahn::run(a),
         Some(Command::Broadcast(a)) => broadcast::run(a),
         Some(Command::Connect(a)) => connect::run(a),
+        Some(Command::Pusher(a)) => pusher::run(a),
         None => bench(cli.bench),
     }
 }
