@@ -115,12 +115,25 @@ impl ApiCounts {
     }
 }
 
-/// A request sent and not yet answered.
+/// A request sent and not yet answered, with its bytes: a server that
+/// answers an earlier one with `Connection: close` does not process it
+/// (RFC 9112, 9.6), and it is sent again on the next connection.
 struct Pending {
     intended: Instant,
     first_channel: usize,
     events: usize,
     in_window: bool,
+    bytes: Vec<u8>,
+}
+
+/// How a connection ended while requests were pending.
+enum Gone {
+    /// The server said `Connection: close` after a response: it read
+    /// nothing after it, so what is pending goes again.
+    Closed,
+    /// Anything else: what is pending may or may not have been processed,
+    /// and counts as unanswered.
+    Failed(String),
 }
 
 /// What a rate publisher's sending thread and the reading thread of its
@@ -131,6 +144,9 @@ struct Queue {
     pending: VecDeque<Pending>,
     /// The reader saw the connection end: what is pending is unanswered.
     dead: bool,
+    /// ... unless the server closed it after a response (it then read
+    /// none of what is pending): sent again on the next connection.
+    resend: bool,
     /// Sending is over: the reader stops once nothing is pending.
     done: bool,
 }
@@ -253,6 +269,13 @@ impl Publisher {
                             return;
                         }
                     }
+                    // A new connection: everything pending goes on it
+                    // (what the last one's server did not read, then the
+                    // new requests).
+                    self.out.clear();
+                    for r in &pending {
+                        self.out.extend_from_slice(&r.bytes);
+                    }
                 }
                 let (s, _) = conn.as_mut().expect("connected above");
                 if let Err(e) = s.write_all(&self.out) {
@@ -274,7 +297,7 @@ impl Publisher {
             };
             let mut gone = None;
             match s.read(&mut buf) {
-                Ok(0) => gone = Some("the server closed the connection".to_string()),
+                Ok(0) => gone = Some(Gone::Failed("the server closed the connection".into())),
                 Ok(k) => {
                     reader.feed(&buf[..k]);
                     let mut queue = || pending.pop_front();
@@ -284,12 +307,38 @@ impl Publisher {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.failed(format!("API read failed: {e}"));
-                    gone = Some("the connection failed".into());
+                    gone = Some(Gone::Failed("the connection failed".into()));
                 }
             }
-            if let Some(why) = gone {
-                self.unanswered(&mut pending, &why);
-                conn = None;
+            match gone {
+                Some(Gone::Closed) => {
+                    conn = None;
+                    if !pending.is_empty() {
+                        // Sent again at once, on a new connection.
+                        match self.connect() {
+                            Some(s) => conn = Some((s, ResponseReader::new())),
+                            None => {
+                                self.unanswered(&mut pending, "no connection");
+                                return;
+                            }
+                        }
+                        self.out.clear();
+                        for r in &pending {
+                            self.out.extend_from_slice(&r.bytes);
+                        }
+                        let (s, _) = conn.as_mut().expect("connected above");
+                        if let Err(e) = s.write_all(&self.out) {
+                            self.failed(format!("API write failed: {e}"));
+                            self.unanswered(&mut pending, "the connection failed");
+                            conn = None;
+                        }
+                    }
+                }
+                Some(Gone::Failed(why)) => {
+                    self.unanswered(&mut pending, &why);
+                    conn = None;
+                }
+                None => {}
             }
         }
     }
@@ -322,6 +371,14 @@ impl Publisher {
                         let _ = s.shutdown(Shutdown::Both);
                         self.join_reader(reader, &queue);
                     }
+                    // What the server closed on without reading goes first
+                    // on the new connection, in its order.
+                    let resent: Vec<u8> = lock(&queue)
+                        .pending
+                        .iter()
+                        .flat_map(|r| r.bytes.iter().copied())
+                        .collect();
+                    self.out.splice(0..0, resent);
                     let Some(s) = self.connect() else {
                         self.counts.unanswered += fresh.len() as u64;
                         return;
@@ -339,37 +396,82 @@ impl Publisher {
                 }
                 lock(&queue).pending.extend(fresh.drain(..));
                 let (s, _) = conn.as_mut().expect("connected above");
-                if let Err(e) = s.write_all(&self.out) {
-                    self.failed(format!("API write failed: {e}"));
-                    // The reader sees the end and marks the connection
-                    // dead; the next request opens another.
+                if s.write_all(&self.out).is_err() {
+                    // Not counted here: the reader sees the end and judges
+                    // it (a close the server announced after a response,
+                    // which sends the rest again, or a failure, which
+                    // counts it unanswered); the next request opens
+                    // another connection.
                     let _ = s.shutdown(Shutdown::Both);
                 }
             }
-            let idle = {
-                let mut q = lock(&queue);
-                q.done = true;
-                q.pending.is_empty()
-            };
-            if let Some((s, reader)) = conn.take() {
+            // The last responses; and what a server without keep-alive
+            // closed on unread, sent again until answered or out of time.
+            loop {
+                let idle = {
+                    let mut q = lock(&queue);
+                    q.done = true;
+                    q.pending.is_empty()
+                };
+                let Some((s, reader)) = conn.take() else {
+                    break;
+                };
                 if idle {
                     // Wakes the reader from its blocking read at once,
                     // rather than at its next tick.
                     let _ = s.shutdown(Shutdown::Both);
                 }
-                self.join_reader(reader, &queue);
+                if !self.join_reader(reader, &queue) {
+                    break;
+                }
+                if Instant::now() >= give_up {
+                    let mut q = lock(&queue);
+                    self.counts.unanswered += q.pending.len() as u64;
+                    q.pending.clear();
+                    break;
+                }
+                self.out.clear();
+                for p in &lock(&queue).pending {
+                    self.out.extend_from_slice(&p.bytes);
+                }
+                let Some(s) = self.connect() else {
+                    let mut q = lock(&queue);
+                    self.counts.unanswered += q.pending.len() as u64;
+                    q.pending.clear();
+                    break;
+                };
+                let Ok(r) = s.try_clone() else { break };
+                let (plan, queue) = (&*plan, &queue);
+                let reader = scope.spawn(move || read_loop(plan, r, queue, give_up));
+                let mut s = s;
+                let _ = s.write_all(&self.out);
+                conn = Some((s, reader));
+            }
+            let mut q = lock(&queue);
+            if !q.pending.is_empty() {
+                self.counts.unanswered += q.pending.len() as u64;
+                q.pending.clear();
             }
         });
     }
 
-    /// Waits for a reader to end; what it left pending is unanswered.
-    fn join_reader(&mut self, reader: ScopedJoinHandle<'_, ApiCounts>, queue: &Mutex<Queue>) {
+    /// Waits for a reader to end; what it left pending is unanswered,
+    /// unless the server closed after a response: then it stays pending,
+    /// to be sent again, and this returns true.
+    fn join_reader(
+        &mut self,
+        reader: ScopedJoinHandle<'_, ApiCounts>,
+        queue: &Mutex<Queue>,
+    ) -> bool {
         match reader.join() {
             Ok(c) => self.counts.merge(&c),
             Err(_) => self.failed("an API reader thread panicked".into()),
         }
         let mut q = lock(queue);
         q.dead = false;
+        if std::mem::take(&mut q.resend) && !q.pending.is_empty() {
+            return true;
+        }
         let n = q.pending.len() as u64;
         if n > 0 {
             q.pending.clear();
@@ -378,6 +480,7 @@ impl Publisher {
                 "API: {n} requests unanswered when the reader stopped"
             ));
         }
+        false
     }
 
     fn failed(&mut self, why: String) {
@@ -425,6 +528,7 @@ impl Publisher {
     fn request(&mut self, intended: Instant) -> Pending {
         let plan = &*self.plan;
         let now = Instant::now();
+        let start = self.out.len();
         let n = plan.batch.unwrap_or(1);
         let first_channel = self.next_channel;
         self.body.clear();
@@ -478,6 +582,7 @@ impl Publisher {
             self.body.len()
         );
         self.out.extend_from_slice(&self.body);
+        let bytes = self.out[start..].to_vec();
         let in_window = match (plan.measure_from(), plan.end()) {
             (Some(from), Some(end)) => intended >= from && intended < end,
             _ => false,
@@ -493,6 +598,7 @@ impl Publisher {
             first_channel,
             events: n,
             in_window,
+            bytes,
         }
     }
 }
@@ -521,7 +627,7 @@ fn read_loop(plan: &Plan, mut s: TcpStream, queue: &Mutex<Queue>, give_up: Insta
             return counts;
         }
         let gone = match s.read(&mut buf) {
-            Ok(0) => Some("the server closed the connection".to_string()),
+            Ok(0) => Some(Gone::Failed("the server closed the connection".into())),
             Ok(k) => {
                 reader.feed(&buf[..k]);
                 take_responses(plan, &mut counts, &mut reader, &mut pop)
@@ -531,13 +637,18 @@ fn read_loop(plan: &Plan, mut s: TcpStream, queue: &Mutex<Queue>, give_up: Insta
             Err(e) => {
                 counts.io += 1;
                 counts.sample(format!("API read failed: {e}"));
-                Some("the connection failed".into())
+                Some(Gone::Failed("the connection failed".into()))
             }
         };
-        if let Some(why) = gone {
+        if let Some(g) = gone {
             let mut q = lock(queue);
-            if !(q.done && q.pending.is_empty()) {
-                counts.sample(format!("API: {why}"));
+            match g {
+                Gone::Closed => q.resend = true,
+                Gone::Failed(why) => {
+                    if !(q.done && q.pending.is_empty()) {
+                        counts.sample(format!("API: {why}"));
+                    }
+                }
             }
             q.dead = true;
             return counts;
@@ -546,13 +657,13 @@ fn read_loop(plan: &Plan, mut s: TcpStream, queue: &Mutex<Queue>, give_up: Insta
 }
 
 /// Takes every whole response `reader` has, each for the request `pop`
-/// gives (the oldest pending). Some(why) if the connection is beyond use.
+/// gives (the oldest pending). Some if the connection is beyond use.
 fn take_responses(
     plan: &Plan,
     counts: &mut ApiCounts,
     reader: &mut ResponseReader,
     pop: &mut impl FnMut() -> Option<Pending>,
-) -> Option<String> {
+) -> Option<Gone> {
     loop {
         let r = match reader.next() {
             Ok(Some(r)) => r,
@@ -560,14 +671,14 @@ fn take_responses(
             Err(e) => {
                 counts.io += 1;
                 counts.sample(format!("API response: {e}"));
-                return Some("an unreadable response".into());
+                return Some(Gone::Failed("an unreadable response".into()));
             }
         };
         let now = Instant::now();
         let Some(req) = pop() else {
             counts.io += 1;
             counts.sample(format!("API: a {} response to no request", r.status));
-            return Some("a response to no request".into());
+            return Some(Gone::Failed("a response to no request".into()));
         };
         *counts.statuses.entry(r.status).or_default() += 1;
         if req.in_window {
@@ -585,7 +696,9 @@ fn take_responses(
             counts.sample(format!("API answered {}: {}", r.status, text.trim()));
         }
         if r.close {
-            return Some("the server closed the connection after a response".into());
+            // A server without keep-alive (sockudo's API) says so on every
+            // response: a reconnect, counted as such, not an error.
+            return Some(Gone::Closed);
         }
     }
 }
