@@ -23,12 +23,12 @@ step "format"
 cargo fmt --all -- --check
 step "clippy (without and with TLS)"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy --workspace --all-targets --features ringws/tls,loadgen/tls -- -D warnings
+cargo clippy --workspace --all-targets --features ringws/tls,loadgen/tls,ringws-gateway/tls -- -D warnings
 step "format and clippy of the benchmark peers (a workspace of their own)"
 cargo fmt --manifest-path benches/peers/Cargo.toml -- --check
 cargo clippy --manifest-path benches/peers/Cargo.toml --target-dir target --all-targets -- -D warnings
 step "docs"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features ringws/tls,loadgen/tls
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features ringws/tls,loadgen/tls,ringws-gateway/tls
 step "unit and integration tests (with TLS)"
 # tests/ops.rs checks /metrics with a real Prometheus text parser.
 python3 -c "import prometheus_client" 2>/dev/null ||
@@ -57,7 +57,7 @@ js=gateway/tests/js
 if [ ! "$js/node_modules/.package-lock.json" -nt "$js/package-lock.json" ]; then
   (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
-RINGWS_REQUIRE_NPM=1 cargo test --workspace --features ringws/tls,loadgen/tls
+RINGWS_REQUIRE_NPM=1 cargo test --workspace --features ringws/tls,loadgen/tls,ringws-gateway/tls
 step "the systemd unit (systemd-analyze verify, where systemd is installed)"
 scripts/check-deploy.sh
 step "fuzz smoke run"

@@ -6,6 +6,9 @@
 //! passes; `RINGWS_REQUIRE_NPM=1` (scripts/test.sh sets it) makes that a
 //! failure instead.
 
+#[cfg(feature = "tls")]
+#[path = "../../tests/common/certs.rs"]
+mod certs;
 #[path = "../../tests/common/redis.rs"]
 mod redis_server;
 
@@ -48,6 +51,10 @@ fn start(threads: usize, redis: Option<&str>) -> ringws::app::ServerHandle {
         threads,
         ..Config::default()
     };
+    start_with(cfg, redis)
+}
+
+fn start_with(cfg: Config, redis: Option<&str>) -> ringws::app::ServerHandle {
     let mut g = GatewayConfig::new(vec![app()]);
     g.cluster_interval = Duration::from_millis(500);
     let broker = redis.map(|u| ringws::broker::Redis::new([u]).unwrap());
@@ -65,6 +72,11 @@ fn start(threads: usize, redis: Option<&str>) -> ringws::app::ServerHandle {
 /// scenario), returning whether every scenario passed; its output goes to
 /// the test's output.
 fn run(port: u16, second: Option<u16>) -> bool {
+    run_with(port, second, &[])
+}
+
+/// [`run`] with more environment variables for conformance.js.
+fn run_with(port: u16, second: Option<u16>, env: &[(&str, &str)]) -> bool {
     let a = app();
     let mut cmd = Command::new("node");
     cmd.arg("conformance.js")
@@ -79,6 +91,7 @@ fn run(port: u16, second: Option<u16>) -> bool {
         cmd.env("SECOND_PORT", p.to_string())
             .env("SCENARIOS", "cross_node");
     }
+    cmd.envs(env.iter().copied());
     let out = cmd.output().expect("node runs");
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
@@ -111,4 +124,42 @@ fn pusher_js_across_two_nodes() {
     a.shutdown(Duration::from_secs(1));
     b.shutdown(Duration::from_secs(1));
     assert!(ok, "conformance.js cross_node failed (above)");
+}
+
+/// Over wss:// and https:// (a `tls` build): pusher-js and the SDK trust a
+/// test CA (NODE_EXTRA_CA_CERTS), the gateway serves the certificate it
+/// signed.
+#[cfg(feature = "tls")]
+#[test]
+fn pusher_js_over_tls() {
+    use ringws::tls::{Tls, TlsFiles};
+    if !npm_ready() {
+        return;
+    }
+    let dir = certs::Dir::new("gateway");
+    certs::make_ca(&dir, "ca");
+    let (cert, key) = certs::make_leaf(&dir, "ca", "leaf", &["localhost"]);
+    let cfg = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        tls: Some(Tls::Files(TlsFiles {
+            cert,
+            key,
+            sni: Vec::new(),
+        })),
+        ..Config::default()
+    };
+    let s = start_with(cfg, None);
+    let ca = dir.path("ca.pem");
+    let env = [
+        ("GATEWAY_TLS", "1"),
+        ("NODE_EXTRA_CA_CERTS", ca.to_str().unwrap()),
+        (
+            "SCENARIOS",
+            "connect,public,private,presence,channel_queries,errors",
+        ),
+    ];
+    let ok = run_with(s.local_addr().port(), None, &env);
+    s.shutdown(Duration::from_secs(1));
+    assert!(ok, "conformance.js over TLS: some scenarios failed (above)");
 }

@@ -48,6 +48,8 @@ function configFromEnv(env, scenarioNames) {
   return {
     host: env.GATEWAY_HOST || '127.0.0.1',
     port: int('GATEWAY_PORT'),
+    // GATEWAY_TLS=1: wss:// and https:// (the CA in NODE_EXTRA_CA_CERTS).
+    tls: env.GATEWAY_TLS === '1',
     secondPort: int('SECOND_PORT', null),
     appId: env.APP_ID,
     key: env.APP_KEY,
@@ -74,7 +76,7 @@ function usage(problem) {
   process.stderr.write(
     `conformance.js: ${problem}\n` +
       'usage: GATEWAY_PORT=.. APP_ID=.. APP_KEY=.. APP_SECRET=.. [GATEWAY_HOST=127.0.0.1]\n' +
-      '       [SECOND_PORT=..] [SCENARIOS=a,b] [CLIENT_EVENT_RATE=10] [SCENARIO_TIMEOUT_MS=5000]\n' +
+      '       [GATEWAY_TLS=1] [SECOND_PORT=..] [SCENARIOS=a,b] [CLIENT_EVENT_RATE=10] [SCENARIO_TIMEOUT_MS=5000]\n' +
       '       [RUN_TIMEOUT_MS=40000] [QUIET_MS=300] node conformance.js\n' +
       '   or: node conformance.js --self-test   (no gateway needed)\n',
   );
@@ -89,7 +91,7 @@ function serverSdk(cfg, port = cfg.port, secret = cfg.secret) {
     secret,
     host: cfg.host,
     port,
-    useTLS: false,
+    useTLS: cfg.tls,
     encryptionMasterKeyBase64: cfg.encryptionMasterKeyBase64,
     timeout: cfg.timeoutMs,
   });
@@ -187,7 +189,8 @@ function signRequest({ method, path, params = {}, body, key, secret, timestamp }
 }
 
 async function rawHttp(cfg, method, pathAndQuery, body, port = cfg.port) {
-  const res = await fetch(`http://${cfg.host}:${port}${pathAndQuery}`, {
+  const scheme = cfg.tls ? 'https' : 'http';
+  const res = await fetch(`${scheme}://${cfg.host}:${port}${pathAndQuery}`, {
     method,
     body,
     headers: body ? { 'content-type': 'application/json' } : {},
@@ -439,7 +442,8 @@ class Ctx {
       cluster: 'mt1', // required by pusher-js; unused with wsHost
       wsHost: this.cfg.host,
       wsPort: port,
-      forceTLS: false,
+      wssPort: port,
+      forceTLS: this.cfg.tls,
       enabledTransports: ['ws'],
       enableStats: false,
       channelAuthorization: auth.channelAuthorization || endpoint('/channel-auth'),
@@ -467,7 +471,7 @@ class Ctx {
     await this.waiting(`TCP connect to ${this.cfg.host}:${port}`, tcpProbe(this.cfg.host, port));
     const WebSocket = PusherClient.Runtime.getWebSocketAPI();
     const url =
-      `ws://${this.cfg.host}:${port}/app/${encodeURIComponent(key)}` +
+      `${this.cfg.tls ? 'wss' : 'ws'}://${this.cfg.host}:${port}/app/${encodeURIComponent(key)}` +
       `?protocol=7&client=js&version=${PUSHER_JS_VERSION}&flash=false`;
     const ws = new WebSocket(url);
     this.sockets.push(ws);
