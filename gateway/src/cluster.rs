@@ -20,8 +20,10 @@
 //!
 //! What it does not give: two connections of one user joining or leaving
 //! the same presence channel on two nodes within the time a message takes
-//! between them (milliseconds) may both announce, or neither; nothing is
-//! stored in Redis, so state lives as long as the nodes that hold it.
+//! between them (milliseconds) may both announce, or neither; an event that
+//! leaves out a connection of another node is published by that node, so it
+//! may arrive after a later event of the same publisher; nothing is stored
+//! in Redis, so state lives as long as the nodes that hold it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
