@@ -52,6 +52,12 @@ pub struct AppConfig {
     /// to every member in every member list.
     #[serde(default = "defaults::max_presence_info")]
     pub max_presence_info: usize,
+    /// Most channels one connection may be subscribed to at once; past it
+    /// a subscription is refused with a `pusher:error`. Each subscription
+    /// is kept per connection and per channel: without a bound, one client
+    /// could make the server hold any number. Default 1,000.
+    #[serde(default = "defaults::max_subscriptions")]
+    pub max_subscriptions: usize,
     /// Where the app's webhooks go (`[[app.webhook]]` tables): each
     /// endpoint with the kinds of events it gets, batching, retries and its
     /// bounded queue ([`WebhookConfig`]).
@@ -74,6 +80,7 @@ impl AppConfig {
             client_event_rate: defaults::client_event_rate(),
             max_presence_members: defaults::max_presence_members(),
             max_presence_info: defaults::max_presence_info(),
+            max_subscriptions: defaults::max_subscriptions(),
             webhooks: Vec::new(),
         }
     }
@@ -214,6 +221,9 @@ mod defaults {
     }
     pub(super) fn max_presence_members() -> usize {
         100
+    }
+    pub(super) fn max_subscriptions() -> usize {
+        1000
     }
     pub(super) fn max_presence_info() -> usize {
         1024

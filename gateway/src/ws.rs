@@ -286,6 +286,18 @@ impl PusherWs {
             }
             return;
         }
+        if ws.data().subs.len() >= app.cfg.max_subscriptions {
+            let msg = format!(
+                "Subscription to {channel} refused: this connection has its maximum of {} channels",
+                app.cfg.max_subscriptions
+            );
+            app.counts
+                .refused_subscriptions
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(socket_id = ws.data().socket_id, "{msg}");
+            ws.send_text(&protocol::error(None, &msg));
+            return;
+        }
         let socket_id = ws.data().socket_id.clone();
         // A refused subscription is answered with a connection-level
         // pusher:error, as Pusher's servers answer it (and no channel

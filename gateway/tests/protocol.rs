@@ -492,6 +492,30 @@ fn channel_queries_exclusion_cache_and_terminate() {
 }
 
 #[test]
+fn subscriptions_per_connection_are_bounded() {
+    let s = gateway(|g| g.apps[0].max_subscriptions = 3);
+    let (mut c, _) = connect(s.local_addr());
+    for ch in ["a", "b", "c"] {
+        assert_eq!(
+            subscribe(&mut c, ch, None, None)["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+    }
+    let e = subscribe(&mut c, "d", None, None);
+    assert_eq!(e["event"], "pusher:error", "{e}");
+    // Leaving one makes room again; the connection stays.
+    send(
+        &mut c,
+        json!({ "event": "pusher:unsubscribe", "data": { "channel": "a" } }),
+    );
+    assert_eq!(
+        subscribe(&mut c, "d", None, None)["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    s.shutdown(Duration::from_secs(1));
+}
+
+#[test]
 fn over_quota_and_shutdown_codes() {
     let s = gateway(|g| g.apps[0].max_connections = 2);
     let addr = s.local_addr();
