@@ -134,6 +134,7 @@ fn events(gw: &Gateway, app: &Arc<AppState>, server: &ServerHandle, body: &[u8])
             gw.cfg.max_event_channels
         )));
     }
+    check_event(app, &e, &channels)?;
     let info = publish(gw, app, server, &e, &channels)?;
     Ok(info.map_or_else(|| json!({}), |i| json!({ "channels": i })))
 }
@@ -223,9 +224,9 @@ fn is_socket_id(s: &str) -> bool {
     })
 }
 
-/// Publishes `e` to `channels`: each channel's message encoded once and
-/// published as its topic, leaving out `socket_id`'s connection. Returns
-/// the channels' info when asked.
+/// Publishes `e` (passed by [`check_event`]) to `channels`: each channel's
+/// message encoded once and published as its topic, leaving out
+/// `socket_id`'s connection. Returns the channels' info when asked.
 fn publish(
     gw: &Gateway,
     app: &Arc<AppState>,
@@ -233,7 +234,6 @@ fn publish(
     e: &Event,
     channels: &[String],
 ) -> Result<Option<Map<String, Value>>, (u16, String)> {
-    check_event(app, e, channels)?;
     let data = data_text(e);
     // socket_id: its connection is left out by the node that holds it,
     // here or (asked through the cluster) on another node.
@@ -342,9 +342,19 @@ fn occupancy(
     out
 }
 
-/// One channel's subscriptions and presence users, on every node.
+/// One channel's subscriptions and presence users, on every node: by key,
+/// not a scan of the app's channels.
 fn one(gw: &Gateway, app: &AppState, name: &str) -> Option<(usize, BTreeSet<String>)> {
-    occupancy(gw, app, name).remove(name)
+    let mut out = gw
+        .cluster
+        .channel(&app.cfg.id, name)
+        .map(|(subs, members)| (subs, members.into_keys().collect::<BTreeSet<_>>()));
+    if let Some(c) = app.channels().get(name) {
+        let e = out.get_or_insert_with(Default::default);
+        e.0 += c.subscriptions;
+        e.1.extend(c.members.keys().cloned());
+    }
+    out
 }
 
 fn channels(gw: &Gateway, app: &AppState, prefix: &str, info: Option<&str>) -> Answer {

@@ -211,12 +211,24 @@ impl Cluster {
 
     /// Other nodes' presence members of `channel`, with their info.
     pub(crate) fn members(&self, app: &str, channel: &str) -> HashMap<String, Option<String>> {
+        self.channel(app, channel).map(|c| c.1).unwrap_or_default()
+    }
+
+    /// `channel` on the other nodes, if any holds it: subscriptions and
+    /// presence members (one look-up per node, whatever the channel count).
+    pub(crate) fn channel(
+        &self,
+        app: &str,
+        channel: &str,
+    ) -> Option<(usize, HashMap<String, Option<String>>)> {
         let key = (app.to_owned(), channel.to_owned());
-        let mut out = HashMap::new();
+        let mut out: Option<(usize, HashMap<String, Option<String>>)> = None;
         for v in self.view().values() {
             if let Some((_, c)) = v.chans.get(&key) {
+                let e = out.get_or_insert_with(Default::default);
+                e.0 += c.s;
                 for (u, i) in &c.m {
-                    out.entry(u.clone()).or_insert_with(|| i.clone());
+                    e.1.entry(u.clone()).or_insert_with(|| i.clone());
                 }
             }
         }
