@@ -256,27 +256,29 @@ impl Publisher {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let now = Instant::now();
-            if now < end && pending.len() < n {
-                self.out.clear();
+            self.out.clear();
+            if now < end {
                 while pending.len() < n {
                     pending.push_back(self.request(now));
                 }
-                if conn.is_none() {
-                    match self.connect() {
-                        Some(s) => conn = Some((s, ResponseReader::new())),
-                        None => {
-                            self.unanswered(&mut pending, "no connection");
-                            return;
-                        }
-                    }
-                    // A new connection: everything pending goes on it
-                    // (what the last one's server did not read, then the
-                    // new requests).
-                    self.out.clear();
-                    for r in &pending {
-                        self.out.extend_from_slice(&r.bytes);
+            }
+            if conn.is_none() && !pending.is_empty() {
+                match self.connect() {
+                    Some(s) => conn = Some((s, ResponseReader::new())),
+                    None => {
+                        self.unanswered(&mut pending, "no connection");
+                        return;
                     }
                 }
+                // A new connection: everything pending goes on it (what
+                // the last one's server closed on unread, then the new
+                // requests).
+                self.out.clear();
+                for r in &pending {
+                    self.out.extend_from_slice(&r.bytes);
+                }
+            }
+            if !self.out.is_empty() {
                 let (s, _) = conn.as_mut().expect("connected above");
                 if let Err(e) = s.write_all(&self.out) {
                     self.failed(format!("API write failed: {e}"));
@@ -311,29 +313,9 @@ impl Publisher {
                 }
             }
             match gone {
-                Some(Gone::Closed) => {
-                    conn = None;
-                    if !pending.is_empty() {
-                        // Sent again at once, on a new connection.
-                        match self.connect() {
-                            Some(s) => conn = Some((s, ResponseReader::new())),
-                            None => {
-                                self.unanswered(&mut pending, "no connection");
-                                return;
-                            }
-                        }
-                        self.out.clear();
-                        for r in &pending {
-                            self.out.extend_from_slice(&r.bytes);
-                        }
-                        let (s, _) = conn.as_mut().expect("connected above");
-                        if let Err(e) = s.write_all(&self.out) {
-                            self.failed(format!("API write failed: {e}"));
-                            self.unanswered(&mut pending, "the connection failed");
-                            conn = None;
-                        }
-                    }
-                }
+                // What is pending goes again at the top, on a new
+                // connection.
+                Some(Gone::Closed) => conn = None,
                 Some(Gone::Failed(why)) => {
                     self.unanswered(&mut pending, &why);
                     conn = None;
