@@ -95,74 +95,68 @@ pub fn render(gw: &Gateway, e: &mut Exposition) {
         &|a| &a.cache_refused,
     );
     let c = &gw.counts;
-    e.family(
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    by_label(
+        e,
         "ringws_gateway_refused_connections_total",
         "Connections refused before any app, by reason.",
-        MetricType::Counter,
-    );
-    e.sample(
-        "ringws_gateway_refused_connections_total",
-        &[("reason", "unknown_app")],
-        c.unknown_app.load(Ordering::Relaxed),
-    );
-    e.sample(
-        "ringws_gateway_refused_connections_total",
-        &[("reason", "protocol")],
-        c.bad_protocol.load(Ordering::Relaxed),
+        "reason",
+        &[
+            ("unknown_app", load(&c.unknown_app)),
+            ("protocol", load(&c.bad_protocol)),
+        ],
     );
     let w = gw.webhooks.counts();
-    e.family(
+    by_label(
+        e,
         "ringws_gateway_webhook_requests_total",
         "Webhook requests: answered 2xx (ok), failed attempts (each retry counts), batches given up after the retries.",
-        MetricType::Counter,
+        "outcome",
+        &[("ok", w.requests_ok), ("failed_attempt", w.attempts_failed), ("given_up", w.batches_failed)],
     );
-    for (outcome, n) in [
-        ("ok", w.requests_ok),
-        ("failed_attempt", w.attempts_failed),
-        ("given_up", w.batches_failed),
-    ] {
-        e.sample(
-            "ringws_gateway_webhook_requests_total",
-            &[("outcome", outcome)],
-            n,
-        );
-    }
-    e.family(
+    by_label(
+        e,
         "ringws_gateway_webhook_events_total",
         "Webhook events: sent, failed (in batches given up), dropped (the endpoint's queue full), debounced (a removal and the return that cancelled it).",
-        MetricType::Counter,
+        "outcome",
+        &[
+            ("sent", w.events_sent),
+            ("failed", w.events_failed),
+            ("dropped", w.events_dropped),
+            ("debounced", w.events_debounced),
+        ],
     );
-    for (outcome, n) in [
-        ("sent", w.events_sent),
-        ("failed", w.events_failed),
-        ("dropped", w.events_dropped),
-        ("debounced", w.events_debounced),
-    ] {
-        e.sample(
-            "ringws_gateway_webhook_events_total",
-            &[("outcome", outcome)],
-            n,
-        );
-    }
     e.family(
         "ringws_gateway_webhook_queued",
         "Webhook events held now (queued, batched, debounced or being retried).",
         MetricType::Gauge,
     );
     e.sample("ringws_gateway_webhook_queued", &[], w.queued);
-    e.family(
+    let statuses: Vec<String> = (0..c.api.len())
+        .map(|i| {
+            API_STATUSES
+                .get(i)
+                .map_or_else(|| "other".to_owned(), |s| s.to_string())
+        })
+        .collect();
+    let api: Vec<(&str, u64)> = statuses
+        .iter()
+        .map(String::as_str)
+        .zip(c.api.iter().map(load))
+        .collect();
+    by_label(
+        e,
         "ringws_gateway_api_requests_total",
         "HTTP API requests answered, by status.",
-        MetricType::Counter,
+        "status",
+        &api,
     );
-    for (i, n) in c.api.iter().enumerate() {
-        let status = API_STATUSES
-            .get(i)
-            .map_or_else(|| "other".to_owned(), |s| s.to_string());
-        e.sample(
-            "ringws_gateway_api_requests_total",
-            &[("status", &status)],
-            n.load(Ordering::Relaxed),
-        );
+}
+
+/// A counter family with one sample per value of `label`.
+fn by_label(e: &mut Exposition, name: &str, help: &str, label: &str, samples: &[(&str, u64)]) {
+    e.family(name, help, MetricType::Counter);
+    for &(value, n) in samples {
+        e.sample(name, &[(label, value)], n);
     }
 }
