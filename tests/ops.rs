@@ -56,45 +56,11 @@ fn get(addr: SocketAddr, target: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The exposition checked by `prometheus_client`'s parser
-/// (`scripts/check_metrics.py`, which also fails on a family without HELP
-/// or TYPE): every sample, by name with its labels.
-fn parse(text: &str) -> HashMap<String, f64> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_metrics.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Prometheus parser refused the exposition: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap();
-            (k.to_owned(), v.parse().unwrap())
-        })
-        .collect()
-}
-
 fn scrape(s: &ServerHandle) -> HashMap<String, f64> {
     let (status, body) = get(s.admin_addr().unwrap(), "/metrics");
     assert_eq!(status, 200);
     // The library user's text is the admin listener's.
-    parse(&body)
+    common::parse_metrics(&body)
 }
 
 /// Waits until `f` holds for a scrape (workers publish once per turn).
@@ -363,7 +329,7 @@ fn admin_routes_on_the_main_listener() {
     let m = loop {
         let (status, body) = get(s.local_addr(), "/metrics");
         assert_eq!(status, 200);
-        let m = parse(&body);
+        let m = common::parse_metrics(&body);
         if m["ringws_messages_received_total"] == 1.0 {
             break m;
         }

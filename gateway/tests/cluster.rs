@@ -8,11 +8,11 @@
 mod common;
 #[path = "../../tests/common/redis.rs"]
 mod redis_server;
+mod support;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::{close_code, Client};
 use ringws::app::ServerHandle;
@@ -20,9 +20,7 @@ use ringws::broker::Redis;
 use ringws::Config;
 use ringws_gateway::{sign, AppConfig, Gateway, GatewayConfig};
 use serde_json::{json, Value};
-
-const KEY: &str = "app-key";
-const SECRET: &str = "app-secret";
+use support::{api_json as api, connect, next, next_but, send, KEY, SECRET};
 
 fn node(redis: &str) -> ServerHandle {
     let mut g = GatewayConfig::new(vec![AppConfig::new("1", KEY, SECRET)]);
@@ -49,38 +47,6 @@ fn wait(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn next(c: &mut Client) -> Value {
-    let t = c.next_text();
-    let mut v: Value = serde_json::from_str(&t).unwrap();
-    if let Some(Value::String(d)) = v.get("data") {
-        if let Ok(inner) = serde_json::from_str::<Value>(d) {
-            v["data"] = inner;
-        }
-    }
-    v
-}
-
-/// The next message that is not `skip`.
-fn next_but(c: &mut Client, skip: &str) -> Value {
-    loop {
-        let v = next(c);
-        if v["event"] != skip {
-            return v;
-        }
-    }
-}
-
-fn connect(addr: SocketAddr) -> (Client, String) {
-    let mut c = Client::open(addr, &format!("/app/{KEY}?protocol=7"));
-    let hello = next(&mut c);
-    let id = hello["data"]["socket_id"].as_str().unwrap().to_owned();
-    (c, id)
-}
-
-fn send(c: &mut Client, v: Value) {
-    c.text(&v.to_string());
-}
-
 fn join(c: &mut Client, id: &str, channel: &str, user: &str) -> Value {
     let data = format!(r#"{{"user_id":"{user}"}}"#);
     let auth = sign::channel_auth(KEY, SECRET, id, channel, Some(&data));
@@ -89,36 +55,6 @@ fn join(c: &mut Client, id: &str, channel: &str, user: &str) -> Value {
         json!({ "event": "pusher:subscribe", "data": { "channel": channel, "auth": auth, "channel_data": data } }),
     );
     next(c)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn api(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    params: &[(&str, &str)],
-    body: &str,
-) -> (u16, Value) {
-    let q = sign::sign_api_request(KEY, SECRET, method, path, params, body.as_bytes(), now());
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "{method} {path}?{q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 #[test]

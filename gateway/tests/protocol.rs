@@ -7,19 +7,17 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::{close_code, Client};
 use ringws::app::ServerHandle;
 use ringws::Config;
 use ringws_gateway::{sign, AppConfig, Gateway, GatewayConfig};
 use serde_json::{json, Value};
-
-const KEY: &str = "app-key";
-const SECRET: &str = "app-secret";
+use support::{api, connect, next, now, raw_http, send, KEY, SECRET};
 
 fn gateway(f: impl FnOnce(&mut GatewayConfig)) -> ServerHandle {
     let mut app = AppConfig::new("1", KEY, SECRET);
@@ -39,36 +37,6 @@ fn gateway(f: impl FnOnce(&mut GatewayConfig)) -> ServerHandle {
         .unwrap()
 }
 
-/// The next message as JSON, with a `data` string parsed once more
-/// (the protocol encodes most data twice).
-fn next(c: &mut Client) -> Value {
-    let t = c.next_text();
-    let mut v: Value = serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"));
-    if let Some(Value::String(d)) = v.get("data") {
-        if let Ok(inner) = serde_json::from_str::<Value>(d) {
-            v["data"] = inner;
-        }
-    }
-    v
-}
-
-/// Connects to the app and returns the client and its socket id.
-fn connect(addr: SocketAddr) -> (Client, String) {
-    let mut c = Client::open(
-        addr,
-        &format!("/app/{KEY}?protocol=7&client=js&version=8.4.0"),
-    );
-    let hello = next(&mut c);
-    assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
-    assert_eq!(hello["data"]["activity_timeout"], 120);
-    let id = hello["data"]["socket_id"].as_str().unwrap().to_owned();
-    (c, id)
-}
-
-fn send(c: &mut Client, v: Value) {
-    c.text(&v.to_string());
-}
-
 fn subscribe(
     c: &mut Client,
     channel: &str,
@@ -84,45 +52,6 @@ fn subscribe(
     }
     send(c, json!({ "event": "pusher:subscribe", "data": data }));
     next(c)
-}
-
-/// A signed HTTP API request; returns the status and the body.
-fn api(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    params: &[(&str, &str)],
-    body: &str,
-    at: u64,
-) -> (u16, String) {
-    let q = sign::sign_api_request(KEY, SECRET, method, path, params, body.as_bytes(), at);
-    raw_http(addr, method, &format!("{path}?{q}"), body)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn raw_http(addr: SocketAddr, method: &str, target: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn trigger(addr: SocketAddr, body: Value) -> (u16, String) {
@@ -535,41 +464,6 @@ fn over_quota_and_shutdown_codes() {
     t.join().unwrap();
 }
 
-/// `/metrics` through the Prometheus parser (ringws's
-/// scripts/check_metrics.py): every sample by name and labels.
-fn scrape(s: &ServerHandle) -> std::collections::HashMap<String, f64> {
-    use std::process::{Command, Stdio};
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_metrics.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let text = s.metrics();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap();
-            (k.to_owned(), v.parse().unwrap())
-        })
-        .collect()
-}
-
 #[test]
 fn metrics_count_what_happened() {
     let s = gateway(|_| {});
@@ -596,7 +490,7 @@ fn metrics_count_what_happened() {
         api(addr, "GET", "/apps/1/channels", &[], "", now() - 1000).0,
         401
     );
-    let m = scrape(&s);
+    let m = common::parse_metrics(&s.metrics());
     let app = |name: &str| m[&format!("{name}{{app=\"1\"}}")];
     assert_eq!(app("ringws_gateway_connections"), 2.0, "{m:?}");
     assert_eq!(app("ringws_gateway_channels"), 1.0);

@@ -18,8 +18,7 @@ use ringws_gateway::webhook::{AppHooks, Event, Kind, WebhookConfig, WebhookCount
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-const KEY: &str = "app-key";
-const SECRET: &str = "app-secret";
+use support::{KEY, SECRET};
 
 /// One request as the server read it.
 #[derive(Clone, Debug)]
@@ -667,6 +666,7 @@ fn https_urls_go_through_tls() {
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod support;
 
 /// The gateway itself: what its connections do reaches the endpoint as
 /// Pusher's five kinds of events, in order.
@@ -684,15 +684,7 @@ fn the_gateway_sends_what_happens() {
     };
     let gw = Gateway::new(GatewayConfig::new(vec![app])).unwrap();
     let s = ringws_gateway::app(gw, cfg, None).unwrap().start().unwrap();
-    let next = |c: &mut common::Client| -> Value {
-        let mut v: Value = serde_json::from_str(&c.next_text()).unwrap();
-        if let Some(Value::String(d)) = v.get("data") {
-            if let Ok(inner) = serde_json::from_str::<Value>(d) {
-                v["data"] = inner;
-            }
-        }
-        v
-    };
+    use support::next;
     let mut a = common::Client::open(s.local_addr(), &format!("/app/{KEY}?protocol=7"));
     let id = next(&mut a)["data"]["socket_id"]
         .as_str()

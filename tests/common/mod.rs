@@ -195,3 +195,42 @@ pub fn masked_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
     out
 }
+
+/// A Prometheus exposition checked by `prometheus_client`'s parser
+/// (`scripts/check_metrics.py`, which also fails on a family without HELP
+/// or TYPE): every sample, by name with its labels.
+pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    use std::process::{Command, Stdio};
+    // The repository's root: this crate's, or the one above a member's.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("scripts/check_metrics.py").exists())
+        .expect("scripts/check_metrics.py above the crate");
+    let mut child = Command::new("python3")
+        .arg(root.join("scripts/check_metrics.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_owned(), v.parse().unwrap())
+        })
+        .collect()
+}
