@@ -26,7 +26,7 @@
 //! in Redis, so state lives as long as the nodes that hold it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use ringws::app::ServerHandle;
@@ -102,6 +102,10 @@ pub struct Cluster {
     interval: Duration,
     view: Mutex<HashMap<u64, NodeView>>,
     server: OnceLock<ServerHandle>,
+    /// A node said hello: the ticker sends the snapshot at once. Set on
+    /// the broker's thread, which must not build a snapshot of every
+    /// channel itself (all traffic from other nodes waits behind it).
+    hello: (Mutex<bool>, Condvar),
 }
 
 impl Cluster {
@@ -112,6 +116,7 @@ impl Cluster {
             interval,
             view: Mutex::default(),
             server: OnceLock::new(),
+            hello: (Mutex::new(false), Condvar::new()),
         }
     }
 
@@ -309,7 +314,8 @@ impl Cluster {
                     "a gateway node started: sending it this node's channels"
                 );
                 self.attach(server);
-                self.snapshot(gw, server);
+                *lock(&self.hello.0) = true;
+                self.hello.1.notify_one();
             }
             Msg::Term { a, u } => {
                 if let Some(app) = gw.app_by_id(&a) {
@@ -448,12 +454,39 @@ pub(crate) fn spawn_ticker(gw: &Arc<Gateway>) -> std::io::Result<()> {
     let interval = gw.cluster.interval;
     std::thread::Builder::new()
         .name("ringws-gw-cluster".into())
-        .spawn(move || loop {
-            std::thread::sleep(interval);
-            let Some(gw) = weak.upgrade() else { return };
-            gw.cluster.tick(&gw);
+        .spawn(move || {
+            let mut next = Instant::now() + interval;
+            loop {
+                let Some(gw) = weak.upgrade() else { return };
+                let c = &gw.cluster;
+                let (mut said, _) = c
+                    .hello
+                    .1
+                    .wait_timeout_while(
+                        lock(&c.hello.0),
+                        next.saturating_duration_since(Instant::now()),
+                        |h| !*h,
+                    )
+                    .unwrap_or_else(|e| e.into_inner());
+                let hello = std::mem::take(&mut *said);
+                drop(said);
+                if hello {
+                    // A snapshot for the node that started; the silent
+                    // ones are looked for on the interval.
+                    if let Some(server) = c.server.get() {
+                        c.snapshot(&gw, server);
+                    }
+                } else {
+                    c.tick(&gw);
+                    next = Instant::now() + interval;
+                }
+            }
         })?;
     Ok(())
+}
+
+fn lock(m: &Mutex<bool>) -> MutexGuard<'_, bool> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The close every terminated connection gets, here or on another node.
