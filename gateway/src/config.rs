@@ -202,6 +202,9 @@ impl GatewayConfig {
         if self.activity_timeout < Duration::from_secs(1) {
             return Err("activity timeout must be at least 1 s".into());
         }
+        if self.max_event_channels == 0 || self.max_batch_events == 0 {
+            return Err("max-event-channels and max-batch-events must be at least 1".into());
+        }
         Ok(())
     }
 }

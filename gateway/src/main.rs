@@ -110,6 +110,13 @@ struct File {
     redis: Vec<String>,
     activity_timeout: Option<u64>,
     cluster_interval: Option<f64>,
+    /// The gateway's other limits (GatewayConfig's fields; seconds for
+    /// the durations): file only, as they rarely change.
+    api_timestamp_window: Option<u64>,
+    max_event_channels: Option<usize>,
+    max_batch_events: Option<usize>,
+    cache_ttl: Option<u64>,
+    max_cached_channels: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     log_level: Option<String>,
@@ -152,6 +159,21 @@ fn settings(a: Args) -> Result<(GatewayConfig, Config, Option<String>), String> 
             .ok()
             .filter(|d| *d >= Duration::from_millis(10))
             .ok_or("--cluster-interval must be at least 0.01 (seconds)")?;
+    }
+    if let Some(s) = f.api_timestamp_window {
+        gw.api_timestamp_window = Duration::from_secs(s);
+    }
+    if let Some(n) = f.max_event_channels {
+        gw.max_event_channels = n;
+    }
+    if let Some(n) = f.max_batch_events {
+        gw.max_batch_events = n;
+    }
+    if let Some(s) = f.cache_ttl {
+        gw.cache_ttl = Duration::from_secs(s);
+    }
+    if let Some(n) = f.max_cached_channels {
+        gw.max_cached_channels = n;
     }
     gw.validate()?;
     let defaults = Config::default();
@@ -266,6 +288,11 @@ listen = "0.0.0.0:6001"
 admin-listen = "127.0.0.1:9100"
 redis = ["redis://127.0.0.1:6379"]
 activity-timeout = 120
+api-timestamp-window = 600
+max-event-channels = 100
+max-batch-events = 10
+cache-ttl = 1800
+max-cached-channels = 10000
 
 [[app]]
 id = "1"
@@ -285,6 +312,7 @@ max-presence-info = 1024
         assert_eq!(f.app.len(), 1);
         assert!(f.app[0].client_events);
         assert_eq!(f.app[0].max_connections, 10_000);
+        assert_eq!((f.max_event_channels, f.cache_ttl), (Some(100), Some(1800)));
         // A misspelt key stops the start.
         assert!(toml::from_str::<File>("listne = \"x\"").is_err());
     }
