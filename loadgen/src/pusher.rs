@@ -15,6 +15,10 @@
 //! * Rate (`--rate`): events go out on a fixed schedule whatever the
 //!   server does; delivery latency is taken from the intended send time
 //!   (corrected for coordinated omission) and from the actual one.
+//! * Client events (`--client-events`, at a `--rate`): no HTTP API; the
+//!   first `--publishers` clients publish, each a `client-bench` event on
+//!   its own (private) channel, which the server relays to the channel's
+//!   other subscribers.
 //!
 //! Nobody publishes until every client is subscribed (or has failed), and
 //! then not before `--settle`: every subscriber of a channel must get
@@ -52,7 +56,7 @@ use crate::report::{humantime, js, js_hist, latency_rows, Machine};
 use crate::stats::{Snapshot, Stats};
 use crate::target::{Target, TlsArgs};
 use publisher::ApiCounts;
-use subscriber::Checks;
+use subscriber::{Checks, ReceivedBy};
 
 /// Pusher protocol load: subscribers on WebSockets, publishers on the
 /// HTTP API.
@@ -100,6 +104,14 @@ pub struct PusherArgs {
     /// consecutive channels). Pusher takes at most 10.
     #[arg(long)]
     batch: Option<usize>,
+    /// Publish client events instead of using the HTTP API: client p
+    /// (p < --publishers) sends `client-bench` events on its own channel,
+    /// at --rate over all of them, and every other subscriber of that
+    /// channel must get them. Makes the channels private (client events
+    /// need it); the server must allow client events at that rate per
+    /// connection.
+    #[arg(long, requires = "rate", conflicts_with = "batch")]
+    client_events: bool,
     /// Bytes of each event's data (at least 56; padded).
     #[arg(short, long, default_value = "100", value_parser = crate::size)]
     size: usize,
@@ -165,6 +177,8 @@ struct Plan {
     channels: usize,
     channel_names: Vec<String>,
     private: bool,
+    /// The publishers are clients 0..publishers, sending client events.
+    client_events: bool,
     publishers: usize,
     threads: usize,
     mode: Mode,
@@ -274,6 +288,12 @@ pub fn run(a: PusherArgs) -> ExitCode {
             event::HEAD
         ));
     }
+    if a.client_events && a.publishers > a.clients {
+        return crate::usage("--client-events: --publishers are clients, so at most --clients");
+    }
+    if a.client_events && a.in_flight != 1 {
+        return crate::usage("--client-events publishes at a --rate; --in-flight does not apply");
+    }
     if a.batch == Some(0) {
         return crate::usage("--batch must be at least 1");
     }
@@ -286,11 +306,8 @@ pub fn run(a: PusherArgs) -> ExitCode {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, a.clients);
-    let prefix = if a.private {
-        "private-bench-"
-    } else {
-        "bench-"
-    };
+    let private = a.private || a.client_events;
+    let prefix = if private { "private-bench-" } else { "bench-" };
     let plan = Arc::new(Plan {
         ws_targets,
         api_targets,
@@ -300,7 +317,8 @@ pub fn run(a: PusherArgs) -> ExitCode {
         clients: a.clients,
         channels: a.channels,
         channel_names: (0..a.channels).map(|k| format!("{prefix}{k}")).collect(),
-        private: a.private,
+        private,
+        client_events: a.client_events,
         publishers: a.publishers,
         threads,
         mode,
@@ -321,7 +339,9 @@ pub fn run(a: PusherArgs) -> ExitCode {
         publishers_done: AtomicUsize::new(0),
         abort: AtomicBool::new(false),
     });
-    let publishers: Vec<_> = (0..a.publishers)
+    // With client events the publishers are clients, not threads.
+    let api_publishers = if a.client_events { 0 } else { a.publishers };
+    let publishers: Vec<_> = (0..api_publishers)
         .map(|p| {
             let plan = plan.clone();
             std::thread::Builder::new()
@@ -393,6 +413,9 @@ pub fn run(a: PusherArgs) -> ExitCode {
     for o in &outcomes {
         total.merge(&o.stats);
         checks.add(&o.checks);
+        // Client events: the clients' sends stand for the API's.
+        api.events += o.sent;
+        api.window_events += o.sent_window;
     }
     let accepted: Vec<u64> = plan
         .accepted
@@ -440,13 +463,12 @@ struct PerTarget {
     missing: u64,
 }
 
-/// Sums `received` (client, its channel and the events it received once
-/// each, or None if it never subscribed) by URL; a subscriber of channel
-/// k should have had `accepted[k]`.
+/// Sums `received` by URL; a subscriber of channel k should have had
+/// `accepted[k]`, less the client events it sent itself.
 fn per_target<'a>(
     plan: &Plan,
     accepted: &[u64],
-    received: impl IntoIterator<Item = &'a (usize, Option<(usize, u64)>)>,
+    received: impl IntoIterator<Item = &'a ReceivedBy>,
 ) -> Vec<PerTarget> {
     let n = plan.ws_targets.len();
     let mut t = vec![PerTarget::default(); n];
@@ -454,11 +476,11 @@ fn per_target<'a>(
         t[i % n].clients += 1;
     }
     for (i, got) in received {
-        if let Some((channel, got)) = got {
+        if let Some(r) = got {
             let p = &mut t[i % n];
             p.subscribed += 1;
-            p.delivered += got;
-            p.missing += accepted[*channel].saturating_sub(*got);
+            p.delivered += r.got;
+            p.missing += accepted[r.channel].saturating_sub(r.own + r.got);
         }
     }
     t
@@ -491,6 +513,10 @@ impl Outcome<'_> {
             None => String::new(),
         };
         match self.plan.mode {
+            _ if self.plan.client_events => format!(
+                "client events at {:.0} events/s",
+                self.args.rate.unwrap_or_default()
+            ),
             Mode::Closed(n) => format!("closed loop, {n} in flight per publisher{per}"),
             Mode::Rate(r) => format!("open loop at {r:.0} events/s{per}"),
         }
@@ -520,10 +546,44 @@ impl Outcome<'_> {
         let _ = writeln!(t, "  deliveries   {:>12}   (in the window)", s.messages);
         let _ = writeln!(
             t,
-            "  events/s     {:>12.0}   (sent to the API in the window; {} subscribers per channel)",
+            "  events/s     {:>12.0}   (sent {} in the window; {} subscribers per channel{})",
             api.window_events as f64 / secs,
+            if p.client_events {
+                "as client events"
+            } else {
+                "to the API"
+            },
             fan_out(p.clients, p.channels),
+            if p.client_events {
+                ", each but the sender gets an event"
+            } else {
+                ""
+            },
         );
+        self.api_lines(&mut t);
+        let mut rows = Vec::new();
+        if matches!(p.mode, Mode::Rate(_)) {
+            rows.push(("from intended send", &s.latency));
+            rows.push(("from actual send", &s.latency_actual));
+        } else {
+            rows.push(("publish to receive", &s.latency));
+        }
+        if !p.client_events {
+            rows.push(("API response", &api.latency));
+        }
+        rows.push(("connect + subscribe", &s.connect));
+        t += &latency_rows("delivery latency", &rows);
+        self.check_lines(&mut t);
+        t
+    }
+
+    /// The HTTP API's requests and statuses (none with client events).
+    fn api_lines(&self, t: &mut String) {
+        use std::fmt::Write as _;
+        let (secs, api) = (self.secs(), &self.api);
+        if self.plan.client_events {
+            return;
+        }
         let _ = writeln!(
             t,
             "  requests/s   {:>12.0}   (API requests sent in the window)",
@@ -547,17 +607,12 @@ impl Outcome<'_> {
                 String::new()
             }
         );
-        let mut rows = Vec::new();
-        if matches!(p.mode, Mode::Rate(_)) {
-            rows.push(("from intended send", &s.latency));
-            rows.push(("from actual send", &s.latency_actual));
-            rows.push(("API response", &api.latency));
-        } else {
-            rows.push(("publish to receive", &s.latency));
-            rows.push(("API response", &api.latency));
-        }
-        rows.push(("connect + subscribe", &s.connect));
-        t += &latency_rows("delivery latency", &rows);
+    }
+
+    /// Per URL, the delivery checks and the errors.
+    fn check_lines(&self, t: &mut String) {
+        use std::fmt::Write as _;
+        let (a, s, api) = (self.args, &self.stats, &self.api);
         let _ = writeln!(
             t,
             "  {:<22}{:>12}{:>12}{:>12}   (events: whole run)",
@@ -603,7 +658,6 @@ impl Outcome<'_> {
         for m in s.samples.iter().chain(&api.samples).take(8) {
             let _ = writeln!(t, "    e.g. {m}");
         }
-        t
     }
 
     fn json(&self, m: &Machine) -> String {
@@ -644,7 +698,7 @@ impl Outcome<'_> {
             .map(|m| js(m))
             .collect();
         format!(
-            "{{\n  \"tool\": \"loadgen pusher\",\n  \"version\": {},\n  \"machine\": {{\"kernel\": {}, \"cpu\": {}, \"cores\": {}}},\n  \"params\": {{\"urls\": [{}], \"app_id\": {}, \"clients\": {}, \"channels\": {}, \"private\": {}, \"publishers\": {}, \"threads\": {}, \"rate\": {}, \"in_flight\": {}, \"batch\": {}, \"size\": {}, \"duration_s\": {}, \"warmup_s\": {}, \"settle_s\": {}}},\n  \"deliveries\": {}, \"deliveries_per_sec\": {:.1}, \"subscribed\": {},\n  \"events\": {}, \"events_per_sec\": {:.1}, \"requests\": {}, \"requests_per_sec\": {:.1},\n  \"api\": {{\"requests\": {}, \"events\": {}, \"accepted\": {}, \"status\": {{{}}}, \"refused\": {}, \"unanswered\": {}, \"io\": {}, \"reconnects\": {}}},\n  \"latency_ns\": {},\n  \"latency_actual_ns\": {},\n  \"api_latency_ns\": {},\n  \"connect_ns\": {},\n  \"targets\": [{}],\n  \"checks\": {{\"total\": {}, \"missing\": {}, \"duplicated\": {}, \"reordered\": {}, \"malformed\": {}}},\n  \"errors\": {{\"total\": {}{errors}, \"api\": {}, \"checks\": {}}},\n  \"error_samples\": [{}]\n}}\n",
+            "{{\n  \"tool\": \"loadgen pusher\",\n  \"version\": {},\n  \"machine\": {{\"kernel\": {}, \"cpu\": {}, \"cores\": {}}},\n  \"params\": {{\"urls\": [{}], \"app_id\": {}, \"clients\": {}, \"channels\": {}, \"private\": {}, \"client_events\": {}, \"publishers\": {}, \"threads\": {}, \"rate\": {}, \"in_flight\": {}, \"batch\": {}, \"size\": {}, \"duration_s\": {}, \"warmup_s\": {}, \"settle_s\": {}}},\n  \"deliveries\": {}, \"deliveries_per_sec\": {:.1}, \"subscribed\": {},\n  \"events\": {}, \"events_per_sec\": {:.1}, \"requests\": {}, \"requests_per_sec\": {:.1},\n  \"api\": {{\"requests\": {}, \"events\": {}, \"accepted\": {}, \"status\": {{{}}}, \"refused\": {}, \"unanswered\": {}, \"io\": {}, \"reconnects\": {}}},\n  \"latency_ns\": {},\n  \"latency_actual_ns\": {},\n  \"api_latency_ns\": {},\n  \"connect_ns\": {},\n  \"targets\": [{}],\n  \"checks\": {{\"total\": {}, \"missing\": {}, \"duplicated\": {}, \"reordered\": {}, \"malformed\": {}}},\n  \"errors\": {{\"total\": {}{errors}, \"api\": {}, \"checks\": {}}},\n  \"error_samples\": [{}]\n}}\n",
             js(env!("CARGO_PKG_VERSION")),
             js(&m.kernel),
             js(&m.cpu),
@@ -654,6 +708,7 @@ impl Outcome<'_> {
             p.clients,
             p.channels,
             p.private,
+            p.client_events,
             p.publishers,
             p.threads,
             match p.mode {

@@ -9,7 +9,11 @@ use ringws_gateway::{AppConfig, Gateway, GatewayConfig};
 use serde_json::Value;
 
 fn gateway() -> ServerHandle {
-    let gw = Gateway::new(GatewayConfig::new(vec![AppConfig::new("1", "k", "s")])).unwrap();
+    gateway_with(AppConfig::new("1", "k", "s"))
+}
+
+fn gateway_with(app: AppConfig) -> ServerHandle {
+    let gw = Gateway::new(GatewayConfig::new(vec![app])).unwrap();
     let cfg = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         threads: 1,
@@ -160,4 +164,67 @@ fn refused_requests_fail_the_run() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("API answered 401"), "{text}");
+}
+
+#[test]
+fn client_events_reach_every_other_subscriber() {
+    let mut app = AppConfig::new("1", "k", "s");
+    app.client_events = true;
+    app.client_event_rate = 1000;
+    let s = gateway_with(app);
+    let (code, out, v) = loadgen(
+        &s,
+        "client-events",
+        &[
+            "--clients",
+            "12",
+            "--channels",
+            "3",
+            "--publishers",
+            "3",
+            "--client-events",
+            "--rate",
+            "300",
+            "--threads",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("as client events"), "{out}");
+    // 4 subscribers per channel, one of them the sender.
+    assert_clean(&v, &out, 12, 3);
+    let events = n(&v, &["events"]);
+    assert!((295..=305).contains(&events), "{events} events: {out}");
+    assert_eq!(n(&v, &["requests"]), 0, "{out}");
+    assert_eq!(v["params"]["client_events"], true, "{out}");
+}
+
+#[test]
+fn client_events_refused_by_the_server_fail_the_run() {
+    // Client events are off by default: every one gets a pusher:error.
+    let s = gateway();
+    let (code, out, v) = loadgen(
+        &s,
+        "client-events-off",
+        &[
+            "--clients",
+            "4",
+            "--publishers",
+            "1",
+            "--client-events",
+            "--rate",
+            "50",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(n(&v, &["checks", "missing"]) > 0, "{out}");
+    assert!(out.contains("client events"), "{out}");
 }

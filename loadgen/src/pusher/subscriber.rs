@@ -10,6 +10,12 @@
 //!    ─> Close, once every event accepted for its channel is in
 //! ```
 //!
+//! With `--client-events`, clients 0 to P-1 are also the publishers: each
+//! sends `client-bench` events on its own channel on the rate's schedule
+//! ([`Worker::publish_due`]), and every other subscriber of that channel
+//! must get them (a server never sends a client event back to its
+//! sender: one that comes back is counted as malformed).
+//!
 //! Publishing starts once every client is subscribed (or failed), so each
 //! must get every event the API accepted for its channel. A delivery is
 //! found by its marker ([`event::find`]) and checked: the right channel, a
@@ -26,7 +32,7 @@ use ringws::proto::client::ClientHandshake;
 use ringws::proto::{Connection, Event, Limits, MessageKind, Payload};
 use ringws::runtime::client::{Gone, Handler, InputBuf, Io, SockId};
 
-use super::event::{self, Arrival, Order};
+use super::event::{self, Arrival, Order, Stamp};
 use super::{Mode, Plan};
 use crate::stats::{Snapshot, Stats};
 use crate::worker::{nonce, random_seed, xorshift};
@@ -84,6 +90,8 @@ struct Client {
     order: Order,
     /// Events received once each (in order, or late).
     unique: u64,
+    /// Client events it sent (`--client-events`): those it does not get.
+    own: u64,
     /// Our Close is sent.
     closing: bool,
     t0: Instant,
@@ -100,15 +108,58 @@ impl Client {
     fn subscribed(&self) -> bool {
         matches!(self.phase, Phase::Subscribed)
     }
+
+    fn received(&self) -> Received {
+        Received {
+            channel: self.channel,
+            got: self.unique,
+            own: self.own,
+        }
+    }
 }
+
+/// What a client that subscribed received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Received {
+    pub channel: usize,
+    /// Events received once each.
+    pub got: u64,
+    /// Client events it sent itself, which it must not get.
+    pub own: u64,
+}
+
+/// Per client: its number, and what it received (None if it never
+/// subscribed).
+pub(super) type ReceivedBy = (usize, Option<Received>);
 
 /// A worker's results.
 pub(super) struct Outcome {
     pub stats: Stats,
     pub checks: Checks,
-    /// Per client of this thread: (number, its channel and the events it
-    /// received once each, or None if it never subscribed).
-    pub received: Vec<(usize, Option<(usize, u64)>)>,
+    /// Per client of this thread.
+    pub received: Vec<ReceivedBy>,
+    /// Client events sent (`--client-events`), whole run and those
+    /// intended in the window.
+    pub sent: u64,
+    pub sent_window: u64,
+}
+
+/// One publishing client's schedule (`--client-events`).
+struct Schedule {
+    /// The publisher's number, which is its client's.
+    p: usize,
+    /// Its client's slot, if it connected.
+    slot: Option<usize>,
+    /// Events sent: the next one's sequence number.
+    n: u64,
+}
+
+impl Schedule {
+    /// When event `n` of publisher `p` is due: the publishers spread over
+    /// one interval, `every` apart each.
+    fn due(&self, go: Instant, every: f64, publishers: usize) -> Instant {
+        go + Duration::from_secs_f64(every * (self.n as f64 + self.p as f64 / publishers as f64))
+    }
 }
 
 /// One thread's clients.
@@ -120,11 +171,20 @@ pub(super) struct Worker {
     second: u64,
     clients: Vec<Option<Client>>,
     open: usize,
-    received: Vec<(usize, Option<(usize, u64)>)>,
+    received: Vec<ReceivedBy>,
     expired: bool,
     /// Per channel, the events every subscriber must get, once every
     /// publisher is done.
     expected: Option<Vec<u64>>,
+    /// `--client-events`: this thread's publishing clients, how many there
+    /// are (connected or not), and whether they are counted done.
+    schedules: Vec<Schedule>,
+    publishers: usize,
+    publishers_done: bool,
+    sent: u64,
+    sent_window: u64,
+    /// A client event's message, reused.
+    msg: Vec<u8>,
 }
 
 fn ns(d: Duration) -> u64 {
@@ -149,6 +209,12 @@ impl Worker {
             received: Vec::new(),
             expired: false,
             expected: None,
+            schedules: Vec::new(),
+            publishers: 0,
+            publishers_done: false,
+            sent: 0,
+            sent_window: 0,
+            msg: Vec::new(),
             plan,
         };
         w.connect_all(io, idx);
@@ -157,8 +223,8 @@ impl Worker {
 
     pub fn into_outcome(mut self) -> Outcome {
         for c in self.clients.iter().flatten() {
-            let got = c.subscribed().then_some((c.channel, c.unique));
-            self.received.push((c.i, got));
+            self.received
+                .push((c.i, c.subscribed().then(|| c.received())));
         }
         if !matches!(self.plan.mode, Mode::Rate(_)) {
             // Intended and actual send times are one in a closed loop.
@@ -168,6 +234,8 @@ impl Worker {
             stats: self.stats,
             checks: self.checks,
             received: self.received,
+            sent: self.sent,
+            sent_window: self.sent_window,
         }
     }
 
@@ -180,8 +248,22 @@ impl Worker {
             let source: Option<IpAddr> =
                 (!plan.sources.is_empty()).then(|| plan.sources[i % plan.sources.len()]);
             let target = plan.ws_target(i);
+            let publishes = plan.client_events && i < plan.publishers;
+            if publishes {
+                self.publishers += 1;
+                self.schedules.push(Schedule {
+                    p: i,
+                    slot: None,
+                    n: 0,
+                });
+            }
             match target.connect(io, source) {
                 Ok(id) => {
+                    if publishes {
+                        if let Some(s) = self.schedules.last_mut() {
+                            s.slot = Some(id.index());
+                        }
+                    }
                     if self.clients.len() <= id.index() {
                         self.clients.resize_with(id.index() + 1, || None);
                     }
@@ -194,6 +276,7 @@ impl Worker {
                         ws: Connection::client(Limits::default(), seed),
                         order: Order::new(plan.publishers),
                         unique: 0,
+                        own: 0,
                         closing: false,
                         t0: now,
                     });
@@ -279,7 +362,8 @@ impl Worker {
                         let stamp = match event::parse(data, at, &plan.template) {
                             Ok(s)
                                 if s.channel as usize == c.channel
-                                    && usize::from(s.publisher) < plan.publishers =>
+                                    && usize::from(s.publisher) < plan.publishers
+                                    && !(plan.client_events && usize::from(s.publisher) == c.i) =>
                             {
                                 s
                             }
@@ -442,7 +526,7 @@ impl Worker {
         let Some(expected) = &self.expected else {
             return;
         };
-        if c.closing || !c.subscribed() || c.unique < expected[c.channel] {
+        if c.closing || !c.subscribed() || c.unique + c.own < expected[c.channel] {
             return;
         }
         c.closing = true;
@@ -470,6 +554,101 @@ impl Worker {
                 self.maybe_finish(io, id);
             }
         }
+    }
+
+    /// `--client-events`: each publishing client of this thread sends the
+    /// client events due by now (those its schedule puts before the end
+    /// of the window), each stamped with its intended time, so a client
+    /// that falls behind catches up and latency still counts from the
+    /// schedule. Past the end, this thread's publishers count as done.
+    fn publish_due(&mut self, io: &mut Io, now: Instant) {
+        let plan = self.plan.clone();
+        let (Some(&go), Some(from), Some(end), Mode::Rate(rate)) =
+            (plan.go.get(), plan.measure_from(), plan.end(), plan.mode)
+        else {
+            return;
+        };
+        if self.publishers_done {
+            return;
+        }
+        let every = plan.publishers as f64 / rate;
+        for k in 0..self.schedules.len() {
+            if self.publishing(&self.schedules[k]).is_none() {
+                continue;
+            }
+            let s = &mut self.schedules[k];
+            let Some(c) = s.slot.and_then(|slot| self.clients[slot].as_mut()) else {
+                continue;
+            };
+            loop {
+                let due = s.due(go, every, plan.publishers);
+                if due > now || due >= end {
+                    break;
+                }
+                let stamp = Stamp {
+                    channel: c.channel as u32,
+                    publisher: s.p as u16,
+                    seq: s.n as u32,
+                    intended: ns(due.saturating_duration_since(plan.start)),
+                    actual: ns(now.saturating_duration_since(plan.start)),
+                };
+                self.msg.clear();
+                self.msg
+                    .extend_from_slice(b"{\"event\":\"client-bench\",\"channel\":\"");
+                self.msg
+                    .extend_from_slice(plan.channel_name(c.channel).as_bytes());
+                self.msg.extend_from_slice(b"\",\"data\":\"");
+                event::encode(&stamp, &plan.template, &mut self.msg);
+                self.msg.extend_from_slice(b"\"}");
+                let (ws, msg) = (&mut c.ws, &self.msg);
+                io.send_with(c.id, |out| {
+                    let _ = ws.write_message(MessageKind::Text, msg, out);
+                });
+                s.n += 1;
+                c.own += 1;
+                plan.accepted[c.channel].fetch_add(1, Ordering::Relaxed);
+                self.sent += 1;
+                if due >= from {
+                    self.sent_window += 1;
+                }
+            }
+        }
+        if now >= end {
+            // Every event this thread will send is counted in `accepted`
+            // before the others can read it (Release, and Acquire there).
+            self.publishers_done = true;
+            plan.publishers_done
+                .fetch_add(self.publishers, Ordering::Release);
+        }
+    }
+
+    /// The client of schedule `s`, if it can send: subscribed and not
+    /// closing.
+    fn publishing(&self, s: &Schedule) -> Option<&Client> {
+        s.slot
+            .and_then(|slot| self.clients.get(slot))
+            .and_then(Option::as_ref)
+            .filter(|c| c.i == s.p && c.subscribed() && !c.closing)
+    }
+
+    /// When this thread's next client event is due, if one is.
+    fn next_due(&self) -> Option<Instant> {
+        let plan = &*self.plan;
+        let (Some(&go), Some(end), Mode::Rate(rate)) = (plan.go.get(), plan.end(), plan.mode)
+        else {
+            return None;
+        };
+        if self.publishers_done {
+            return None;
+        }
+        let every = plan.publishers as f64 / rate;
+        let next = self
+            .schedules
+            .iter()
+            .filter(|s| self.publishing(s).is_some())
+            .map(|s| s.due(go, every, plan.publishers))
+            .min();
+        Some(next.map_or(end, |n| n.min(end)))
     }
 
     fn expire(&mut self, io: &mut Io) {
@@ -572,7 +751,7 @@ impl Handler for Worker {
             self.stats.errors.io += 1;
             self.stats.sample(format!("write failed: {why:?}"));
         }
-        self.received.push((c.i, Some((c.channel, c.unique))));
+        self.received.push((c.i, Some(c.received())));
     }
 
     fn turn(&mut self, io: &mut Io) {
@@ -596,6 +775,9 @@ impl Handler for Worker {
             self.expire(io);
             return;
         }
+        if plan.client_events {
+            self.publish_due(io, now);
+        }
         self.learn_expected(io);
     }
 
@@ -609,6 +791,9 @@ impl Handler for Worker {
         if self.expected.is_none() {
             // Until every publisher is done.
             t = t.min(now + Duration::from_millis(5));
+        }
+        if let Some(due) = self.next_due() {
+            t = t.min(due);
         }
         Some(t)
     }
