@@ -3,7 +3,10 @@
 # crates.io) on the gateway issue's three targets, side by side in one run:
 #
 #   fan-out  one publisher through the HTTP API (closed loop), one channel,
-#            CLIENTS (1,000) subscribers: deliveries/s;
+#            CLIENTS (1,000) subscribers: deliveries/s; beside them the
+#            ceiling of that load here (peer-fanout-ceiling: each delivery
+#            one send to its own loopback socket, no protocol at all, the
+#            "server" on core 0 and the "clients" on core 1);
 #   latency  the same at a fixed RATE events/s (100: 100,000 deliveries/s):
 #            delivery latency from the intended send (coordinated omission
 #            corrected), p50/p99/p99.9;
@@ -27,6 +30,7 @@ ulimit -n "$(ulimit -Hn)"
 
 cargo build --release -q -p ringws-gateway -p loadgen
 sockudo=$(scripts/peers-sockudo.sh)
+(cd benches/peers && CARGO_TARGET_DIR=../../target cargo build --release -q --bin peer-fanout-ceiling)
 gw="target/release/ringws-gateway --app-id 1 --app-key app-key --app-secret app-secret --listen 127.0.0.1:6001 --threads 1 --log-level warn"
 sk="$sockudo --config benches/peers/sockudo/config.toml"
 out=target/pusher-bench
@@ -81,11 +85,21 @@ load() {
   stop
 }
 
+# ceiling RUN: the fan-out's ceiling, into $out/fanout-ceiling-RUN.json.
+ceiling() {
+  target/release/peer-fanout-ceiling --subscribers "$clients" --size 151 \
+    --duration "${dur%s}" --warmup 1 --json "$out/fanout-ceiling-$1.json" \
+    >"$out/fanout-ceiling-$1.txt" || { echo "pusher-bench: the fan-out ceiling failed (run $1)" >&2; cat "$out/fanout-ceiling-$1.txt" >&2; exit 1; }
+}
+
 for scenario in fanout latency api; do
   for run in $(seq "$runs"); do
     for name in gateway sockudo; do
       load "$name" "$scenario" "$run"
     done
+    if [ "$scenario" = fanout ]; then
+      ceiling "$run"
+    fi
   done
 done
 
@@ -104,6 +118,14 @@ def row(label, f, fmt, better_high=True):
 SC = "fanout"
 print(f"fan-out, deliveries/s (closed loop, 1 publisher, 1 channel):")
 row("deliveries/s", lambda d: d["deliveries_per_sec"], lambda v: f"{v:,.0f}")
+shares = {"gateway": [], "sockudo": []}
+for r in range(1, runs + 1):
+    c = get(SC, "ceiling", r)["deliveries_per_sec"]
+    g, k = get(SC, "gateway", r)["deliveries_per_sec"], get(SC, "sockudo", r)["deliveries_per_sec"]
+    shares["gateway"].append(g / c)
+    shares["sockudo"].append(k / c)
+    print(f"  run {r}: ceiling {c:,.0f}  ringws-gateway {g / c:.0%} of it  sockudo {k / c:.0%}  3x sockudo {3 * k / c:.0%}")
+print(f"  of the ceiling (median): ringws-gateway {statistics.median(shares['gateway']):.0%}, sockudo {statistics.median(shares['sockudo']):.0%}")
 SC = "latency"
 print(f"latency at a fixed rate (from the intended send), sockudo's over ringws-gateway's:")
 for p in ["p50", "p99", "p99.9"]:
