@@ -664,7 +664,38 @@ fn remote_publishes_reach_the_application() {
     b.shutdown(Duration::from_secs(1));
 }
 
+/// An instance named by a host name (`redis://localhost:PORT`, as in a
+/// container: `redis://redis:6379`) is looked up off the broker's loop and
+/// then used like an address.
+fn a_named_instance_is_looked_up() {
+    let Some(r) = start(None, &[]) else { return };
+    // The test's Redis listens on 127.0.0.1 only: a machine whose
+    // localhost is ::1 first cannot run this.
+    use std::net::ToSocketAddrs;
+    let first = ("localhost", r.port).to_socket_addrs().unwrap().next();
+    if first.map(|a| a.ip()) != Some([127, 0, 0, 1].into()) {
+        eprintln!("skipped: localhost is {first:?} here");
+        return;
+    }
+    let url = format!("redis://localhost:{}", r.port);
+    let (a, b) = (
+        node(redis_broker(std::slice::from_ref(&url)), 1),
+        node(redis_broker(&[url]), 1),
+    );
+    ready(&[&a, &b]);
+    let mut ca = Client::open(a.local_addr(), "/named");
+    let mut cb = Client::open(b.local_addr(), "/named");
+    wait_for("two subscriptions", Duration::from_secs(5), || {
+        r.numsub("ringws:named") == 2
+    });
+    ca.text("hello");
+    assert_eq!(cb.next_text(), "hello");
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+}
+
 on_both_backends!(
+    a_named_instance_is_looked_up,
     remote_publishes_reach_the_application,
     compressed_once_per_receiving_node,
     oversized_message_breaks_only_that_connection,

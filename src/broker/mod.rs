@@ -42,6 +42,7 @@
 mod envelope;
 mod interest;
 mod redis;
+mod resolve;
 mod shard;
 mod url;
 

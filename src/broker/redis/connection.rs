@@ -25,6 +25,7 @@ impl Thread {
                 url: u.clone(),
                 label: u.to_string(),
                 target: None,
+                announced: None,
                 publ: Conn::new(limits, now),
                 sub: Conn::new(limits, now),
                 sentinel: Conn::new(limits, now),
@@ -59,6 +60,7 @@ impl Thread {
             batch: Vec::new(),
             limits,
             ready: false,
+            resolver: Resolver::new(),
         }
     }
 
@@ -104,15 +106,48 @@ impl Thread {
         self.update_ready(io);
     }
 
+    /// Points instance `s` at the master a Sentinel named, once its
+    /// address is known: at once for an address (what Sentinels announce
+    /// unless their `resolve-hostnames` is on), else when the lookup ends.
+    /// A name that does not resolve closes the Sentinel connection, whose
+    /// next one asks for the master again.
+    pub(super) fn resolve_announced(&mut self, io: &mut Io, s: usize) {
+        let Some(hp) = self.shards[s].announced.clone() else {
+            return;
+        };
+        match self.resolver.lookup(&hp) {
+            None => {}
+            Some(Ok(addr)) => {
+                let sh = &mut self.shards[s];
+                sh.announced = None;
+                if sh.target != Some(addr) {
+                    tracing::info!("broker: {}: the master is at {addr}", sh.label);
+                }
+                sh.target = Some(addr);
+            }
+            Some(Err(e)) => {
+                self.shards[s].announced = None;
+                let why = format!("cannot resolve the master {hp}: {e}");
+                self.note_error(s, Role::Sentinel, &why);
+                if let Some(id) = self.shards[s].sentinel.id() {
+                    io.close(id);
+                }
+            }
+        }
+    }
+
     pub(super) fn tick_shard(&mut self, io: &mut Io, s: usize, now: Instant) {
         let due = |c: &Conn| matches!(c.state, State::Down { retry_at } if now >= retry_at);
         // Find the master, when a connection is due to reconnect.
         let sh = &self.shards[s];
         let wanted = sh.target.is_none() && (due(&sh.publ) || due(&sh.sub));
+        // Names are looked up off this thread (`None`: not yet; the next
+        // tick asks again).
         match sh.url.location.clone() {
-            Location::Direct(a) if wanted => match resolve(&a) {
-                Ok(addr) => self.shards[s].target = Some(addr),
-                Err(e) => {
+            Location::Direct(a) if wanted => match self.resolver.lookup(&a) {
+                None => {}
+                Some(Ok(addr)) => self.shards[s].target = Some(addr),
+                Some(Err(e)) => {
                     let why = format!("cannot resolve {a}: {e}");
                     self.fail_down(s, Role::Pub, now, &why);
                     self.fail_down(s, Role::Sub, now, &why);
@@ -122,10 +157,14 @@ impl Thread {
             // and hears of failovers.
             Location::Sentinel { sentinels, .. } if due(&sh.sentinel) => {
                 let k = sh.next_sentinel % sentinels.len();
-                self.shards[s].next_sentinel += 1;
-                match resolve(&sentinels[k]) {
-                    Ok(addr) => self.connect(io, s, Role::Sentinel, addr, now),
-                    Err(e) => {
+                match self.resolver.lookup(&sentinels[k]) {
+                    None => {}
+                    Some(Ok(addr)) => {
+                        self.shards[s].next_sentinel += 1;
+                        self.connect(io, s, Role::Sentinel, addr, now);
+                    }
+                    Some(Err(e)) => {
+                        self.shards[s].next_sentinel += 1;
                         let why = format!("cannot resolve Sentinel {}: {e}", sentinels[k]);
                         self.fail_down(s, Role::Sentinel, now, &why);
                     }
@@ -133,6 +172,7 @@ impl Thread {
             }
             _ => {}
         }
+        self.resolve_announced(io, s);
         for role in [Role::Pub, Role::Sub, Role::Sentinel] {
             let target = self.shards[s].target;
             let c = self.conn(s, role);

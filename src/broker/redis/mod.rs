@@ -20,7 +20,7 @@
 //! [`Redis::probe_timeout`] makes it reconnect.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -30,6 +30,7 @@ use bytes::BytesMut;
 
 use super::envelope::{self, Malformed};
 use super::interest::Interest;
+use super::resolve::Resolver;
 use super::url::{self, Location, RedisUrl, UrlError};
 use super::{shard, unix_ns, Broker, Gap, Link, Outgoing};
 use crate::proto::resp::{self, Decoder, Frame, PubSub, RespLimits};
@@ -343,6 +344,9 @@ struct Shard {
     /// The address to connect to; `None` until resolved (a Sentinel
     /// instance resolves again after every loss).
     target: Option<SocketAddr>,
+    /// The master's `host:port` as a Sentinel named it, while its lookup
+    /// runs (`target` is set from it when it ends).
+    announced: Option<String>,
     publ: Conn,
     sub: Conn,
     sentinel: Conn,
@@ -379,6 +383,8 @@ struct Thread {
     batch: Vec<Vec<Vec<u8>>>,
     limits: RespLimits,
     ready: bool,
+    /// Name lookups, off this thread.
+    resolver: Resolver,
 }
 
 /// Channels per SUBSCRIBE or UNSUBSCRIBE command.
@@ -408,15 +414,6 @@ fn channel(prefix: &[u8], topic: &str) -> Vec<u8> {
 
 /// `host:port` to an address (the first one). Blocks on DNS for a name:
 /// on the broker thread only, and only when (re)connecting.
-fn resolve(hp: &str) -> std::io::Result<SocketAddr> {
-    if let Ok(a) = hp.parse() {
-        return Ok(a);
-    }
-    hp.to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("no address"))
-}
-
 /// A failed attempt: a warning for the first in a row and then one in ten
 /// (the backoff already spaces them), the rest at debug.
 fn log_failure(label: &str, role: Role, failures: u32, why: &str, wait: Duration) {

@@ -167,12 +167,7 @@ impl Thread {
 
     /// A push on the Sentinel connection: `+switch-master <name> <old ip>
     /// <old port> <new ip> <new port>` moves the instance to the new master.
-    pub(super) fn sentinel_event(
-        &mut self,
-        _io: &mut Io,
-        s: usize,
-        f: Frame,
-    ) -> Result<(), String> {
+    pub(super) fn sentinel_event(&mut self, io: &mut Io, s: usize, f: Frame) -> Result<(), String> {
         let Location::Sentinel { master, .. } = &self.shards[s].url.location else {
             unreachable!("only Sentinel instances have a Sentinel connection")
         };
@@ -183,11 +178,9 @@ impl Thread {
                 if let [name, _, _, ip, port] = parts.as_slice() {
                     if name == master {
                         let hp = host_port(ip.as_bytes(), port.as_bytes());
-                        let addr = resolve(&hp)
-                            .map_err(|e| format!("cannot resolve the new master {hp}: {e}"))?;
-                        let sh = &mut self.shards[s];
-                        tracing::info!("broker: {}: failover, the master is now {addr}", sh.label);
-                        sh.target = Some(addr);
+                        tracing::info!("broker: {}: failover to {hp}", self.shards[s].label);
+                        self.shards[s].announced = Some(hp);
+                        self.resolve_announced(io, s);
                     }
                 }
                 Ok(())
@@ -298,26 +291,20 @@ impl Thread {
                 _ => Err(format!("ROLE refused: {f:?}")),
             },
             Expect::MasterAddr => {
-                let addr = match &f {
+                let hp = match &f {
                     Frame::Array(items) => match items.as_slice() {
-                        [Frame::Bulk(h), Frame::Bulk(p)] => {
-                            let hp = host_port(h, p);
-                            resolve(&hp)
-                                .map_err(|e| format!("cannot resolve the master {hp}: {e}"))?
-                        }
+                        [Frame::Bulk(h), Frame::Bulk(p)] => host_port(h, p),
                         _ => return Err(format!("an unexpected Sentinel reply: {f:?}")),
                     },
                     Frame::Null => return Err("the Sentinel knows no such master".to_owned()),
                     _ => return Err(format!("the Sentinel refused: {f:?}")),
                 };
                 let sh = &mut self.shards[s];
-                if sh.target != Some(addr) {
-                    tracing::info!("broker: {}: the master is at {addr}", sh.label);
-                }
-                sh.target = Some(addr);
+                sh.announced = Some(hp);
                 sh.sentinel.failures = 0;
                 sh.sentinel.state = State::Ready { id };
                 sh.sentinel.up_since = Some(io.now());
+                self.resolve_announced(io, s);
                 Ok(())
             }
         }
