@@ -694,7 +694,51 @@ fn a_named_instance_is_looked_up() {
     b.shutdown(Duration::from_secs(1));
 }
 
+/// Sentinels that require a password get it from the URL's
+/// `sentinel_password`; without it the node is not ready, and says why.
+fn a_sentinel_with_a_password() {
+    let Some(master) = start(None, &[]) else {
+        return;
+    };
+    let cfg = sentinel_config("auth", master.port, 1);
+    let mut conf = std::fs::read_to_string(&cfg).unwrap();
+    conf.push_str("requirepass s3ntinel\n");
+    std::fs::write(&cfg, conf).unwrap();
+    let sentinel = start(Some(cfg), &["--sentinel"]).unwrap();
+    let url = |q: &str| format!("redis+sentinel://127.0.0.1:{}/mymaster{q}", sentinel.port);
+    let fast = |b: broker::Redis| b.backoff(Duration::from_millis(50), Duration::from_millis(500));
+    let a = node(
+        fast(broker::Redis::new([url("?sentinel_password=s3ntinel")]).unwrap()),
+        1,
+    );
+    let b = node(
+        fast(broker::Redis::new([url("?sentinel_password=s3ntinel")]).unwrap()),
+        1,
+    );
+    let without = node(fast(broker::Redis::new([url("")]).unwrap()), 1);
+    let wrong = node(
+        fast(broker::Redis::new([url("?sentinel_password=nope")]).unwrap()),
+        1,
+    );
+    ready(&[&a, &b]);
+    let mut c = Client::open(b.local_addr(), "/t");
+    wait_for("a subscription", Duration::from_secs(5), || {
+        master.numsub("ringws:t") == 1
+    });
+    assert!(until_delivered(&a, &mut c, "hello").starts_with("hello"));
+    for (n, why) in [(&without, "NOAUTH"), (&wrong, "AUTH refused")] {
+        wait_for(why, Duration::from_secs(5), || {
+            n.readyz().checks.iter().any(|(_, _, d)| d.contains(why))
+        });
+        assert!(!n.readyz().ok);
+    }
+    for n in [a, b, without, wrong] {
+        n.shutdown(Duration::from_secs(1));
+    }
+}
+
 on_both_backends!(
+    a_sentinel_with_a_password,
     a_named_instance_is_looked_up,
     remote_publishes_reach_the_application,
     compressed_once_per_receiving_node,

@@ -1,9 +1,13 @@
 //! Redis URLs: `redis://[[user]:password@]host[:port][/db]` for one
 //! instance, `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/master`
 //! for a master found through Sentinels. The user and password are the
-//! master's (percent-encoded where needed); Sentinels are asked without
-//! them. Pub/sub ignores the database number, which is accepted and
-//! dropped. `rediss://` (TLS to Redis) is refused by name.
+//! master's (percent-encoded where needed). Sentinels that require a
+//! password of their own (`requirepass` or an ACL user in sentinel.conf)
+//! get it from the query: `?sentinel_password=P`, with
+//! `&sentinel_user=U` for an ACL user; without it they are asked without
+//! one. Pub/sub ignores the database number, which is accepted and
+//! dropped. `rediss://` (TLS to Redis) and unknown query parameters are
+//! refused by name.
 
 use std::fmt;
 
@@ -25,6 +29,9 @@ pub(crate) struct RedisUrl {
     pub(crate) location: Location,
     pub(crate) user: Option<String>,
     pub(crate) password: Option<String>,
+    /// The Sentinels' own user and password (Sentinel URLs only).
+    pub(crate) sentinel_user: Option<String>,
+    pub(crate) sentinel_password: Option<String>,
 }
 
 impl fmt::Debug for RedisUrl {
@@ -45,7 +52,16 @@ impl fmt::Display for RedisUrl {
         match &self.location {
             Location::Direct(a) => write!(f, "redis://{auth}{a}"),
             Location::Sentinel { sentinels, master } => {
-                write!(f, "redis+sentinel://{auth}{}/{master}", sentinels.join(","))
+                write!(f, "redis+sentinel://{auth}{}/{master}", sentinels.join(","))?;
+                let mut sep = '?';
+                if let Some(u) = &self.sentinel_user {
+                    write!(f, "{sep}sentinel_user={u}")?;
+                    sep = '&';
+                }
+                if self.sentinel_password.is_some() {
+                    write!(f, "{sep}sentinel_password=***")?;
+                }
+                Ok(())
             }
         }
     }
@@ -89,15 +105,7 @@ impl UrlError {
 
 pub(crate) fn parse(url: &str) -> Result<RedisUrl, UrlError> {
     let err = |why| UrlError {
-        // Never echo a password back.
-        url: match url.rfind('@') {
-            Some(at) => format!(
-                "{}***{}",
-                &url[..url.find("://").map_or(0, |i| i + 3)],
-                &url[at..]
-            ),
-            None => url.to_owned(),
-        },
+        url: hide_passwords(url),
         why,
     };
     let (scheme, rest) = url
@@ -113,10 +121,12 @@ pub(crate) fn parse(url: &str) -> Result<RedisUrl, UrlError> {
         }
         _ => return Err(err("the scheme must be redis:// or redis+sentinel://")),
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i + 1..]),
-        None => (rest, ""),
-    };
+    // The authority ends at the path, the query or the fragment
+    // (`redis://h?x` has a query and no path).
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let tail = tail.split('#').next().unwrap_or("");
+    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let path = path.strip_prefix('/').unwrap_or(path);
     let (userinfo, hosts) = match authority.rfind('@') {
         Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
         None => (None, authority),
@@ -152,7 +162,26 @@ pub(crate) fn parse(url: &str) -> Result<RedisUrl, UrlError> {
                 .ok_or_else(|| err("a host must be host, host:port or [v6]:port"))?,
         );
     }
-    let path = path.split(['?', '#']).next().unwrap_or("");
+    let (mut sentinel_user, mut sentinel_password) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = decode(v).ok_or_else(|| err("bad percent-encoding in a query parameter"))?;
+        let slot = match k {
+            "sentinel_user" => &mut sentinel_user,
+            "sentinel_password" => &mut sentinel_password,
+            _ => {
+                return Err(err(
+                    "unknown query parameter (sentinel_user and sentinel_password are known)",
+                ))
+            }
+        };
+        if !sentinel {
+            return Err(err(
+                "sentinel_user and sentinel_password are for redis+sentinel:// URLs",
+            ));
+        }
+        *slot = Some(v);
+    }
     let location = if sentinel {
         if path.is_empty() {
             return Err(err(
@@ -178,7 +207,31 @@ pub(crate) fn parse(url: &str) -> Result<RedisUrl, UrlError> {
         location,
         user,
         password,
+        sentinel_user,
+        sentinel_password,
     })
+}
+
+/// `url` with its passwords (the userinfo's and `sentinel_password`'s)
+/// replaced by `***`, for an error message.
+fn hide_passwords(url: &str) -> String {
+    let mut shown = match url.rfind('@') {
+        Some(at) => format!(
+            "{}***{}",
+            &url[..url.find("://").map_or(0, |i| i + 3)],
+            &url[at..]
+        ),
+        None => url.to_owned(),
+    };
+    const KEY: &str = "sentinel_password=";
+    if let Some(i) = shown.find(KEY) {
+        let from = i + KEY.len();
+        let to = shown[from..]
+            .find(['&', '#'])
+            .map_or(shown.len(), |j| from + j);
+        shown.replace_range(from..to, "***");
+    }
+    shown
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`, as `host:port`.
@@ -262,6 +315,32 @@ mod tests {
             }
         );
         assert_eq!(u.shard_name(), "sentinel/mymaster");
+        assert_eq!((u.sentinel_user, u.sentinel_password), (None, None));
+    }
+
+    #[test]
+    fn sentinel_credentials_come_from_the_query() {
+        let u = parse("redis+sentinel://:pw@h/mymaster?sentinel_password=s%26cret").unwrap();
+        assert_eq!(u.sentinel_password.as_deref(), Some("s&cret"));
+        assert_eq!(u.sentinel_user, None);
+        assert_eq!(u.password.as_deref(), Some("pw"));
+        assert_eq!(
+            u.to_string(),
+            "redis+sentinel://:***@h:26379/mymaster?sentinel_password=***"
+        );
+        assert!(!format!("{u:?}").contains("cret"));
+        let u = parse("redis+sentinel://h/m?sentinel_user=watch&sentinel_password=x#frag").unwrap();
+        assert_eq!(
+            (u.sentinel_user.as_deref(), u.sentinel_password.as_deref()),
+            (Some("watch"), Some("x"))
+        );
+        assert_eq!(
+            u.location,
+            Location::Sentinel {
+                sentinels: vec!["h:26379".into()],
+                master: "m".into()
+            }
+        );
     }
 
     #[test]
@@ -278,11 +357,21 @@ mod tests {
             ("redis+sentinel://h", "names its master"),
             ("redis://:%zz@h", "percent"),
             ("redis://::1", "a host"),
+            ("redis://h?sentinel_password=x", "for redis+sentinel"),
+            ("redis+sentinel://h/m?timeout=5", "unknown query parameter"),
+            ("redis+sentinel://h/m?sentinel_user=%zz", "percent"),
         ] {
             let e = parse(url).unwrap_err().to_string();
             assert!(e.contains(why), "{url}: {e}");
         }
         let e = parse("rediss://user:hunter2@h").unwrap_err().to_string();
         assert!(!e.contains("hunter2"), "{e}");
+        let e = parse("redis+sentinel://h?sentinel_password=hunter2&x=1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !e.contains("hunter2") && e.contains("sentinel_password=***&x=1"),
+            "{e}"
+        );
     }
 }

@@ -293,6 +293,14 @@ impl Thread {
             let Location::Sentinel { master, .. } = &sh.url.location else {
                 unreachable!("only Sentinel instances have a Sentinel connection")
             };
+            if let Some(pass) = &sh.url.sentinel_password {
+                resp::encode_auth(
+                    &mut out,
+                    sh.url.sentinel_user.as_deref().map(str::as_bytes),
+                    pass.as_bytes(),
+                );
+                c.expect.push_back(Expect::Auth);
+            }
             resp::encode_sentinel_master_addr(&mut out, master.as_bytes());
             c.expect.push_back(Expect::MasterAddr);
             resp::encode_subscribe(&mut out, [SWITCH_MASTER]);
