@@ -44,9 +44,11 @@ struct Args {
     #[arg(long, env = "RINGWS_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
     /// A Redis server (redis://[user:password@]host:port, or
-    /// redis+sentinel://host:port/master): events reach the subscribers
-    /// of every node sharing it. Repeat to shard channels across several.
-    #[arg(long, env = "RINGWS_REDIS", value_delimiter = ',')]
+    /// redis+sentinel://[user:password@]host:port[,host:port...]/master
+    /// [?sentinel_password=P]): events reach the subscribers of every node
+    /// sharing it. Repeat (or separate by commas) to shard channels across
+    /// several.
+    #[arg(long, env = "RINGWS_REDIS")]
     redis: Vec<String>,
     /// The app's id (one app from flags).
     #[arg(long, env = "RINGWS_APP_ID")]
@@ -125,7 +127,7 @@ struct File {
 }
 
 /// Both configurations, from the flags and the file.
-fn settings(a: Args) -> Result<(GatewayConfig, Config, Option<String>), String> {
+fn settings(a: Args) -> Result<(GatewayConfig, Config, Vec<String>), String> {
     let f: File = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -220,9 +222,26 @@ fn settings(a: Args) -> Result<(GatewayConfig, Config, Option<String>), String> 
         .max(gw.max_batch_events * (2 * max_event + 1024) + 4096);
     cfg.validate()?;
     let redis = if a.redis.is_empty() { f.redis } else { a.redis };
+    let redis: Vec<String> = redis.iter().flat_map(|v| split_urls(v)).collect();
     let log = a.log_level.or(f.log_level);
     ringws::log::init(log.as_deref(), matches!(a.log_format, LogFormat::Json));
-    Ok((gw, cfg, (!redis.is_empty()).then(|| redis.join(","))))
+    Ok((gw, cfg, redis))
+}
+
+/// Splits a `--redis` value at the commas that begin another URL; a
+/// Sentinel URL's own commas (`redis+sentinel://s1,s2/master`) stay.
+fn split_urls(v: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for piece in v.split(',') {
+        match out.last_mut() {
+            Some(last) if !piece.contains("://") => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => out.push(piece.to_owned()),
+        }
+    }
+    out
 }
 
 fn main() -> ExitCode {
@@ -241,18 +260,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let broker = match redis {
-        Some(urls) => {
-            let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
-            match ringws::broker::Redis::new(&urls) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    eprintln!("error: --redis: {e}");
-                    return ExitCode::from(2);
-                }
+    let broker = if redis.is_empty() {
+        None
+    } else {
+        match ringws::broker::Redis::new(&redis) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("error: --redis: {e}");
+                return ExitCode::from(2);
             }
         }
-        None => None,
     };
     let hooks = gw.webhooks().clone();
     let app = match ringws_gateway::app(gw, cfg, broker) {
@@ -315,5 +332,21 @@ max-presence-info = 1024
         assert_eq!((f.max_event_channels, f.cache_ttl), (Some(100), Some(1800)));
         // A misspelt key stops the start.
         assert!(toml::from_str::<File>("listne = \"x\"").is_err());
+    }
+
+    #[test]
+    fn redis_lists_split_between_urls_only() {
+        assert_eq!(
+            split_urls("redis://a:6379,redis://:p@b:6380"),
+            ["redis://a:6379", "redis://:p@b:6380"]
+        );
+        assert_eq!(
+            split_urls("redis+sentinel://s1:26379,s2,[::1]:26380/m?sentinel_password=x,redis://c"),
+            [
+                "redis+sentinel://s1:26379,s2,[::1]:26380/m?sentinel_password=x",
+                "redis://c"
+            ]
+        );
+        assert_eq!(split_urls("redis://one"), ["redis://one"]);
     }
 }
