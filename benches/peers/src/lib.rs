@@ -12,6 +12,27 @@ pub fn listen_addr() -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9001)))
 }
 
+/// A fresh private anonymous read-write mapping of `len` bytes, never
+/// unmapped (the io_uring peers' provided-buffer rings and their buffers).
+pub fn map(len: usize) -> std::io::Result<*mut u8> {
+    // SAFETY: a new anonymous mapping at an address the kernel picks aliases
+    // no memory of this process.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(p.cast())
+}
+
 /// A current-thread tokio runtime.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

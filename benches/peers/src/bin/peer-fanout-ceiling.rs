@@ -307,27 +307,9 @@ impl BufRing {
     const GROUP: u16 = 0;
 
     fn new(ring: &IoUring) -> io::Result<BufRing> {
-        let map = |len: usize| -> io::Result<*mut u8> {
-            // SAFETY: a new anonymous mapping at an address the kernel picks
-            // aliases no memory of this process.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(p.cast())
-        };
         let mut b = BufRing {
-            ring: map(Self::COUNT as usize * 16)?,
-            mem: map(Self::COUNT as usize * Self::LEN)?,
+            ring: ringws_peers::map(Self::COUNT as usize * 16)?,
+            mem: ringws_peers::map(Self::COUNT as usize * Self::LEN)?,
             tail: 0,
         };
         // SAFETY: the ring mapping is page-aligned, zeroed (tail 0, empty)

@@ -136,26 +136,6 @@ fn push(sq: &mut squeue::SubmissionQueue<'_>, sqe: &squeue::Entry) {
     unsafe { sq.push(sqe) }.expect("submission room checked before each completion");
 }
 
-/// A fresh private anonymous read-write mapping of `len` bytes.
-fn map(len: usize) -> io::Result<*mut u8> {
-    // SAFETY: a new anonymous mapping at an address the kernel picks aliases
-    // no memory of this process.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(p.cast())
-}
-
 /// The read buffers and the ring through which the kernel takes them. Both
 /// mappings live as long as the process: in-flight ops point into them, and
 /// the loop never ends. No Rust reference is ever made into either; the
@@ -176,13 +156,13 @@ struct Bufs {
 
 impl Bufs {
     fn new(submitter: &Submitter<'_>) -> io::Result<Bufs> {
-        let ring = map(BUFS as usize * 16)?;
+        let ring = ringws_peers::map(BUFS as usize * 16)?;
         // SAFETY: `ring` is a page-aligned mapping of `BUFS` slots that is
         // never unmapped, so it outlives the registration; zeroed, so the
         // kernel starts at tail 0 with an empty ring.
         unsafe { submitter.register_buf_ring_with_flags(ring as u64, BUFS, GROUP, 0)? };
         let mut b = Bufs {
-            mem: map(BUFS as usize * BUF_LEN)?,
+            mem: ringws_peers::map(BUFS as usize * BUF_LEN)?,
             ring,
             tail: 0,
             dirty: false,
