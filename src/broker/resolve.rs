@@ -21,6 +21,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Sentinels, a new master), each once until answered.
 const QUEUE: usize = 16;
 
+/// Names asked for and not collected since (a Sentinel may name a new
+/// master before the last one's answer is in): past this many, the
+/// uncollected answers are forgotten, so a Sentinel naming one host after
+/// another cannot grow them without bound. A name still wanted is simply
+/// looked up again.
+const MAX_PENDING: usize = 64;
+
 type Answers = Arc<Mutex<HashMap<String, io::Result<SocketAddr>>>>;
 
 /// Lookups of `host:port` names on a thread of their own, started at the
@@ -56,6 +63,10 @@ impl Resolver {
         }
         if self.pending.contains(hp) {
             return None;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.clear();
+            self.lock().clear();
         }
         let tx = match &self.tx {
             Some(tx) => tx,
@@ -143,6 +154,21 @@ mod tests {
         assert_eq!(a.port(), 6379);
         // Handed out once: the next call looks it up again.
         assert!(r.pending.is_empty());
+        assert!(wait(&mut r, "localhost:6379").is_ok());
+    }
+
+    #[test]
+    fn uncollected_answers_are_bounded() {
+        let mut r = Resolver::new();
+        // Names never asked for again, as a Sentinel naming one host after
+        // another would leave them.
+        for i in 0..3 * MAX_PENDING {
+            let _ = r.lookup(&format!("localhost:{}", 1000 + i));
+            assert!(r.pending.len() <= MAX_PENDING);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(r.lock().len() <= MAX_PENDING + QUEUE + 1);
+        // A name still wanted is answered all the same.
         assert!(wait(&mut r, "localhost:6379").is_ok());
     }
 
