@@ -513,10 +513,7 @@ impl Outcome<'_> {
             None => String::new(),
         };
         match self.plan.mode {
-            _ if self.plan.client_events => format!(
-                "client events at {:.0} events/s",
-                self.args.rate.unwrap_or_default()
-            ),
+            Mode::Rate(r) if self.plan.client_events => format!("client events at {r:.0} events/s"),
             Mode::Closed(n) => format!("closed loop, {n} in flight per publisher{per}"),
             Mode::Rate(r) => format!("open loop at {r:.0} events/s{per}"),
         }
@@ -526,6 +523,11 @@ impl Outcome<'_> {
         use std::fmt::Write as _;
         let (a, p, s, api) = (self.args, self.plan, &self.stats, &self.api);
         let secs = self.secs();
+        let (how, who) = if p.client_events {
+            ("as client events", ", each but the sender gets an event")
+        } else {
+            ("to the API", "")
+        };
         let mut t = String::new();
         let _ = writeln!(
             t,
@@ -546,19 +548,9 @@ impl Outcome<'_> {
         let _ = writeln!(t, "  deliveries   {:>12}   (in the window)", s.messages);
         let _ = writeln!(
             t,
-            "  events/s     {:>12.0}   (sent {} in the window; {} subscribers per channel{})",
+            "  events/s     {:>12.0}   (sent {how} in the window; {} subscribers per channel{who})",
             api.window_events as f64 / secs,
-            if p.client_events {
-                "as client events"
-            } else {
-                "to the API"
-            },
             fan_out(p.clients, p.channels),
-            if p.client_events {
-                ", each but the sender gets an event"
-            } else {
-                ""
-            },
         );
         self.api_lines(&mut t);
         let mut rows = Vec::new();

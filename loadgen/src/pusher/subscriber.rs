@@ -187,6 +187,12 @@ pub(super) struct Worker {
     msg: Vec<u8>,
 }
 
+/// Whether client `c` can send publisher `p`'s client events: it is that
+/// publisher's client, subscribed and not closing.
+fn can_publish(c: &Client, p: usize) -> bool {
+    c.i == p && c.subscribed() && !c.closing
+}
+
 fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -572,12 +578,12 @@ impl Worker {
             return;
         }
         let every = plan.publishers as f64 / rate;
-        for k in 0..self.schedules.len() {
-            if self.publishing(&self.schedules[k]).is_none() {
-                continue;
-            }
-            let s = &mut self.schedules[k];
-            let Some(c) = s.slot.and_then(|slot| self.clients[slot].as_mut()) else {
+        for s in &mut self.schedules {
+            let Some(c) = s
+                .slot
+                .and_then(|slot| self.clients[slot].as_mut())
+                .filter(|c| can_publish(c, s.p))
+            else {
                 continue;
             };
             loop {
@@ -622,15 +628,6 @@ impl Worker {
         }
     }
 
-    /// The client of schedule `s`, if it can send: subscribed and not
-    /// closing.
-    fn publishing(&self, s: &Schedule) -> Option<&Client> {
-        s.slot
-            .and_then(|slot| self.clients.get(slot))
-            .and_then(Option::as_ref)
-            .filter(|c| c.i == s.p && c.subscribed() && !c.closing)
-    }
-
     /// When this thread's next client event is due, if one is.
     fn next_due(&self) -> Option<Instant> {
         let plan = &*self.plan;
@@ -645,7 +642,11 @@ impl Worker {
         let next = self
             .schedules
             .iter()
-            .filter(|s| self.publishing(s).is_some())
+            .filter(|s| {
+                s.slot
+                    .and_then(|slot| self.clients[slot].as_ref())
+                    .is_some_and(|c| can_publish(c, s.p))
+            })
             .map(|s| s.due(go, every, plan.publishers))
             .min();
         Some(next.map_or(end, |n| n.min(end)))
