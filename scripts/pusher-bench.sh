@@ -88,7 +88,7 @@ load() {
 # ceiling RUN: the fan-out's ceiling, into $out/fanout-ceiling-RUN.json.
 ceiling() {
   target/release/peer-fanout-ceiling --subscribers "$clients" --size 151 \
-    --duration "${dur%s}" --warmup 1 --json "$out/fanout-ceiling-$1.json" \
+    --duration "$dur" --warmup 1 --json "$out/fanout-ceiling-$1.json" \
     >"$out/fanout-ceiling-$1.txt" || { echo "pusher-bench: the fan-out ceiling failed (run $1)" >&2; cat "$out/fanout-ceiling-$1.txt" >&2; exit 1; }
 }
 

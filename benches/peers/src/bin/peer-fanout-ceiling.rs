@@ -61,7 +61,17 @@ fn args() -> Args {
             .next()
             .unwrap_or_else(|| panic!("{flag}: a value\n{USAGE}"));
         let n = || -> usize { v.parse().unwrap_or_else(|_| panic!("{flag} {v}\n{USAGE}")) };
-        let secs = || Duration::from_secs_f64(v.parse().expect(USAGE));
+        // Seconds, or loadgen's forms: "10s", "500ms".
+        let secs = || {
+            let (num, scale) = match v.strip_suffix("ms") {
+                Some(ms) => (ms, 1e-3),
+                None => (v.strip_suffix('s').unwrap_or(&v), 1.0),
+            };
+            let x: f64 = num
+                .parse()
+                .unwrap_or_else(|_| panic!("{flag} {v}\n{USAGE}"));
+            Duration::from_secs_f64(x * scale)
+        };
         match flag.as_str() {
             "--subscribers" => a.subscribers = n(),
             "--size" => a.size = n(),
@@ -196,6 +206,22 @@ fn main() {
     }
 }
 
+/// A ring with room for a round (a submission per socket and two on the
+/// control socket), `cq_factor` times that in completions, and `socks`
+/// then `control` registered as files 0..=n.
+fn ring_for(socks: &[TcpStream], control: &TcpStream, cq_factor: u32) -> io::Result<IoUring> {
+    let entries = (socks.len() + 2).next_power_of_two() as u32;
+    let ring: IoUring = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(cq_factor * entries)
+        .build(entries)?;
+    let mut fds: Vec<i32> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    fds.push(control.as_raw_fd());
+    ring.submitter().register_files(&fds)?;
+    Ok(ring)
+}
+
 /// The server thread: rounds of N sends and one answer, until the window
 /// ends; then tells the clients to stop once they have everything.
 fn serve(
@@ -206,17 +232,11 @@ fn serve(
 ) -> io::Result<Served> {
     pin(a.server_cpu);
     let n = socks.len();
-    let entries = (n + 2).next_power_of_two() as u32;
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_cqsize(2 * entries)
-        .build(entries)?;
-    let mut fds: Vec<i32> = socks.iter().map(|s| s.as_raw_fd()).collect();
-    fds.push(control.as_raw_fd());
-    ring.submitter().register_files(&fds)?;
+    // Before the ring, so that they outlive it (and any op still in it
+    // when an error returns early).
     let frame = frame(a.size);
-    let (mut answer, mut request) = ([1u8], [0u8]);
+    let (answer, mut request) = ([1u8], [0u8]);
+    let mut ring = ring_for(socks, &control, 2)?;
     let start = Instant::now();
     let (warm_end, end) = (start + a.warmup, start + a.warmup + a.duration);
     let (mut rounds, mut rounds_at_warm, mut cpu_at_warm) = (0u64, None, 0.0);
@@ -242,7 +262,7 @@ fn serve(
                 // room for n + 2 entries.
                 unsafe { sq.push(&e).expect("room for a round") };
             }
-            let ans = opcode::Send::new(types::Fixed(n as u32), answer.as_mut_ptr(), 1)
+            let ans = opcode::Send::new(types::Fixed(n as u32), answer.as_ptr(), 1)
                 .build()
                 .user_data(n as u64);
             let req = opcode::Recv::new(types::Fixed(n as u32), request.as_mut_ptr(), 1)
@@ -373,20 +393,10 @@ fn run_clients(
     pin(cpu);
     let t0 = (Instant::now(), thread_cpu());
     let n = socks.len();
-    let entries = (n + 2).next_power_of_two() as u32;
-    let mut ring: IoUring = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_cqsize(4 * entries)
-        .build(entries)
-        .expect("io_uring setup");
-    let mut fds: Vec<i32> = socks.iter().map(|s| s.as_raw_fd()).collect();
-    fds.push(control.as_raw_fd());
-    ring.submitter()
-        .register_files(&fds)
-        .expect("register files");
-    let mut bufs = BufRing::new(&ring).expect("a provided-buffer ring");
+    // Before the ring, so that they outlive it.
     let (mut answer, request) = ([0u8], [0u8]);
+    let mut ring = ring_for(&socks, &control, 4).expect("io_uring setup");
+    let mut bufs = BufRing::new(&ring).expect("a provided-buffer ring");
     let recv = |i: usize| {
         opcode::RecvMulti::new(types::Fixed(i as u32), BufRing::GROUP)
             .build()
@@ -405,8 +415,8 @@ fn run_clients(
             // kernel picks ring buffers); the queue has n + 2 entries.
             unsafe { sq.push(&recv(i)).expect("room") };
         }
-        // SAFETY: `answer` and `request` outlive the ring (dropped after
-        // it, below).
+        // SAFETY: `answer` and `request` outlive the ring (declared before
+        // it).
         unsafe {
             sq.push(&recv_answer).expect("room");
             sq.push(&send_request).expect("room");
@@ -484,7 +494,6 @@ fn run_clients(
         }
     }
     received.store(total, Ordering::Release);
-    drop(ring);
     let (wall, cpu) = busy.unwrap_or_else(|| (t0.0.elapsed(), thread_cpu()));
     (cpu - t0.1) / wall.as_secs_f64()
 }
