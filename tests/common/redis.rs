@@ -154,9 +154,25 @@ impl Redis {
         }
     }
 
-    /// A field of `INFO section`, as text.
+    /// A field of `INFO section`, as text. Tests poll it through a
+    /// failover, during which a Sentinel reconfiguring this server kills
+    /// its normal clients (`CLIENT KILL TYPE normal`): a connection cut
+    /// that way is tried again on a new one, a few times.
     pub fn info(&self, section: &str, field: &str) -> Option<String> {
-        let Frame::Bulk(text) = self.command(&["INFO", section]) else {
+        let mut tries = 0;
+        let reply = loop {
+            let r = Conn::try_new(self.port).and_then(|mut c| c.try_command(&["INFO", section]));
+            match r {
+                Ok(f) => break f,
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    println!("INFO {section}: {e}; again");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("INFO {section}: {e}"),
+            }
+        };
+        let Frame::Bulk(text) = reply else {
             panic!("INFO");
         };
         let text = String::from_utf8_lossy(&text).into_owned();
@@ -195,14 +211,18 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(port: u16) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.set_nodelay(true).unwrap();
-        Conn {
+        Conn::try_new(port).unwrap()
+    }
+
+    pub fn try_new(port: u16) -> std::io::Result<Conn> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_nodelay(true)?;
+        Ok(Conn {
             s,
             dec: Decoder::new(RespLimits::default()),
             buf: BytesMut::new(),
-        }
+        })
     }
 
     pub fn send(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
@@ -212,21 +232,38 @@ impl Conn {
     }
 
     pub fn frame(&mut self) -> Frame {
+        self.try_frame().unwrap()
+    }
+
+    /// The next frame, or the I/O error (a closed connection included)
+    /// that cut it; a malformed frame still panics.
+    pub fn try_frame(&mut self) -> std::io::Result<Frame> {
         loop {
             if let Some(f) = self.dec.decode(&mut self.buf).unwrap() {
-                return f;
+                return Ok(f);
             }
             // Reads of an odd size, so frames split at odd places.
             let mut tmp = [0u8; 7919];
-            let n = self.s.read(&mut tmp).unwrap();
-            assert!(n > 0, "redis-server closed the connection");
+            let n = self.s.read(&mut tmp)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "redis-server closed the connection",
+                ));
+            }
             self.buf.extend_from_slice(&tmp[..n]);
         }
     }
 
     pub fn command(&mut self, args: &[&str]) -> Frame {
+        self.try_command(args).unwrap()
+    }
+
+    pub fn try_command(&mut self, args: &[&str]) -> std::io::Result<Frame> {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        self.send(|o| encode_command(o, &args));
-        self.frame()
+        let mut out = Vec::new();
+        encode_command(&mut out, &args);
+        self.s.write_all(&out)?;
+        self.try_frame()
     }
 }
