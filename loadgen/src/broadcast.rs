@@ -569,7 +569,11 @@ impl Worker {
         // Sending more.
         if !c.done_sending && !c.closing {
             match plan.mode {
-                Mode::Closed(_) => {
+                // Only its own deliveries move a sender on. Others' can
+                // reach a sender whose thread has not started it yet
+                // (another thread passed `go` first): with nothing
+                // outstanding it would otherwise stop before its first send.
+                Mode::Closed(_) if own > 0 => {
                     c.outstanding -= own.min(c.outstanding);
                     for _ in 0..own {
                         if now >= end
@@ -600,7 +604,7 @@ impl Worker {
                         }
                     }
                 }
-                Mode::Rate(_) => {}
+                Mode::Closed(_) | Mode::Rate(_) => {}
             }
         }
         if c.ws.has_control() {
