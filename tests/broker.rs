@@ -20,7 +20,8 @@ use ringws::proto::resp::Frame;
 use ringws::Config;
 
 /// Subscribes each connection to the topic its path names (`/room`), and
-/// publishes what it sends there (to everyone else on every node).
+/// publishes what it sends there (to everyone else on every node; a text
+/// starting `here ` to everyone else on this node only).
 struct Room;
 
 impl Handler for Room {
@@ -37,7 +38,11 @@ impl Handler for Room {
 
     fn message(&self, ws: &mut Socket<'_, String>, msg: Message<'_>) {
         let topic = ws.data().clone();
-        ws.publish(&topic, msg);
+        if matches!(msg, Message::Text(t) if t.starts_with("here ")) {
+            ws.publish_local(&topic, msg);
+        } else {
+            ws.publish(&topic, msg);
+        }
     }
 }
 
@@ -664,6 +669,39 @@ fn remote_publishes_reach_the_application() {
     b.shutdown(Duration::from_secs(1));
 }
 
+/// `publish_local` from a connection and from the server reaches this
+/// node's subscribers on every thread, and never the broker.
+fn a_local_publish_stays_on_its_node() {
+    let Some(r) = start(None, &[]) else { return };
+    let a = node(redis_broker(&[r.url()]), 2);
+    let b = node(redis_broker(&[r.url()]), 1);
+    ready(&[&a, &b]);
+    let mut on_a: Vec<Client> = (0..3).map(|_| Client::open(a.local_addr(), "/t")).collect();
+    let mut on_b = Client::open(b.local_addr(), "/t");
+    wait_for("both nodes' subscriptions", Duration::from_secs(5), || {
+        r.numsub("ringws:t") == 2
+    });
+    on_a[0].text("here 1");
+    for c in &mut on_a[1..] {
+        assert_eq!(c.next_text(), "here 1");
+    }
+    a.publish_local("t", "here 2");
+    for c in &mut on_a {
+        assert_eq!(c.next_text(), "here 2");
+    }
+    // What reaches b first is the first thing a sent through Redis.
+    a.publish("t", "everywhere");
+    assert_eq!(on_b.next_text(), "everywhere");
+    for c in &mut on_a {
+        assert_eq!(c.next_text(), "everywhere");
+    }
+    assert_eq!(metric(&a, "ringws_broker_published_total"), 1.0);
+    let calls = r.info("commandstats", "cmdstat_publish").unwrap();
+    assert!(calls.starts_with("calls=1,"), "{calls}");
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+}
+
 /// An instance named by a host name (`redis://localhost:PORT`, as in a
 /// container: `redis://redis:6379`) is looked up off the broker's loop and
 /// then used like an address.
@@ -738,6 +776,7 @@ fn a_sentinel_with_a_password() {
 }
 
 on_both_backends!(
+    a_local_publish_stays_on_its_node,
     a_sentinel_with_a_password,
     a_named_instance_is_looked_up,
     remote_publishes_reach_the_application,

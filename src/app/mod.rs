@@ -159,7 +159,7 @@ impl Closed<'_> {
     pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
         let z = self.shared.shared_z();
         self.shared
-            .publish(None, topic, msg.into().frame(), z, None)
+            .publish(None, topic, msg.into().frame(), z, None, Reach::Nodes)
     }
 
     /// The server, for anything else.
@@ -361,8 +361,8 @@ impl Shared {
     /// Sends `frame` to `topic`'s subscribers on every thread but `skip`:
     /// one mailbox message per thread. `Dropped` if some thread's mailbox
     /// was full (its subscribers miss this one).
-    /// With a broker, `frame` goes to the other nodes too.
-    /// `z` is the frame's compressed form shared by the threads (from
+    /// With a broker and [`Reach::Nodes`], `frame` goes to the other nodes
+    /// too. `z` is the frame's compressed form shared by the threads (from
     /// [`Shared::shared_z`]); `except` a connection left out, with its
     /// thread.
     pub(crate) fn publish(
@@ -372,14 +372,16 @@ impl Shared {
         frame: Bytes,
         z: Option<compressed::SharedZ>,
         except: Option<(usize, crate::runtime::io::SockId)>,
+        reach: Reach,
     ) -> SendStatus {
         let n = self.mailboxes.len();
-        if n == 1 && skip == Some(0) && self.broker.is_none() {
+        let broker = self.broker.as_ref().filter(|_| reach == Reach::Nodes);
+        if n == 1 && skip == Some(0) && broker.is_none() {
             return SendStatus::Sent;
         }
         let topic: Arc<str> = Arc::from(topic);
         let mut status = SendStatus::Sent;
-        if let Some(b) = &self.broker {
+        if let Some(b) = broker {
             if !b.publish(topic.clone(), frame.clone()) {
                 status = SendStatus::Dropped;
             }
@@ -445,6 +447,16 @@ impl Shared {
 
 /// The mailbox message that hands a frame from the broker to a worker's
 /// subscribers of `topic`; `z` as [`Shared::publish`] takes it.
+/// How far a publish goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Reach {
+    /// Every thread, and with a broker every node.
+    Nodes,
+    /// This node's threads only: what each node works out for itself
+    /// (a gateway's presence announcements) and must not hear twice.
+    Node,
+}
+
 pub(crate) fn publish_command(
     topic: Arc<str>,
     frame: Bytes,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::stats;
 use super::worker::Command;
-use super::{Health, Message, SendStatus, Shared};
+use super::{Health, Message, Reach, SendStatus, Shared};
 
 /// What a server has done since it started, over all its threads
 /// ([`ServerHandle::stats`]). Each worker publishes its counts once per
@@ -138,7 +138,19 @@ impl ServerHandle {
     pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
         let z = self.shared.shared_z();
         self.shared
-            .publish(None, topic, msg.into().frame(), z, None)
+            .publish(None, topic, msg.into().frame(), z, None, Reach::Nodes)
+    }
+
+    /// Sends `msg` to every subscriber of `topic` on this node's threads
+    /// only, never through the broker: for what every node works out for
+    /// its own subscribers from state the nodes share (a gateway's
+    /// presence announcements, each node's from its own view), which would
+    /// arrive twice if each node also told the others. Without a broker it
+    /// is [`ServerHandle::publish`].
+    pub fn publish_local<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
+        let z = self.shared.shared_z();
+        self.shared
+            .publish(None, topic, msg.into().frame(), z, None, Reach::Node)
     }
 
     /// SIGHUP under [`App::run`](super::App::run): reloads what can be

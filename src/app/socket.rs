@@ -12,7 +12,7 @@ use super::ctx::Ctx;
 use super::out::InputView;
 use super::route::RouteCfg;
 use super::worker::Command;
-use super::{BackpressurePolicy, ServerHandle, Shared};
+use super::{BackpressurePolicy, Reach, ServerHandle, Shared};
 use crate::log::conn_event;
 use crate::proto::close;
 use crate::proto::error::close_code;
@@ -329,7 +329,21 @@ impl<D> Socket<'_, D> {
             .publish_local(self.io, topic, &frame, z.as_ref(), id);
         self.ctx
             .shared
-            .publish(Some(self.ctx.index), topic, frame, z, None)
+            .publish(Some(self.ctx.index), topic, frame, z, None, Reach::Nodes)
+    }
+
+    /// Sends `msg` to every subscriber of `topic` on this node's threads
+    /// but this connection, never through the broker (see
+    /// [`ServerHandle::publish_local`]).
+    pub fn publish_local<'m>(&mut self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
+        let frame = msg.into().frame();
+        let z = self.ctx.shared.shared_z();
+        let id = Some(self.conn.id);
+        self.ctx
+            .publish_local(self.io, topic, &frame, z.as_ref(), id);
+        self.ctx
+            .shared
+            .publish(Some(self.ctx.index), topic, frame, z, None, Reach::Node)
     }
 
     /// The user data the upgrade hook made.
@@ -414,7 +428,7 @@ impl SocketRef {
         let z = self.shared.shared_z();
         let except = Some((self.worker, self.id));
         self.shared
-            .publish(None, topic, msg.into().frame(), z, except)
+            .publish(None, topic, msg.into().frame(), z, except, Reach::Nodes)
     }
 
     /// Starts the closing handshake (see [`Socket::close`]).
