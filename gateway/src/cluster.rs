@@ -18,14 +18,26 @@
 //!   connection of the receiving node, leaving it out (`socket_id`
 //!   exclusion).
 //!
-//! What it does not give: two connections of one user joining or leaving
-//! the same presence channel on two nodes within the time a message takes
-//! between them (milliseconds) may both announce, or neither; an event that
-//! leaves out a connection of another node is published by that node, so it
-//! may arrive after a later event of the same publisher; nothing is stored
-//! in Redis, so state lives as long as the nodes that hold it.
+//! Presence announcements (`member_added`, `member_removed`) never cross
+//! the broker: each node tells its own subscribers when a user becomes
+//! new to a channel, or gone from it, in its own view (its members and the
+//! other nodes' as last heard), whatever changed it: a local join or
+//! leave, another node's state arriving, a silent node forgotten. Each
+//! client's list thus follows its node's view, and the views agree once
+//! the messages between the nodes have arrived: a user who joins (or
+//! leaves) on two nodes at once is announced once on every node, never
+//! twice or not at all, however the two changes cross. The decisions on a
+//! node are taken one at a time (`Cluster::decide`).
+//!
+//! What it does not give: the `member_added` and `member_removed`
+//! webhooks are sent by the node where the change happened, from its
+//! view, so the same crossing (within the milliseconds a message takes
+//! between nodes) may send them twice, or not at all; an event that leaves
+//! out a connection of another node is published by that node, so it may
+//! arrive after a later event of the same publisher; nothing is stored in
+//! Redis, so state lives as long as the nodes that hold it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -106,6 +118,9 @@ pub struct Cluster {
     /// the broker's thread, which must not build a snapshot of every
     /// channel itself (all traffic from other nodes waits behind it).
     hello: (Mutex<bool>, Condvar),
+    /// Held while a presence change is decided and announced: see
+    /// [`Cluster::decide`].
+    decide: Mutex<()>,
 }
 
 impl Cluster {
@@ -117,7 +132,19 @@ impl Cluster {
             view: Mutex::default(),
             server: OnceLock::new(),
             hello: (Mutex::new(false), Condvar::new()),
+            decide: Mutex::new(()),
         }
+    }
+
+    /// One presence decision at a time on this node: a local join or
+    /// leave, another node's state replacing what was known, silent nodes
+    /// forgotten. Each reads the view and this node's channels, changes
+    /// one of them and announces what changed for its members; two of them
+    /// interleaved could both announce a user, or neither. Taken before
+    /// the view's lock and any app's channels (never while holding them).
+    /// Only presence changes take it: they are rare next to messages.
+    pub(crate) fn decide(&self) -> MutexGuard<'_, ()> {
+        self.decide.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Is there possibly another node?
@@ -290,22 +317,16 @@ impl Cluster {
         let now = Instant::now();
         match m {
             Msg::Chan { n, ch } => {
-                let mut view = self.view();
-                let v = view.entry(n).or_default();
-                v.seen = Some(now);
-                let key = (ch.a.clone(), ch.c.clone());
-                if ch.s == 0 {
-                    v.chans.remove(&key);
-                } else {
-                    v.chans.insert(key, (now, ch));
-                }
+                let _d = self.decide();
+                self.replace(gw, server, n, ch, now);
             }
             Msg::Snap { n, ch } => {
-                let mut view = self.view();
-                let v = view.entry(n).or_default();
-                v.seen = Some(now);
+                let _d = self.decide();
+                if ch.is_empty() {
+                    self.view().entry(n).or_default().seen = Some(now);
+                }
                 for c in ch {
-                    v.chans.insert((c.a.clone(), c.c.clone()), (now, c));
+                    self.replace(gw, server, n, c, now);
                 }
             }
             Msg::Hello { n } => {
@@ -336,6 +357,62 @@ impl Cluster {
         }
     }
 
+    /// Node `n`'s state of one channel replaces what was known of it. The
+    /// members this makes new to the channel, or gone from it, across the
+    /// nodes as this node sees them, are announced to this node's
+    /// subscribers (see the module's doc). Under [`Cluster::decide`].
+    fn replace(&self, gw: &Gateway, server: &ServerHandle, n: u64, ch: ChanState, now: Instant) {
+        let (app, channel) = (ch.a.clone(), ch.c.clone());
+        let key = (app.clone(), channel.clone());
+        // (user, Some(info) if added, None if removed)
+        let mut changes: Vec<(String, Option<Option<String>>)> = Vec::new();
+        {
+            let mut view = self.view();
+            let v = view.entry(n).or_default();
+            v.seen = Some(now);
+            let old = v.chans.get(&key).map(|(_, c)| &c.m);
+            for (u, info) in &ch.m {
+                if old.is_none_or(|o| !o.contains_key(u)) {
+                    changes.push((u.clone(), Some(info.clone())));
+                }
+            }
+            for u in old.into_iter().flat_map(|o| o.keys()) {
+                if !ch.m.contains_key(u) {
+                    changes.push((u.clone(), None));
+                }
+            }
+            if ch.s == 0 {
+                v.chans.remove(&key);
+            } else {
+                v.chans.insert(key.clone(), (now, ch));
+            }
+            if changes.is_empty() {
+                return;
+            }
+            // A member of another node's was there before and stays.
+            changes.retain(|(u, _)| {
+                !view.iter().any(|(&m, v)| {
+                    m != n && v.chans.get(&key).is_some_and(|(_, c)| c.m.contains_key(u))
+                })
+            });
+        }
+        let Some(a) = gw.app_by_id(&app) else { return };
+        {
+            // And so does one of this node's.
+            let reg = a.channels();
+            let here = reg.get(&channel);
+            changes.retain(|(u, _)| here.is_none_or(|c| !c.members.contains_key(u)));
+        }
+        let t = topic(&app, &channel);
+        for (user, added) in changes {
+            let m = match added {
+                Some(info) => protocol::member_added(&channel, &user, info.as_deref()),
+                None => protocol::member_removed(&channel, &user),
+            };
+            server.publish_local(&t, m.as_str());
+        }
+    }
+
     /// Sends every channel of this node, in messages of at most
     /// [`SNAP_CHANNELS`].
     fn snapshot(&self, gw: &Gateway, server: &ServerHandle) {
@@ -359,13 +436,15 @@ impl Cluster {
 
     /// Every interval: this node's snapshot out, and the nodes (and
     /// channels) not renewed within three intervals forgotten. Their
-    /// members that are nowhere else are announced gone by the live node
-    /// with the lowest id.
+    /// members that are nowhere else are announced gone to this node's
+    /// subscribers (every node does so for its own); the live node with
+    /// the lowest id sends the webhooks.
     pub(crate) fn tick(&self, gw: &Gateway) {
         let Some(server) = self.server.get() else {
             return;
         };
         self.snapshot(gw, server);
+        let _d = self.decide();
         let now = Instant::now();
         let ttl = self.interval * 3;
         let mut gone: Vec<ChanState> = Vec::new();
@@ -391,10 +470,9 @@ impl Cluster {
             });
             leader = view.keys().all(|&n| n > self.node);
         }
-        if !leader {
-            return;
-        }
         let hooks = &gw.webhooks;
+        // A user on two forgotten nodes leaves once.
+        let mut told = HashSet::new();
         for c in gone {
             let Some(app) = gw.app_by_id(&c.a) else {
                 continue;
@@ -404,10 +482,13 @@ impl Cluster {
                     .channels()
                     .get(&c.c)
                     .is_some_and(|ch| ch.members.contains_key(user));
-                if !here && !self.has_member(&c.a, &c.c, user) {
+                if !here
+                    && !self.has_member(&c.a, &c.c, user)
+                    && told.insert((c.a.clone(), c.c.clone(), user.clone()))
+                {
                     let t = topic(&c.a, &c.c);
-                    server.publish(&t, protocol::member_removed(&c.c, user).as_str());
-                    if hooks.wants(&c.a, Kind::MemberRemoved) {
+                    server.publish_local(&t, protocol::member_removed(&c.c, user).as_str());
+                    if leader && hooks.wants(&c.a, Kind::MemberRemoved) {
                         let e = Event::MemberRemoved {
                             channel: c.c.clone(),
                             user_id: user.clone(),
@@ -417,7 +498,8 @@ impl Cluster {
                 }
             }
             let here = app.channels().get(&c.c).is_some();
-            if !here
+            if leader
+                && !here
                 && !self.occupied_elsewhere(&c.a, &c.c)
                 && hooks.wants(&c.a, Kind::ChannelVacated)
             {

@@ -233,6 +233,7 @@ fn refuse(ws: &mut Socket<'_, Session>, e: &ProtocolError) {
 /// on any node.
 fn leave(gw: &Gateway, app: &AppState, channel: &str, member: Option<&str>, server: &ServerHandle) {
     let id = &app.cfg.id;
+    let _decide = member.map(|_| gw.cluster.decide());
     // The other nodes' view first: the two locks are never held together.
     let elsewhere = member.is_some_and(|u| gw.cluster.has_member(id, channel, u));
     let occupied_elsewhere = gw.cluster.occupied_elsewhere(id, channel);
@@ -261,8 +262,10 @@ fn leave(gw: &Gateway, app: &AppState, channel: &str, member: Option<&str>, serv
     }
     drop(reg);
     if let (true, Some(user)) = (removed, member) {
+        // This node's subscribers only: the others hear of it from this
+        // node's state and decide for themselves (see `cluster`).
         let m = protocol::member_removed(channel, user);
-        server.publish(&topic(id, channel), m.as_str());
+        server.publish_local(&topic(id, channel), m.as_str());
     }
 }
 
@@ -406,9 +409,10 @@ impl PusherWs {
             }
         }
         let t = topic(&app.cfg.id, &channel);
+        let cluster = &self.gw.cluster;
+        let _decide = member.as_ref().map(|_| cluster.decide());
         // Other nodes' members, taken before this node's lock (the two are
         // never held together).
-        let cluster = &self.gw.cluster;
         let remote = match &member {
             Some(_) if cluster.on() => cluster.members(&app.cfg.id, &channel),
             _ => HashMap::new(),
@@ -480,7 +484,8 @@ impl PusherWs {
                 };
                 hooks.send(&app.cfg.id, e);
             }
-            ws.publish(
+            // This node's subscribers only (see `cluster`).
+            ws.publish_local(
                 &t,
                 protocol::member_added(&channel, &m.user_id, m.user_info.as_deref()).as_str(),
             );

@@ -1,8 +1,9 @@
 //! Two gateway nodes sharing one real redis-server (scripts/test.sh
 //! installs it; without it the tests say so and pass): presence members,
 //! channel queries, `socket_id` exclusion and terminating a user across
-//! nodes, and a node killed without a goodbye losing its members within
-//! three cluster intervals.
+//! nodes, a user joining and leaving on two nodes at once announced once,
+//! and a node killed without a goodbye losing its members within three
+//! cluster intervals.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -184,6 +185,92 @@ fn presence_queries_exclusion_and_terminate_across_nodes() {
     // Nothing else reached alice in between.
     send(&mut alice, json!({ "event": "pusher:ping", "data": {} }));
     assert_eq!(next(&mut alice)["event"], "pusher:pong");
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+}
+
+/// `presence-room` as `addr`'s API counts it (this node and the others
+/// as last heard): subscriptions and users.
+fn room(addr: SocketAddr) -> (Value, Value) {
+    let (_, v) = api(
+        addr,
+        "GET",
+        "/apps/1/channels/presence-room",
+        &[("info", "subscription_count,user_count")],
+        "",
+    );
+    (v["subscription_count"].clone(), v["user_count"].clone())
+}
+
+/// The next message is the answer to a ping: nothing else came first.
+fn nothing_more(c: &mut Client) {
+    send(c, json!({ "event": "pusher:ping", "data": {} }));
+    let v = next(c);
+    assert_eq!(v["event"], "pusher:pong", "{v}");
+}
+
+/// One user joining on two nodes at once, then leaving both at once, is
+/// announced once to every member on either node, never twice or not at
+/// all: Redis is stopped (SIGSTOP) while the two changes are made, so
+/// neither node has heard of the other's when it makes its own.
+#[test]
+fn a_user_on_two_nodes_at_once_is_announced_once() {
+    let Some(r) = redis_server::start(None, &[]) else {
+        return;
+    };
+    let (a, b) = (node(&r.url()), node(&r.url()));
+    let (aa, ba) = (a.local_addr(), b.local_addr());
+    let (mut alice, ida) = connect(aa);
+    join(&mut alice, &ida, "presence-room", "alice");
+    let (mut bob, idb) = connect(ba);
+    wait("a's state on b", || room(ba).1 == 1);
+    join(&mut bob, &idb, "presence-room", "bob");
+    assert_eq!(next(&mut alice)["data"]["user_id"], "bob");
+    wait("b's state on a", || room(aa).0 == 2);
+    let (mut d1, id1) = connect(aa);
+    let (mut d2, id2) = connect(ba);
+    r.pause(true);
+    let ok1 = join(&mut d1, &id1, "presence-room", "dave");
+    let ok2 = join(&mut d2, &id2, "presence-room", "dave");
+    r.pause(false);
+    assert_eq!(ok1["data"]["presence"]["count"], 3, "{ok1}");
+    assert_eq!(ok2["data"]["presence"]["count"], 3, "{ok2}");
+    wait("both joins on both nodes", || {
+        room(aa).0 == 4 && room(ba).0 == 4
+    });
+    // Anything either node published through Redis before it heard of
+    // the other's join has arrived by now.
+    std::thread::sleep(Duration::from_millis(200));
+    for (c, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        let v = next(c);
+        assert_eq!(
+            (v["event"].as_str(), v["data"]["user_id"].as_str()),
+            (Some("pusher_internal:member_added"), Some("dave")),
+            "{name}: {v}"
+        );
+        nothing_more(c);
+    }
+    r.pause(true);
+    drop(d1);
+    drop(d2);
+    // Both leaves taken by their nodes while Redis is stopped.
+    wait("both leaves, each on its own node", || {
+        room(aa).0 == 3 && room(ba).0 == 3
+    });
+    r.pause(false);
+    wait("both leaves on both nodes", || {
+        room(aa) == (json!(2), json!(2)) && room(ba) == (json!(2), json!(2))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    for (c, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        let v = next(c);
+        assert_eq!(
+            (v["event"].as_str(), v["data"]["user_id"].as_str()),
+            (Some("pusher_internal:member_removed"), Some("dave")),
+            "{name}: {v}"
+        );
+        nothing_more(c);
+    }
     a.shutdown(Duration::from_secs(1));
     b.shutdown(Duration::from_secs(1));
 }
