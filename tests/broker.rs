@@ -21,7 +21,8 @@ use ringws::Config;
 
 /// Subscribes each connection to the topic its path names (`/room`), and
 /// publishes what it sends there (to everyone else on every node; a text
-/// starting `here ` to everyone else on this node only).
+/// starting `here ` to everyone else on this node only). `id?` is answered
+/// with the connection's `ConnId` as `node.local`.
 struct Room;
 
 impl Handler for Room {
@@ -38,7 +39,10 @@ impl Handler for Room {
 
     fn message(&self, ws: &mut Socket<'_, String>, msg: Message<'_>) {
         let topic = ws.data().clone();
-        if matches!(msg, Message::Text(t) if t.starts_with("here ")) {
+        if matches!(msg, Message::Text("id?")) {
+            let c = ws.conn_id();
+            ws.send_text(&format!("{}.{}", c.node, c.local));
+        } else if matches!(msg, Message::Text(t) if t.starts_with("here ")) {
             ws.publish_local(&topic, msg);
         } else {
             ws.publish(&topic, msg);
@@ -702,6 +706,78 @@ fn a_local_publish_stays_on_its_node() {
     b.shutdown(Duration::from_secs(1));
 }
 
+/// `publish_except` leaves one connection out wherever it is: on the
+/// publishing node, or on another (named in the envelope), and the message
+/// keeps its place among the publisher's others.
+fn a_connection_is_left_out_on_any_node() {
+    let Some(r) = start(None, &[]) else { return };
+    let a = node(redis_broker(&[r.url()]), 2);
+    let b = node(redis_broker(&[r.url()]), 2);
+    ready(&[&a, &b]);
+    let id = |c: &mut Client, node: &ServerHandle| {
+        c.text("id?");
+        let t = c.next_text();
+        let (n, l) = t.split_once('.').unwrap();
+        assert_eq!(n.parse::<u64>().unwrap(), node.node(), "{t}");
+        ringws::app::ConnId {
+            node: n.parse().unwrap(),
+            local: l.parse().unwrap(),
+        }
+    };
+    let mut on_b: Vec<Client> = (0..3).map(|_| Client::open(b.local_addr(), "/t")).collect();
+    let mut on_a: Vec<Client> = (0..2).map(|_| Client::open(a.local_addr(), "/t")).collect();
+    let x = id(&mut on_b[0], &b);
+    let z = id(&mut on_a[0], &a);
+    assert_ne!(a.node(), b.node());
+    wait_for("both nodes' subscriptions", Duration::from_secs(5), || {
+        r.numsub("ringws:t") == 2
+    });
+    // Once one of b's clients has a "first", every client gets up to that
+    // one and nothing after it yet.
+    let first = until_delivered(&a, &mut on_b[0], "first");
+    for c in on_b[1..].iter_mut().chain(on_a.iter_mut()) {
+        while c.next_text() != first {}
+    }
+    for i in 0..20 {
+        a.publish_except("t", format!("m{i}").as_str(), x);
+        a.publish("t", format!("n{i}").as_str());
+    }
+    a.publish_except("t", "local", z);
+    a.publish("t", "end");
+    let mut all = Vec::new();
+    for i in 0..20 {
+        all.push(format!("m{i}"));
+        all.push(format!("n{i}"));
+    }
+    all.push("local".to_owned());
+    all.push("end".to_owned());
+    let without = |skip: &str| -> Vec<String> {
+        all.iter()
+            .filter(|m| !m.starts_with(skip))
+            .cloned()
+            .collect()
+    };
+    let got = |c: &mut Client| -> Vec<String> {
+        let mut v = Vec::new();
+        loop {
+            let t = c.next_text();
+            let end = t == "end";
+            v.push(t);
+            if end {
+                return v;
+            }
+        }
+    };
+    assert_eq!(got(&mut on_b[0]), without("m"), "x, left out on its node");
+    for (k, c) in on_b[1..].iter_mut().enumerate() {
+        assert_eq!(got(c), all, "b's client {}, in order", k + 1);
+    }
+    assert_eq!(got(&mut on_a[0]), without("local"), "z, left out here");
+    assert_eq!(got(&mut on_a[1]), all, "a's other client");
+    a.shutdown(Duration::from_secs(1));
+    b.shutdown(Duration::from_secs(1));
+}
+
 /// An instance named by a host name (`redis://localhost:PORT`, as in a
 /// container: `redis://redis:6379`) is looked up off the broker's loop and
 /// then used like an address.
@@ -776,6 +852,7 @@ fn a_sentinel_with_a_password() {
 }
 
 on_both_backends!(
+    a_connection_is_left_out_on_any_node,
     a_local_publish_stays_on_its_node,
     a_sentinel_with_a_password,
     a_named_instance_is_looked_up,

@@ -71,7 +71,7 @@ pub use admin::MAX_ADMIN_CONNS;
 pub use http::{HttpReply, HttpRequest, HttpResponder, HttpResponse};
 pub use server::{ServerHandle, ServerStats};
 pub(crate) use socket::data_payload;
-pub use socket::{Gone, Message, SendStatus, Socket, SocketRef};
+pub use socket::{ConnId, Gone, Message, SendStatus, Socket, SocketRef};
 pub use stats::Health;
 pub use upgrade::{Accept, Deferred, Reject, Request, Upgrade};
 
@@ -313,6 +313,9 @@ pub(crate) struct Shared {
     /// TLS, when `Config::tls` asks for it.
     #[cfg(feature = "tls")]
     tls: Option<tls::TlsState>,
+    /// This node's id: in every envelope its broker sends, and in its
+    /// connections' [`ConnId`]s.
+    pub(crate) node: u64,
     /// The broker, when [`App::broker`] gave one, and its thread.
     pub(crate) broker: Option<Arc<crate::broker::Link>>,
     broker_thread: Mutex<Option<JoinHandle<()>>>,
@@ -353,6 +356,11 @@ impl Shared {
         true
     }
 
+    /// The worker threads.
+    pub(crate) fn threads(&self) -> usize {
+        self.mailboxes.len()
+    }
+
     /// Worker `i` took a frame of `bytes` from its mailbox.
     pub(crate) fn took(&self, i: usize, bytes: usize) {
         self.queued[i].fetch_sub(bytes, Ordering::Relaxed);
@@ -363,15 +371,15 @@ impl Shared {
     /// was full (its subscribers miss this one).
     /// With a broker and [`Reach::Nodes`], `frame` goes to the other nodes
     /// too. `z` is the frame's compressed form shared by the threads (from
-    /// [`Shared::shared_z`]); `except` a connection left out, with its
-    /// thread.
+    /// [`Shared::shared_z`]); `except` a connection left out, on this node
+    /// or (told in the envelope) on the node that holds it.
     pub(crate) fn publish(
         &self,
         skip: Option<usize>,
         topic: &str,
         frame: Bytes,
         z: Option<compressed::SharedZ>,
-        except: Option<(usize, crate::runtime::io::SockId)>,
+        except: Option<ConnId>,
         reach: Reach,
     ) -> SendStatus {
         let n = self.mailboxes.len();
@@ -379,10 +387,14 @@ impl Shared {
         if n == 1 && skip == Some(0) && broker.is_none() {
             return SendStatus::Sent;
         }
+        let (here, there) = match except {
+            Some(c) if c.node == self.node => (c.place(n), None),
+            other => (None, other),
+        };
         let topic: Arc<str> = Arc::from(topic);
         let mut status = SendStatus::Sent;
         if let Some(b) = broker {
-            if !b.publish(topic.clone(), frame.clone()) {
+            if !b.publish(topic.clone(), frame.clone(), there) {
                 status = SendStatus::Dropped;
             }
         }
@@ -391,7 +403,7 @@ impl Shared {
                 topic: topic.clone(),
                 frame: frame.clone(),
                 z: z.clone(),
-                except: except.filter(|&(w, _)| w == i).map(|(_, id)| id),
+                except: here.filter(|&(w, _)| w == i).map(|(_, id)| id),
             };
             if !self.command_frame(i, frame.len(), cmd) {
                 status = SendStatus::Dropped;
@@ -461,12 +473,13 @@ pub(crate) fn publish_command(
     topic: Arc<str>,
     frame: Bytes,
     z: Option<compressed::SharedZ>,
+    except: Option<crate::runtime::io::SockId>,
 ) -> Command {
     Command::Publish {
         topic,
         frame,
         z,
-        except: None,
+        except,
     }
 }
 
@@ -741,9 +754,10 @@ impl App {
             }
             None => (None, None),
         };
+        let node = crate::broker::node_id();
         let link = match &self.broker {
             Some(b) => Some(Arc::new(
-                crate::broker::Link::new(b.max_queue_bytes(), self.cfg.backend)
+                crate::broker::Link::new(node, b.max_queue_bytes(), self.cfg.backend)
                     .map_err(StartError::Thread)?,
             )),
             None => None,
@@ -776,6 +790,7 @@ impl App {
             admin: Mutex::new(None),
             #[cfg(feature = "tls")]
             tls,
+            node,
             broker: link.clone(),
             broker_thread: Mutex::new(None),
             metrics: self.metrics,

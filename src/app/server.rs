@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::stats;
 use super::worker::Command;
-use super::{Health, Message, Reach, SendStatus, Shared};
+use super::{ConnId, Health, Message, Reach, SendStatus, Shared};
 
 /// What a server has done since it started, over all its threads
 /// ([`ServerHandle::stats`]). Each worker publishes its counts once per
@@ -139,6 +139,33 @@ impl ServerHandle {
         let z = self.shared.shared_z();
         self.shared
             .publish(None, topic, msg.into().frame(), z, None, Reach::Nodes)
+    }
+
+    /// Sends `msg` to every subscriber of `topic` on every thread and every
+    /// node but the connection `except` names, wherever it is: on this
+    /// node it is left out here, on another the envelope tells that node
+    /// to leave it out. For a message sent on a connection's behalf by
+    /// whatever node took it (a gateway's HTTP API excluding the sender's
+    /// socket), in the same order as the publisher's other messages: no
+    /// detour through the node that holds the connection. An id that names
+    /// no open connection leaves no one out.
+    pub fn publish_except<'m>(
+        &self,
+        topic: &str,
+        msg: impl Into<Message<'m>>,
+        except: ConnId,
+    ) -> SendStatus {
+        let z = self.shared.shared_z();
+        let frame = msg.into().frame();
+        self.shared
+            .publish(None, topic, frame, z, Some(except), Reach::Nodes)
+    }
+
+    /// This node's id: the `node` of its connections' [`ConnId`]s, and in
+    /// the envelope of everything its broker publishes. Random, different
+    /// for every server started, so never shared by two nodes.
+    pub fn node(&self) -> u64 {
+        self.shared.node
     }
 
     /// Sends `msg` to every subscriber of `topic` on this node's threads

@@ -312,6 +312,11 @@ impl<D> Socket<'_, D> {
         true
     }
 
+    /// The connection's name across the nodes (see [`ConnId`]).
+    pub fn conn_id(&self) -> ConnId {
+        ConnId::new(self.ctx.shared.node, self.ctx.index, self.conn.id)
+    }
+
     /// Is this connection subscribed to `topic`?
     pub fn is_subscribed(&self, topic: &str) -> bool {
         self.ctx.topics.is_subscribed(self.conn.id, topic)
@@ -398,6 +403,11 @@ pub struct SocketRef {
 }
 
 impl SocketRef {
+    /// The connection's name across the nodes (see [`ConnId`]).
+    pub fn conn_id(&self) -> ConnId {
+        ConnId::new(self.shared.node, self.worker, self.id)
+    }
+
     /// Queues `msg` to the connection: `Sent` once it is in the
     /// connection's thread's mailbox, `Dropped` if that mailbox already
     /// holds [`crate::Config::max_mailbox_bytes`] (the thread is behind).
@@ -426,7 +436,7 @@ impl SocketRef {
     /// excludes nobody: the message still goes to everyone else.
     pub fn publish<'m>(&self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
         let z = self.shared.shared_z();
-        let except = Some((self.worker, self.id));
+        let except = Some(self.conn_id());
         self.shared
             .publish(None, topic, msg.into().frame(), z, except, Reach::Nodes)
     }
@@ -467,5 +477,42 @@ impl std::fmt::Debug for SocketRef {
             .field("slot", &self.id.index())
             .field("open", &self.is_open())
             .finish()
+    }
+}
+
+/// A connection's name across the nodes of a deployment: the node that
+/// holds it ([`ServerHandle::node`]) and its place there (its thread and
+/// slot). From [`Socket::conn_id`] or [`SocketRef::conn_id`]; given to
+/// [`ServerHandle::publish_except`] on any node, it leaves that one
+/// connection out wherever it is. Two numbers, so that an application can
+/// carry it in its own ids (a Pusher socket id is `node.local`). A slot's
+/// next connection gets a new `local` (a generation in it changes), so an
+/// old id names no one, until that slot has held 65,536 connections.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ConnId {
+    /// The node's id ([`ServerHandle::node`]).
+    pub node: u64,
+    /// The connection's place on its node: thread, generation and slot.
+    pub local: u64,
+}
+
+impl ConnId {
+    pub(crate) fn new(node: u64, worker: usize, id: SockId) -> ConnId {
+        ConnId {
+            node,
+            local: (worker as u64) << 48 | u64::from(id.gen) << 32 | u64::from(id.slot),
+        }
+    }
+
+    /// Its thread and socket on its node, if `workers` has that thread.
+    pub(crate) fn place(self, workers: usize) -> Option<(usize, SockId)> {
+        let worker = (self.local >> 48) as usize;
+        (worker < workers).then_some((
+            worker,
+            SockId {
+                slot: self.local as u32,
+                gen: (self.local >> 32) as u16,
+            },
+        ))
     }
 }

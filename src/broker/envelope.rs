@@ -10,6 +10,20 @@
 //!  +--------+-----------------+-----------------+---------------------+
 //! ```
 //!
+//! A publish that leaves out a connection of another node
+//! ([`ServerHandle::publish_except`](crate::app::ServerHandle::publish_except))
+//! has format 2 and names it after the time: its node and its place there
+//! (a [`ConnId`]), 16 more bytes. Only that node acts on it. A node of an
+//! older build drops format 2 and counts it as malformed.
+//!
+//! ```text
+//!  0        1        9        17                25                33
+//!  +--------+--------+--------+-----------------+-----------------+----------
+//!  | format | origin | time   | except: node    | except: local   | frame ...
+//!  | 2      |        |        | u64 LE          | u64 LE          |
+//!  +--------+--------+--------+-----------------+-----------------+----------
+//! ```
+//!
 //! A receiving node checks the frame before it fans it out: anything in
 //! the channel that is not one whole unmasked data frame (a stray PUBLISH
 //! from another program, a newer format) would break every subscriber's
@@ -17,13 +31,20 @@
 
 use bytes::Bytes;
 
+use crate::app::ConnId;
 use crate::proto::frame::{FrameHeader, OpCode};
 
 /// The envelope format this build writes and reads.
 pub(crate) const FORMAT: u8 = 1;
 
+/// The format that names a connection to leave out.
+pub(crate) const FORMAT_EXCEPT: u8 = 2;
+
 /// Bytes in front of the frame.
 pub(crate) const HEAD: usize = 17;
+
+/// Bytes in front of the frame in format 2.
+pub(crate) const HEAD_EXCEPT: usize = HEAD + 16;
 
 /// The envelope's head for a frame published by `origin` at `at_ns`
 /// (nanoseconds since the Unix epoch).
@@ -35,12 +56,24 @@ pub(crate) fn head(origin: u64, at_ns: u64) -> [u8; HEAD] {
     h
 }
 
+/// `head` with a connection to leave out (format 2).
+pub(crate) fn head_except(origin: u64, at_ns: u64, except: ConnId) -> [u8; HEAD_EXCEPT] {
+    let mut h = [0u8; HEAD_EXCEPT];
+    h[..HEAD].copy_from_slice(&head(origin, at_ns));
+    h[0] = FORMAT_EXCEPT;
+    h[17..25].copy_from_slice(&except.node.to_le_bytes());
+    h[25..33].copy_from_slice(&except.local.to_le_bytes());
+    h
+}
+
 /// A received envelope: its frame is a slice of the payload Redis sent,
 /// not a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Envelope {
     pub(crate) origin: u64,
     pub(crate) at_ns: u64,
+    /// A connection its node leaves out (format 2).
+    pub(crate) except: Option<ConnId>,
     pub(crate) frame: Bytes,
 }
 
@@ -71,16 +104,25 @@ pub(crate) fn open(payload: Bytes) -> Result<Envelope, Malformed> {
     if payload.len() < HEAD {
         return Err(Malformed::Short);
     }
-    if payload[0] != FORMAT {
-        return Err(Malformed::Format(payload[0]));
-    }
-    let origin = u64::from_le_bytes(payload[1..9].try_into().expect("8 bytes"));
-    let at_ns = u64::from_le_bytes(payload[9..17].try_into().expect("8 bytes"));
-    let frame = payload.slice(HEAD..);
+    let word = |a: usize| u64::from_le_bytes(payload[a..a + 8].try_into().expect("8 bytes"));
+    let (head, except) = match payload[0] {
+        FORMAT => (HEAD, None),
+        FORMAT_EXCEPT if payload.len() >= HEAD_EXCEPT => {
+            let c = ConnId {
+                node: word(17),
+                local: word(25),
+            };
+            (HEAD_EXCEPT, Some(c))
+        }
+        FORMAT_EXCEPT => return Err(Malformed::Short),
+        f => return Err(Malformed::Format(f)),
+    };
+    let frame = payload.slice(head..);
     check_frame(&frame)?;
     Ok(Envelope {
-        origin,
-        at_ns,
+        origin: word(1),
+        at_ns: word(9),
+        except,
         frame,
     })
 }
@@ -132,13 +174,33 @@ mod tests {
     }
 
     #[test]
+    fn format_2_names_the_connection_left_out() {
+        let f = frame(OpCode::Text, b"hi");
+        let c = ConnId {
+            node: 0x0102_0304_0506_0708,
+            local: 3 << 48 | 9 << 32 | 77,
+        };
+        let mut p = head_except(42, 7, c).to_vec();
+        p.extend_from_slice(&f);
+        let e = open(Bytes::from(p)).unwrap();
+        assert_eq!((e.origin, e.at_ns, e.except), (42, 7, Some(c)));
+        assert_eq!(&e.frame[..], &f[..]);
+        assert_eq!(open(sealed(42, 7, &f)).unwrap().except, None);
+    }
+
+    #[test]
     fn refuses_what_would_break_a_stream() {
         let text = frame(OpCode::Text, "héllo".as_bytes());
         assert!(open(sealed(1, 2, &text)).is_ok());
         assert_eq!(open(Bytes::from_static(b"short")), Err(Malformed::Short));
+        let mut v3 = sealed(1, 2, &text).to_vec();
+        v3[0] = 3;
+        assert_eq!(open(Bytes::from(v3)), Err(Malformed::Format(3)));
+        // Format 2 needs its 16 more bytes.
         let mut v2 = sealed(1, 2, &text).to_vec();
         v2[0] = 2;
-        assert_eq!(open(Bytes::from(v2)), Err(Malformed::Format(2)));
+        v2.truncate(HEAD_EXCEPT - 1);
+        assert_eq!(open(Bytes::from(v2)), Err(Malformed::Short));
         // Truncated, too long, a control frame, masked, RSV1, not FIN,
         // bad UTF-8, nothing at all, two frames.
         let mut cases: Vec<Vec<u8>> = vec![
@@ -183,6 +245,10 @@ mod tests {
                 .collect();
             let _ = open(Bytes::from(v.clone()));
             let mut with_head = head(1, 1).to_vec();
+            with_head.extend_from_slice(&v);
+            let _ = open(Bytes::from(with_head));
+            let c = ConnId { node: 1, local: x };
+            let mut with_head = head_except(1, 1, c).to_vec();
             with_head.extend_from_slice(&v);
             let _ = open(Bytes::from(with_head));
         }

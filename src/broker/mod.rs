@@ -20,7 +20,10 @@
 //! subscribers of its topic on every node whose broker connection is up,
 //! at most once, and messages from one publisher (a connection, or one
 //! thread calling [`ServerHandle::publish`](crate::ServerHandle::publish))
-//! to one topic arrive in the order published. What it does not: delivery
+//! to one topic arrive in the order published, those that leave out a
+//! connection on another node
+//! ([`ServerHandle::publish_except`](crate::ServerHandle::publish_except))
+//! among them. What it does not: delivery
 //! while a node's connection to Redis is down, or messages a full queue
 //! dropped (both counted, and a reconnect is told to the application
 //! through [`App::on_broker_gap`](crate::App::on_broker_gap)); no history
@@ -32,7 +35,7 @@
 //! # Layout
 //! * `mod.rs`: [`Broker`], [`Link`] (between the workers and the broker
 //!   thread), [`Gap`].
-//! * `redis.rs`: [`Redis`], its options and its thread.
+//! * `redis/`: [`Redis`], its options and its thread.
 //! * `interest.rs`: which topics the node subscribes and which workers
 //!   want each.
 //! * `envelope.rs`: the head in front of each frame between nodes.
@@ -57,7 +60,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::app::{ServerHandle, Shared};
+use crate::app::{ConnId, ServerHandle, Shared};
 use crate::runtime::{BackendKind, Waker};
 
 /// A way to carry topics between nodes ([`App::broker`](crate::App::broker)).
@@ -97,6 +100,8 @@ pub(crate) type ListenFn = Box<dyn Fn(&ServerHandle, &[u8]) + Send + Sync>;
 pub(crate) struct Outgoing {
     pub(crate) topic: Arc<str>,
     pub(crate) frame: Bytes,
+    /// A connection on another node that node leaves out.
+    pub(crate) except: Option<ConnId>,
 }
 
 /// The broker's counts, for `/metrics`.
@@ -163,10 +168,10 @@ pub struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(max_queued: usize, backend: BackendKind) -> std::io::Result<Link> {
+    pub(crate) fn new(node: u64, max_queued: usize, backend: BackendKind) -> std::io::Result<Link> {
         let (tx, rx) = mpsc::channel();
         Ok(Link {
-            node: node_id(),
+            node,
             backend,
             tx,
             rx: Mutex::new(Some(rx)),
@@ -190,14 +195,21 @@ impl Link {
 
     /// Queues a publish for the other nodes; false if the queue was full
     /// (dropped and counted).
-    pub(crate) fn publish(&self, topic: Arc<str>, frame: Bytes) -> bool {
+    pub(crate) fn publish(&self, topic: Arc<str>, frame: Bytes, except: Option<ConnId>) -> bool {
         let n = frame.len();
         if self.queued.fetch_add(n, Ordering::Relaxed) >= self.max_queued {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             self.counts.dropped_queue.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let sent = self.tx.send(Outgoing { topic, frame }).is_ok();
+        let sent = self
+            .tx
+            .send(Outgoing {
+                topic,
+                frame,
+                except,
+            })
+            .is_ok();
         if sent {
             self.waker.wake();
         }
@@ -238,6 +250,7 @@ impl Link {
         topic: &Arc<str>,
         frame: &Bytes,
         workers: impl Iterator<Item = usize>,
+        except: Option<ConnId>,
     ) -> usize {
         let Some(s) = self.server.get().and_then(Weak::upgrade) else {
             return 0;
@@ -245,8 +258,13 @@ impl Link {
         let mut dropped = 0;
         // One compressed form for the whole node (encode once).
         let z = s.shared_z();
+        // A connection of this node left out, on its own thread.
+        let except = except
+            .filter(|c| c.node == self.node)
+            .and_then(|c| c.place(s.threads()));
         for i in workers {
-            let cmd = crate::app::publish_command(topic.clone(), frame.clone(), z.clone());
+            let skip = except.filter(|&(w, _)| w == i).map(|(_, id)| id);
+            let cmd = crate::app::publish_command(topic.clone(), frame.clone(), z.clone(), skip);
             if !s.command_frame(i, frame.len(), cmd) {
                 dropped += 1;
             }
@@ -298,7 +316,7 @@ impl Link {
 
 /// A random node id: two nodes (or two servers in one process) never share
 /// one, so each drops exactly its own messages.
-fn node_id() -> u64 {
+pub(crate) fn node_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     static SEQ: AtomicU64 = AtomicU64::new(0);
     // RandomState's keys come from the OS's random source, once per

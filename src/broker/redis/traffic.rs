@@ -12,11 +12,18 @@ impl Thread {
             self.interest.change(w, &t, on, now);
         }
         self.send_interest(io);
-        let head = envelope::head(self.link.node, unix_ns());
+        let at = unix_ns();
+        let head = envelope::head(self.link.node, at);
         while let Ok(o) = self.rx.try_recv() {
             self.link.took(o.frame.len());
             let s = shard::pick(&self.names, &o.topic);
-            self.publish(io, s, &o, &head);
+            match o.except {
+                None => self.publish(io, s, &o, &head),
+                Some(c) => {
+                    let head = envelope::head_except(self.link.node, at, c);
+                    self.publish(io, s, &o, &head);
+                }
+            }
         }
     }
 
@@ -232,7 +239,9 @@ impl Thread {
         let Some((topic, workers)) = workers else {
             return;
         };
-        let dropped = self.link.deliver(topic, &env.frame, workers.iter());
+        let dropped = self
+            .link
+            .deliver(topic, &env.frame, workers.iter(), env.except);
         if dropped > 0 {
             counts
                 .dropped_mailbox
