@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::protocol::{self, Kind};
 use crate::sign;
 use crate::state::{AppState, Gateway};
-use crate::ws::topic;
+use crate::ws::{conn_id, topic};
 
 /// Answers one request under `/apps/`.
 pub fn handle(gw: &Gateway, req: &HttpRequest<'_>) -> HttpResponse {
@@ -235,25 +235,20 @@ fn publish(
     channels: &[String],
 ) -> Result<Option<Map<String, Value>>, (u16, String)> {
     let data = data_text(e);
-    // socket_id: its connection is left out by the node that holds it,
-    // here or (asked through the cluster) on another node.
-    let except = e.socket_id.as_deref();
-    let local = except.and_then(|s| app.socket(s));
+    // socket_id: its connection is left out by the node that holds it
+    // (named in the broker's envelope when that is another node). One
+    // that names no connection of ours leaves no one out.
+    let except = e.socket_id.as_deref().and_then(conn_id);
     for c in channels {
         let m = protocol::event(&e.name, c, &data, None);
         let t = topic(&app.cfg.id, c);
         app.counts
             .api_events
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match (&local, except) {
-            (Some(r), _) => {
-                r.publish(&t, m.as_str());
-            }
-            (None, Some(s)) if gw.cluster.publish_except(server, &app.cfg.id, s, c, &m) => {}
-            _ => {
-                server.publish(&t, m.as_str());
-            }
-        }
+        match except {
+            Some(id) => server.publish_except(&t, m.as_str(), id),
+            None => server.publish(&t, m.as_str()),
+        };
         if protocol::channel(c, app.cfg.max_channel_name).is_ok_and(|k| k.cache) {
             let kept = app.channels().cache(
                 c,

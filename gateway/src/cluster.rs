@@ -14,9 +14,11 @@
 //!   `hello`). A node whose state is not renewed within three intervals is
 //!   taken for dead and forgotten: its members leave within a bounded time.
 //!   The live node with the lowest id tells the channels (`member_removed`).
-//! - `term`: close a user's connections; `pub`: publish on behalf of a
-//!   connection of the receiving node, leaving it out (`socket_id`
-//!   exclusion).
+//! - `term`: close a user's connections.
+//!
+//! `socket_id` exclusion needs none of this either: a socket id is its
+//! connection's [`ConnId`](ringws::app::ConnId), which the broker's
+//! envelope carries to the node that holds it.
 //!
 //! Presence announcements (`member_added`, `member_removed`) never cross
 //! the broker: each node tells its own subscribers when a user becomes
@@ -32,9 +34,7 @@
 //! What it does not give: the `member_added` and `member_removed`
 //! webhooks are sent by the node where the change happened, from its
 //! view, so the same crossing (within the milliseconds a message takes
-//! between nodes) may send them twice, or not at all; an event that leaves
-//! out a connection of another node is published by that node, so it may
-//! arrive after a later event of the same publisher; nothing is stored in
+//! between nodes) may send them twice, or not at all; nothing is stored in
 //! Redis, so state lives as long as the nodes that hold it.
 
 use std::collections::{HashMap, HashSet};
@@ -88,13 +88,6 @@ enum Msg {
     Term {
         a: String,
         u: String,
-    },
-    Pub {
-        to: u64,
-        a: String,
-        s: String,
-        c: String,
-        m: String,
     },
 }
 
@@ -195,37 +188,6 @@ impl Cluster {
         self.attach(server);
         let ch = state_of(app, channel, c);
         self.send(server, &Msg::Chan { n: self.node, ch });
-    }
-
-    /// Asks the node that holds `socket_id` to publish `message` to
-    /// `channel` leaving that connection out. False if no known node holds
-    /// it (the caller publishes to everyone).
-    pub(crate) fn publish_except(
-        &self,
-        server: &ServerHandle,
-        app: &str,
-        socket_id: &str,
-        channel: &str,
-        message: &str,
-    ) -> bool {
-        let Some(to) = socket_id
-            .split_once('.')
-            .and_then(|(n, _)| n.parse::<u64>().ok())
-        else {
-            return false;
-        };
-        if !self.on() || to == self.node || !self.view().contains_key(&to) {
-            return false;
-        }
-        let m = Msg::Pub {
-            to,
-            a: app.to_owned(),
-            s: socket_id.to_owned(),
-            c: channel.to_owned(),
-            m: message.to_owned(),
-        };
-        self.send(server, &m);
-        true
     }
 
     /// Asks every other node to close `user`'s connections.
@@ -342,17 +304,6 @@ impl Cluster {
                 if let Some(app) = gw.app_by_id(&a) {
                     crate::api::close_user(app, &u);
                 }
-            }
-            Msg::Pub { to, a, s, c, m } => {
-                if to != self.node {
-                    return;
-                }
-                let Some(app) = gw.app_by_id(&a) else { return };
-                let t = topic(&app.cfg.id, &c);
-                match app.socket(&s) {
-                    Some(r) => r.publish(&t, m.as_str()),
-                    None => server.publish(&t, m.as_str()),
-                };
             }
         }
     }
@@ -607,13 +558,6 @@ mod tests {
             Msg::Term {
                 a: "1".into(),
                 u: "carol".into(),
-            },
-            Msg::Pub {
-                to: 7,
-                a: "1".into(),
-                s: "7.12".into(),
-                c: "news".into(),
-                m: "{\"event\":\"e\"}".into(),
             },
         ];
         for m in msgs {

@@ -18,15 +18,11 @@ use crate::config::{AppConfig, GatewayConfig};
 use crate::webhook::{AppHooks, Webhooks};
 
 /// The whole gateway: its apps, by key (connections) and by id (the HTTP
-/// API), and what makes socket ids unique.
+/// API), and its side of the cluster.
 pub struct Gateway {
     pub(crate) cfg: GatewayConfig,
     by_key: HashMap<String, Arc<AppState>>,
     by_id: HashMap<String, Arc<AppState>>,
-    /// The first half of every socket id: random per process, so that two
-    /// nodes (or a restarted one) do not hand out the same ids.
-    node: u64,
-    next_socket: AtomicU64,
     /// Counts for `/metrics` that belong to no app.
     pub(crate) counts: GatewayCounts,
     /// The other nodes, with a broker.
@@ -104,8 +100,6 @@ impl Gateway {
             cfg,
             by_key,
             by_id,
-            node,
-            next_socket: AtomicU64::new(1),
             counts: GatewayCounts::default(),
             cluster,
             webhooks,
@@ -137,17 +131,12 @@ impl Gateway {
     pub fn apps(&self) -> impl Iterator<Item = &Arc<AppState>> {
         self.by_id.values()
     }
-
-    /// A new socket id, `node.sequence` as the protocol's `\d+\.\d+`.
-    pub(crate) fn socket_id(&self) -> String {
-        let n = self.next_socket.fetch_add(1, Ordering::Relaxed);
-        format!("{}.{}", self.node, n)
-    }
 }
 
-/// A number for this process: the clock's nanoseconds and the process id
-/// through SipHash (std's `RandomState` seeds it randomly too). Not a
-/// secret: socket ids are public; it only has to differ between nodes.
+/// This node's id among the gateway nodes (in the cluster's messages):
+/// the clock's nanoseconds and the process id through SipHash (std's
+/// `RandomState` seeds it randomly too). It only has to differ between
+/// nodes.
 fn node_number() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -156,8 +145,7 @@ fn node_number() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     h.write_u128(t.as_nanos());
-    // Nine decimal digits at most: ids stay short.
-    h.finish() % 1_000_000_000
+    h.finish()
 }
 
 /// One app's live state.
@@ -165,7 +153,7 @@ pub struct AppState {
     pub(crate) cfg: AppConfig,
     /// Open connections (for `max_connections`).
     pub(crate) connections: AtomicUsize,
-    /// Connections by socket id: for `socket_id` exclusion in the HTTP API.
+    /// Connections by socket id ([`AppState::sockets`]).
     sockets: Mutex<HashMap<String, SocketRef>>,
     /// Signed-in users' connections (socket id and handle), for
     /// terminating them.
@@ -257,11 +245,6 @@ impl AppState {
 
     pub(crate) fn remove_socket(&self, socket_id: &str) {
         lock(&self.sockets).remove(socket_id);
-    }
-
-    /// The connection with `socket_id`, if it is open on this node.
-    pub(crate) fn socket(&self, socket_id: &str) -> Option<SocketRef> {
-        lock(&self.sockets).get(socket_id).cloned()
     }
 
     /// Every open connection on this node (to close them at a drain).

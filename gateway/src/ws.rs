@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ringws::app::{Closed, Handler, Message, Request, ServerHandle, Socket, Upgrade};
+use ringws::app::{Closed, ConnId, Handler, Message, Request, ServerHandle, Socket, Upgrade};
 
 use crate::protocol::{self, ClientMessage, Kind, ProtocolError};
 use crate::sign;
@@ -57,6 +57,20 @@ impl PusherWs {
     }
 }
 
+/// A connection's socket id: its [`ConnId`] as `node.local`.
+pub(crate) fn socket_id(c: ConnId) -> String {
+    format!("{}.{}", c.node, c.local)
+}
+
+/// The connection a socket id names, if it is one of ours.
+pub(crate) fn conn_id(socket_id: &str) -> Option<ConnId> {
+    let (node, local) = socket_id.split_once('.')?;
+    Some(ConnId {
+        node: node.parse().ok()?,
+        local: local.parse().ok()?,
+    })
+}
+
 /// One connection's state.
 pub struct Session {
     /// The app, or why the connection is refused (sent at open).
@@ -102,7 +116,8 @@ impl Handler for PusherWs {
         };
         Upgrade::accept(Session {
             app,
-            socket_id: self.gw.socket_id(),
+            // Named at open, from the connection's ConnId.
+            socket_id: String::new(),
             subs: HashMap::new(),
             user: None,
             user_info: None,
@@ -145,8 +160,12 @@ impl Handler for PusherWs {
         }
         self.gw.cluster.attach(&ws.server());
         let handle = ws.handle();
+        let id = ws.conn_id();
         let s = ws.data_mut();
         s.counted = true;
+        // `node.local`, the protocol's `\d+\.\d+`: any node's HTTP API can
+        // leave this connection out of an event without asking this one.
+        s.socket_id = socket_id(id);
         app.add_socket(&s.socket_id, handle);
         let hello = protocol::connection_established(
             &s.socket_id,
