@@ -231,7 +231,12 @@ def instructions(name, cmd, raw, conns, size, n1, n2, client="loadgen", think=0.
         next_port()
         with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "cg.out")
-            server = start_server(cmd, PORT, prefix=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out])
+            # --fair-sched: valgrind runs one thread at a time, and its
+            # default lock can hand itself straight back to a worker that
+            # yields after an io_uring wait (which it does not know blocks),
+            # so the thread that waits for SIGINT may never run.
+            server = start_server(cmd, PORT, prefix=["valgrind", "--tool=callgrind", "--fair-sched=yes",
+                                                     "--callgrind-out-file=" + out])
             if client == "pingpong":
                 done = pingpong(PORT, conns, size, n, think)
             else:

@@ -111,7 +111,7 @@ def instructions(n1, n2):
         PORT += 1
         with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "cg.out")
-            s = server(None, PORT, prefix=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out])
+            s = server(None, PORT, prefix=["valgrind", "--tool=callgrind", "--fair-sched=yes", "--callgrind-out-file=" + out])
             try:
                 loadgen("1", PORT, ["-c", str(SUBSCRIBERS), "--senders", "1", "--in-flight", "64", "--messages",
                                     str(n), "-w", "0s", "-d", "600s", "--connect-timeout", "60s", "--drain", "60s"])

@@ -182,7 +182,7 @@ def broker_instructions():
     for n in CG:
         rp, rport = redis()
         with tempfile.TemporaryDirectory() as d:
-            vg = lambda name: ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+            vg = lambda name: ["valgrind", "--tool=callgrind", "--fair-sched=yes", "--separate-threads=yes",
                                f"--callgrind-out-file={d}/{name}.out"]
             a, ap = node(None, rport, prefix=vg("a"))
             b, bp = node(None, rport, prefix=vg("b"))
