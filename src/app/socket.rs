@@ -327,28 +327,27 @@ impl<D> Socket<'_, D> {
     /// [`ServerHandle::publish`], `Dropped` if another thread's mailbox was
     /// full.
     pub fn publish<'m>(&mut self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
-        let frame = msg.into().frame();
-        let z = self.ctx.shared.shared_z();
-        let id = Some(self.conn.id);
-        self.ctx
-            .publish_local(self.io, topic, &frame, z.as_ref(), id);
-        self.ctx
-            .shared
-            .publish(Some(self.ctx.index), topic, frame, z, None, Reach::Nodes)
+        self.publish_to(topic, msg.into(), Reach::Nodes)
     }
 
     /// Sends `msg` to every subscriber of `topic` on this node's threads
     /// but this connection, never through the broker (see
     /// [`ServerHandle::publish_local`]).
     pub fn publish_local<'m>(&mut self, topic: &str, msg: impl Into<Message<'m>>) -> SendStatus {
-        let frame = msg.into().frame();
+        self.publish_to(topic, msg.into(), Reach::Node)
+    }
+
+    /// This thread's subscribers at once, the other threads' (and nodes')
+    /// through their mailboxes (and the broker).
+    fn publish_to(&mut self, topic: &str, msg: Message<'_>, reach: Reach) -> SendStatus {
+        let frame = msg.frame();
         let z = self.ctx.shared.shared_z();
         let id = Some(self.conn.id);
         self.ctx
             .publish_local(self.io, topic, &frame, z.as_ref(), id);
         self.ctx
             .shared
-            .publish(Some(self.ctx.index), topic, frame, z, None, Reach::Node)
+            .publish(Some(self.ctx.index), topic, frame, z, None, reach)
     }
 
     /// The user data the upgrade hook made.
