@@ -33,6 +33,16 @@ cd "$(dirname "$0")/.."
 duration="${HS_DURATION:-3s}"
 concurrency="${HS_CONCURRENCY:-8}"
 rounds="${HS_ROUNDS:-3}"
+# HS_DURATION in seconds for criterion: loadgen's forms `3s`, `500ms`, `3`.
+case "$duration" in
+  *ms) secs=$(python3 -c "print(${duration%ms} / 1000)") ;;
+  *s) secs=${duration%s} ;;
+  *) secs=$duration ;;
+esac
+python3 -c "assert float('$secs') > 0" 2>/dev/null || {
+  echo "handshakes: HS_DURATION must be like 3s or 500ms, not $duration" >&2
+  exit 2
+}
 port="${HS_PORT:-$((21000 + $$ % 2000))}"
 
 cargo build --release --quiet -p ringws -p loadgen --features ringws/tls,loadgen/tls
@@ -106,8 +116,7 @@ for r in $(seq "$rounds"); do
   stop_server
 
   # Criterion's own timing, as long as one loadgen run: warm-up 1 s,
-  # then the measured seconds.
-  secs="${duration%s}"
+  # then the measured seconds (criterion takes seconds, loadgen also `ms`).
   CRITERION_HOME="$tmp/criterion-$r" taskset -c 0 "$bench_exe" --bench \
     --warm-up-time 1 --measurement-time "$secs" >"$tmp/bench-$r.txt" 2>&1 || {
     cat "$tmp/bench-$r.txt"

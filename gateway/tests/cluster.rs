@@ -220,6 +220,18 @@ fn nothing_more(c: &mut Client) {
     assert_eq!(v["event"], "pusher:pong", "{v}");
 }
 
+/// The next message `c` (`name`) gets is `event` for `user`, and nothing
+/// follows it before the answer to a ping.
+fn heard_once(c: &mut Client, name: &str, event: &str, user: &str) {
+    let v = next(c);
+    assert_eq!(
+        (v["event"].as_str(), v["data"]["user_id"].as_str()),
+        (Some(event), Some(user)),
+        "{name}: {v}"
+    );
+    nothing_more(c);
+}
+
 /// One user joining on two nodes at once, then leaving both at once, is
 /// announced once to every member on either node, never twice or not at
 /// all: Redis is stopped (SIGSTOP) while the two changes are made, so
@@ -252,15 +264,8 @@ fn a_user_on_two_nodes_at_once_is_announced_once() {
     // Anything either node published through Redis before it heard of
     // the other's join has arrived by now.
     std::thread::sleep(Duration::from_millis(200));
-    for (c, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
-        let v = next(c);
-        assert_eq!(
-            (v["event"].as_str(), v["data"]["user_id"].as_str()),
-            (Some("pusher_internal:member_added"), Some("dave")),
-            "{name}: {v}"
-        );
-        nothing_more(c);
-    }
+    heard_once(&mut alice, "alice", "pusher_internal:member_added", "dave");
+    heard_once(&mut bob, "bob", "pusher_internal:member_added", "dave");
     r.pause(true);
     drop(d1);
     drop(d2);
@@ -273,15 +278,13 @@ fn a_user_on_two_nodes_at_once_is_announced_once() {
         room(aa) == (json!(2), json!(2)) && room(ba) == (json!(2), json!(2))
     });
     std::thread::sleep(Duration::from_millis(200));
-    for (c, name) in [(&mut alice, "alice"), (&mut bob, "bob")] {
-        let v = next(c);
-        assert_eq!(
-            (v["event"].as_str(), v["data"]["user_id"].as_str()),
-            (Some("pusher_internal:member_removed"), Some("dave")),
-            "{name}: {v}"
-        );
-        nothing_more(c);
-    }
+    heard_once(
+        &mut alice,
+        "alice",
+        "pusher_internal:member_removed",
+        "dave",
+    );
+    heard_once(&mut bob, "bob", "pusher_internal:member_removed", "dave");
     a.shutdown(Duration::from_secs(1));
     b.shutdown(Duration::from_secs(1));
 }
