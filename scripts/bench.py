@@ -220,12 +220,13 @@ def pingpong(port, conns, size, n, think=0.0):
     return {"messages": x["messages"], "errors": {"total": x["errors"]}, "error_samples": r.stderr.strip()[-500:]}
 
 
-def instructions(name, cmd, raw, conns, size, n1, n2, client="loadgen", think=0.0):
+def instructions(name, cmd, raw, conns, size, n1, n2, client="loadgen", think=0.0, tls_ca=None, rel=REL):
     """User-space instructions per echo: callgrind on the server, two runs
     of n1 and n2 messages. `client`: loadgen (as fast as it can, batching
     whatever is ready) or pingpong (scripts/pingpong.py: one message per
     write, strict ping-pong per connection, so a turn carries few; `think`
-    seconds between an echo and the next message on a connection)."""
+    seconds between an echo and the next message on a connection).
+    `tls_ca`: loadgen (from `rel`) speaks wss:// and trusts this CA."""
     counts = {}
     for n in (n1, n2):
         next_port()
@@ -242,7 +243,7 @@ def instructions(name, cmd, raw, conns, size, n1, n2, client="loadgen", think=0.
             else:
                 jf = os.path.join(d, "run.json")
                 lg = loadgen(PORT, conns, size, raw, "1", ["--messages", str(n), "--warmup", "0s",
-                             "--duration", "600s", "--connect-timeout", "30s"], jf)
+                             "--duration", "600s", "--connect-timeout", "30s"], jf, tls_ca, rel)
                 lg.communicate()
                 done = json.load(open(jf))["runs"][0]
             # SIGINT: ringws shuts down gracefully; the peers just exit.

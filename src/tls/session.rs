@@ -21,6 +21,8 @@ use rustls::unbuffered::{
 };
 use rustls::{ClientConfig, ProtocolVersion, ServerConfig};
 
+use crate::runtime::buf::SealBuf;
+
 /// The largest plaintext of one TLS record (RFC 8446 5.1).
 pub(crate) const MAX_RECORD: usize = 16 << 10;
 /// A record's header: content type, version, length.
@@ -117,7 +119,7 @@ pub(crate) struct Session {
 struct State {
     phase: Phase,
     /// Handshake records and alerts to send ahead of application data.
-    out: Vec<u8>,
+    out: SealBuf,
     /// The start of a record that a read ended inside of, until the rest
     /// arrives: rustls is always handed this, then the next read.
     carry: Vec<u8>,
@@ -138,7 +140,7 @@ impl Session {
             conn,
             st: State {
                 phase: Phase::Handshaking,
-                out: Vec::new(),
+                out: SealBuf::default(),
                 carry: Vec::new(),
                 notify: Notify::No,
             },
@@ -194,12 +196,16 @@ impl Session {
     /// The session keeps no allocation: the handshake's flight (the
     /// certificate chain, some kilobytes) leaves with the batch that sends
     /// it.
-    pub(crate) fn take_output(&mut self, dst: &mut Vec<u8>) {
-        if dst.is_empty() {
-            std::mem::swap(dst, &mut self.st.out);
+    pub(crate) fn take_output(&mut self, dst: &mut SealBuf) {
+        if self.st.out.is_empty() {
+            return;
+        }
+        let out = std::mem::take(&mut self.st.out);
+        if dst.is_empty() && dst.capacity() < out.len() {
+            // The flight itself becomes the batch's buffer: no copy.
+            *dst = out;
         } else {
-            dst.extend_from_slice(&self.st.out);
-            self.st.out = Vec::new();
+            dst.extend_from_slice(out.as_slice());
         }
     }
 
@@ -303,7 +309,7 @@ impl Session {
     pub(crate) fn seal<'a>(
         &mut self,
         pieces: impl Iterator<Item = &'a [u8]>,
-        out: &mut Vec<u8>,
+        out: &mut SealBuf,
         stage: &mut Vec<u8>,
     ) -> Result<(), SealError> {
         if self.st.phase != Phase::Established {
@@ -323,7 +329,7 @@ impl Session {
 
     /// Appends close_notify to `out` if it was asked for: called once the
     /// data queued before it is sealed.
-    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
+    pub(crate) fn finish(&mut self, out: &mut SealBuf) {
         if self.st.notify != Notify::Wanted {
             return;
         }
@@ -440,7 +446,7 @@ fn seal<'a, C: Records>(
     c: &mut C,
     carry: &mut [u8],
     pieces: impl Iterator<Item = &'a [u8]>,
-    out: &mut Vec<u8>,
+    out: &mut SealBuf,
     stage: &mut Vec<u8>,
 ) -> Result<(), SealError> {
     for _ in 0..MAX_STEPS {
@@ -486,36 +492,28 @@ fn seal<'a, C: Records>(
     Err(SealError::Tls("no progress".into()))
 }
 
-fn finish<C: Records>(c: &mut C, carry: &mut [u8], out: &mut Vec<u8>) {
+fn finish<C: Records>(c: &mut C, carry: &mut [u8], out: &mut SealBuf) {
     let status = c.records(carry);
     if let Ok(ConnectionState::WriteTraffic(mut w)) = status.state {
-        let at = out.len();
-        out.resize(at + RECORD_OVERHEAD, 0);
-        match w.queue_close_notify(&mut out[at..]) {
-            Ok(n) => out.truncate(at + n),
-            Err(_) => out.truncate(at),
+        if let Ok(n) = w.queue_close_notify(out.room(RECORD_OVERHEAD)) {
+            out.commit(n);
         }
     }
 }
 
 /// Encodes one handshake record or alert to the end of `out`.
-fn encode<D>(e: &mut rustls::unbuffered::EncodeTlsData<'_, D>, out: &mut Vec<u8>) {
-    let at = out.len();
+fn encode<D>(e: &mut rustls::unbuffered::EncodeTlsData<'_, D>, out: &mut SealBuf) {
     let mut room = 1024;
     loop {
-        out.resize(at + room, 0);
-        match e.encode(&mut out[at..]) {
+        match e.encode(out.room(room)) {
             Ok(n) => {
-                out.truncate(at + n);
+                out.commit(n);
                 return;
             }
             Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
                 room = required_size;
             }
-            Err(EncodeError::AlreadyEncoded) => {
-                out.truncate(at);
-                return;
-            }
+            Err(EncodeError::AlreadyEncoded) => return,
         }
     }
 }
@@ -525,16 +523,14 @@ fn encode<D>(e: &mut rustls::unbuffered::EncodeTlsData<'_, D>, out: &mut Vec<u8>
 fn encrypt<D>(
     w: &mut rustls::unbuffered::WriteTraffic<'_, D>,
     plain: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut SealBuf,
 ) -> Result<(), SealError> {
-    let at = out.len();
     let records = plain.len().div_ceil(MAX_RECORD).max(1);
     let mut room = plain.len() + records * RECORD_OVERHEAD;
     loop {
-        out.resize(at + room, 0);
-        match w.encrypt(plain, &mut out[at..]) {
+        match w.encrypt(plain, out.room(room)) {
             Ok(n) => {
-                out.truncate(at + n);
+                out.commit(n);
                 return Ok(());
             }
             Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
@@ -542,10 +538,7 @@ fn encrypt<D>(
             {
                 room = required_size;
             }
-            Err(e) => {
-                out.truncate(at);
-                return Err(SealError::Tls(e.to_string()));
-            }
+            Err(e) => return Err(SealError::Tls(e.to_string())),
         }
     }
 }

@@ -190,13 +190,13 @@ impl Io {
     #[inline(never)]
     pub(super) fn start_send_tls(&mut self, slot: u32) {
         let mut out = self.spares.pop().unwrap_or_else(super::write::new_batch);
-        let mut ct = std::mem::take(&mut out.hdr);
         let s = &mut self.socks[slot as usize];
         let id = SockId { slot, gen: s.gen };
         let sess = self.tls_sessions[slot as usize]
             .as_deref_mut()
             .expect("a TLS socket");
-        sess.take_output(&mut ct);
+        let ct = &mut out.sealed;
+        sess.take_output(ct);
         let mut done = None;
         let mut failed = None;
         let mut held = false;
@@ -204,7 +204,7 @@ impl Io {
             if p.is_empty() {
                 done = Some(p);
             } else {
-                match sess.seal(p.pieces(), &mut ct, &mut self.tls_stage) {
+                match sess.seal(p.pieces(), ct, &mut self.tls_stage) {
                     Ok(()) => done = Some(p),
                     // Sent once the handshake is over.
                     Err(SealError::NotReady) => {
@@ -220,24 +220,22 @@ impl Io {
         }
         if !held {
             // close_notify goes after everything queued before it.
-            sess.finish(&mut ct);
+            sess.finish(ct);
         }
         if let Some(p) = done {
             self.put_batch(p);
         }
         if let Some(e) = failed {
             conn_event!(WARN, self, id, "TLS: cannot encrypt: {e}");
-            out.hdr = ct;
             self.put_batch(out);
             self.close(id);
             return;
         }
-        out.hdr = ct;
-        if out.hdr.is_empty() {
+        if out.sealed.is_empty() {
             self.put_batch(out);
             return;
         }
-        out.push_hdr_from(0);
+        out.push_sealed();
         out.seal();
         self.counts.bytes += out.bytes() as u64;
         let s = &mut self.socks[slot as usize];
