@@ -542,3 +542,99 @@ fn encrypt<D>(
         }
     }
 }
+
+/// The integration tests' certificates (openssl, a throwaway CA).
+#[cfg(test)]
+#[path = "../../tests/common/certs.rs"]
+mod certs;
+
+#[cfg(test)]
+mod tests {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use rustls::RootCertStore;
+
+    use super::certs;
+    use super::*;
+    use crate::tls::{load, TlsFiles};
+
+    /// A server and a client session for `localhost`, from a fresh CA.
+    fn pair(dir: &certs::Dir) -> (Session, Session) {
+        certs::make_ca(dir, "ca");
+        let (cert, key) = certs::make_leaf(dir, "ca", "leaf", &["localhost"]);
+        let files = TlsFiles {
+            cert,
+            key,
+            sni: vec![],
+        };
+        let server = load(&files).expect("the test certificate loads").config;
+        let mut roots = RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(dir.path("ca.pem")).expect("the CA's PEM") {
+            roots.add(c.expect("a certificate")).expect("a usable CA");
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS 1.3 and 1.2")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = ServerName::try_from("localhost").unwrap();
+        (
+            Session::server(server).unwrap(),
+            Session::client(Arc::new(client), name).unwrap(),
+        )
+    }
+
+    /// What `from` has to send, sealed into `batch` as the loop does (a
+    /// spare batch's buffer, which has room from earlier output), read by
+    /// `to`; its plaintext. `None` if `from` had nothing to send.
+    fn pump(
+        from: &mut Session,
+        to: &mut Session,
+        data: &[u8],
+        batch: &mut SealBuf,
+    ) -> Option<Vec<u8>> {
+        batch.clear();
+        from.take_output(batch);
+        if !data.is_empty() {
+            from.seal([data].into_iter(), batch, &mut Vec::new())
+                .expect("established");
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        let mut wire = batch.as_slice().to_vec();
+        let mut plain = Vec::new();
+        let r = to.read(&mut wire, &mut plain);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        Some(plain)
+    }
+
+    /// An idle session keeps no buffer, whatever the buffer of the batch
+    /// that took its output held: the handshake's flights leave with the
+    /// batches, and the session is not handed theirs in exchange.
+    #[test]
+    fn an_idle_session_holds_no_buffer_after_its_output_is_taken() {
+        let dir = certs::Dir::new("session-idle");
+        let (mut server, mut client) = pair(&dir);
+        let mut batch = SealBuf::default();
+        // A spare batch's buffer: 16 KiB of room from an earlier echo.
+        batch.room(16 << 10);
+        let mut moved = true;
+        while moved {
+            moved = pump(&mut client, &mut server, b"", &mut batch).is_some();
+            moved |= pump(&mut server, &mut client, b"", &mut batch).is_some();
+        }
+        assert_eq!(server.version(), Some(ProtocolVersion::TLSv1_3));
+        let got = pump(&mut client, &mut server, b"hello", &mut batch);
+        assert_eq!(got.as_deref(), Some(&b"hello"[..]));
+        let got = pump(&mut server, &mut client, b"again", &mut batch);
+        assert_eq!(got.as_deref(), Some(&b"again"[..]));
+        for s in [&server, &client] {
+            assert!(!s.has_output());
+            assert_eq!(s.st.out.capacity(), 0, "output buffer kept");
+            assert_eq!(s.st.carry.capacity(), 0, "carry kept");
+        }
+    }
+}
