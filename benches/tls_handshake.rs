@@ -33,9 +33,8 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringws::tls::rustls::{
-    self, client::Resumption, pki_types::pem::PemObject, pki_types::CertificateDer,
-    pki_types::ServerName, ClientConfig, ClientConnection, Connection, HandshakeKind,
-    RootCertStore, ServerConfig, ServerConnection,
+    client::Resumption, pki_types::ServerName, ClientConfig, ClientConnection, Connection,
+    HandshakeKind, ServerConfig, ServerConnection,
 };
 use ringws::tls::TlsFiles;
 
@@ -51,17 +50,7 @@ fn configs() -> (Arc<ServerConfig>, ClientConfig) {
     })
     .expect("the test certificate loads")
     .config;
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(dir.path("ca.pem")).expect("the CA's PEM") {
-        roots.add(c.expect("a certificate")).expect("a usable CA");
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS 1.3 and 1.2")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let client = ringws::tls::client_config(&[dir.path("ca.pem")]).expect("the test CA");
     (server, client)
 }
 

@@ -34,19 +34,7 @@ fn tag(test: &str) -> String {
 
 /// A client configuration trusting CA `ca` of `dir`, offering http/1.1.
 fn client_config(dir: &Dir, ca: &str) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(dir.path(&format!("{ca}.pem"))).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut c = ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    c.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(c)
+    Arc::new(ringws::tls::client_config(&[dir.path(&format!("{ca}.pem"))]).unwrap())
 }
 
 fn server_with(tls: TlsFiles, tweak: impl FnOnce(&mut Config)) -> ServerHandle {

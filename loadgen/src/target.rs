@@ -137,7 +137,6 @@ mod tls_client {
     use ringws::tls::rustls;
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-    use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -148,39 +147,32 @@ mod tls_client {
     /// sessions are resumed from rustls's in-memory cache, shared by every
     /// connection of the run; without, every handshake is a full one.
     pub(super) fn config(args: &TlsArgs, resumption: bool) -> Result<Arc<ClientConfig>, String> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let mut cfg = if args.insecure {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-                .with_no_client_auth()
-        } else {
-            let mut roots = RootCertStore::empty();
-            if args.ca.is_empty() {
-                let found = rustls_native_certs::load_native_certs();
-                for c in found.certs {
+        let mut cfg = if args.insecure || args.ca.is_empty() {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let builder = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?;
+            let mut cfg = if args.insecure {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                    .with_no_client_auth()
+            } else {
+                let mut roots = RootCertStore::empty();
+                for c in rustls_native_certs::load_native_certs().certs {
                     let _ = roots.add(c);
                 }
                 if roots.is_empty() {
                     return Err("no trusted CA in the system's store: give --ca FILE".into());
                 }
-            }
-            for path in &args.ca {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("--ca {}: {e:?}", path.display()))?;
-                for c in certs {
-                    let c = c.map_err(|e| format!("--ca {}: {e:?}", path.display()))?;
-                    roots
-                        .add(c)
-                        .map_err(|e| format!("--ca {}: {e}", path.display()))?;
-                }
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+                builder.with_root_certificates(roots).with_no_client_auth()
+            };
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            cfg
+        } else {
+            // The library's: trusting these files and nothing else.
+            ringws::tls::client_config(&args.ca).map_err(|e| format!("--ca {e}"))?
         };
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         if !resumption {
             cfg.resumption = rustls::client::Resumption::disabled();
         }

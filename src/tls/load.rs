@@ -17,6 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
 use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore};
 
 use super::TlsFiles;
 
@@ -115,6 +116,42 @@ pub fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     })
 }
 
+/// A client configuration for `wss://` that trusts the CA certificates in
+/// the PEM files `cas` (at least one certificate in each) and no others:
+/// the provider and protocol versions the server uses, ALPN `http/1.1`,
+/// rustls's in-memory ticket cache for resumption. For
+/// [`crate::runtime::client::Io::connect_tls`] against a server whose
+/// certificate a private CA signed (a test CA, a company's own); a
+/// client of public servers builds its own from a root store such as
+/// `webpki-roots`.
+pub fn client_config(cas: &[PathBuf]) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| file_err(ca, pem_reason(e)))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_err(ca, pem_reason(e)))?;
+        if certs.is_empty() {
+            return Err(file_err(ca, "no certificate (BEGIN CERTIFICATE) in it"));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| file_err(ca, format!("not a usable CA certificate: {e}")))?;
+        }
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError {
+            file: None,
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 fn certified_key(
     provider: &CryptoProvider,
     cert: &Path,
@@ -175,5 +212,26 @@ impl ResolvesServerCert for Resolver {
             }
         });
         Some(chosen.unwrap_or(&self.default).clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA file that is missing, or holds no certificate, is refused by
+    /// name; a client never starts trusting nothing.
+    #[test]
+    fn a_client_configuration_names_the_ca_file_at_fault() {
+        let missing = PathBuf::from("/nonexistent/ca.pem");
+        let e = client_config(std::slice::from_ref(&missing)).unwrap_err();
+        assert_eq!(e.file.as_ref(), Some(&missing));
+        let empty =
+            std::env::temp_dir().join(format!("ringws-empty-ca-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = client_config(std::slice::from_ref(&empty)).unwrap_err();
+        std::fs::remove_file(&empty).unwrap();
+        assert_eq!(e.file.as_ref(), Some(&empty));
+        assert!(e.to_string().contains("certificate"), "{e}");
     }
 }

@@ -23,7 +23,7 @@ mod load;
 pub(crate) mod session;
 
 #[cfg(feature = "tls")]
-pub use load::{load, Loaded, TlsError};
+pub use load::{client_config, load, Loaded, TlsError};
 #[cfg(feature = "tls")]
 pub use rustls;
 

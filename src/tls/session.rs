@@ -550,13 +550,9 @@ mod certs;
 
 #[cfg(test)]
 mod tests {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    use rustls::RootCertStore;
-
     use super::certs;
     use super::*;
-    use crate::tls::{load, TlsFiles};
+    use crate::tls::{client_config, load, TlsFiles};
 
     /// A server and a client session for `localhost`, from a fresh CA.
     fn pair(dir: &certs::Dir) -> (Session, Session) {
@@ -568,17 +564,7 @@ mod tests {
             sni: vec![],
         };
         let server = load(&files).expect("the test certificate loads").config;
-        let mut roots = RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(dir.path("ca.pem")).expect("the CA's PEM") {
-            roots.add(c.expect("a certificate")).expect("a usable CA");
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS 1.3 and 1.2")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = client_config(&[dir.path("ca.pem")]).expect("the test CA");
         let name = ServerName::try_from("localhost").unwrap();
         (
             Session::server(server).unwrap(),
