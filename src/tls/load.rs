@@ -48,6 +48,19 @@ fn file_err(p: &Path, reason: impl fmt::Display) -> TlsError {
     }
 }
 
+/// An error that is no file's.
+fn general_err(reason: impl fmt::Display) -> TlsError {
+    TlsError {
+        file: None,
+        reason: reason.to_string(),
+    }
+}
+
+/// What both roles speak: TLS 1.3 and 1.2, HTTP/1.1 over them.
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+const ALPN: &[u8] = b"http/1.1";
+
 /// A loaded configuration.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -72,10 +85,8 @@ fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, TlsError> {
     if let Some(t) = T.get() {
         return Ok(t.clone());
     }
-    let t = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| TlsError {
-        file: None,
-        reason: format!("session tickets: {e}"),
-    })?;
+    let t = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| general_err(format!("session tickets: {e}")))?;
     Ok(T.get_or_init(|| t).clone())
 }
 
@@ -96,14 +107,11 @@ pub fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
     }
     let resolver = Arc::new(Resolver { default, by_name });
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError {
-            file: None,
-            reason: e.to_string(),
-        })?
+        .with_protocol_versions(VERSIONS)
+        .map_err(general_err)?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![ALPN.to_vec()];
     config.ticketer = ticketer()?;
     // One TLS 1.3 ticket per handshake, not rustls's two: a connection
     // resumes with one, and rustls keeps what it queued for the second
@@ -127,28 +135,18 @@ pub fn load(files: &TlsFiles) -> Result<Loaded, TlsError> {
 pub fn client_config(cas: &[PathBuf]) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     for ca in cas {
-        let certs = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| file_err(ca, pem_reason(e)))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| file_err(ca, pem_reason(e)))?;
-        if certs.is_empty() {
-            return Err(file_err(ca, "no certificate (BEGIN CERTIFICATE) in it"));
-        }
-        for c in certs {
+        for c in certs_in(ca)? {
             roots
                 .add(c)
                 .map_err(|e| file_err(ca, format!("not a usable CA certificate: {e}")))?;
         }
     }
     let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError {
-            file: None,
-            reason: e.to_string(),
-        })?
+        .with_protocol_versions(VERSIONS)
+        .map_err(general_err)?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)
 }
 
@@ -157,14 +155,8 @@ fn certified_key(
     cert: &Path,
     key: &Path,
 ) -> Result<(Arc<CertifiedKey>, Option<i64>), TlsError> {
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| file_err(cert, pem_reason(e)))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_err(cert, pem_reason(e)))?;
-    let Some(leaf) = certs.first() else {
-        return Err(file_err(cert, "no certificate (BEGIN CERTIFICATE) in it"));
-    };
-    let not_after = super::der::not_after(leaf);
+    let certs = certs_in(cert)?;
+    let not_after = super::der::not_after(&certs[0]);
     let der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, pem_reason(e)))?;
     let signer = provider
         .key_provider
@@ -182,6 +174,18 @@ fn certified_key(
         }
     }
     Ok((Arc::new(ck), not_after))
+}
+
+/// The certificates in the PEM file `path`: at least one, or why not.
+fn certs_in(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(path, pem_reason(e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(path, pem_reason(e)))?;
+    if certs.is_empty() {
+        return Err(file_err(path, "no certificate (BEGIN CERTIFICATE) in it"));
+    }
+    Ok(certs)
 }
 
 fn pem_reason(e: rustls::pki_types::pem::Error) -> String {
